@@ -1,0 +1,61 @@
+"""``python -m bench``: the command-line entry point.
+
+Each subcommand lives in ``bench/commands/<name>.py`` and exposes ``HELP`` (one line), ``add_arguments(parser)``
+and ``main(args) -> int``. User errors (:class:`bench.errors.UserError`) print one line and exit 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bench.errors import UserError
+
+COMMANDS = {
+    "list": "list_",
+    "run": "run",
+    "report": "report",
+    "check": "check",
+    "tune": "tune",
+    "train-prior": "train_prior",
+    "inspect-prior": "inspect_prior",
+    "sample-priors": "sample_priors",
+    "perf": "perf",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input in one line (no usage block) and exits 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bench",
+                     description="Benchmark MAP solvers for imaging inverse problems with normalizing-flow priors.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"bench.commands.{module}")
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except UserError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; finished work units are saved, rerun the same command to resume\n")
+        return 130

@@ -1,0 +1,58 @@
+"""``python -m bench list [tasks|datasets|priors|solvers|grids]``."""
+from __future__ import annotations
+
+HELP = "list registered tasks, datasets, priors, solvers or grid presets"
+WHAT = ("tasks", "datasets", "priors", "solvers", "grids")
+
+
+def add_arguments(p):
+    p.add_argument("what", nargs="?", choices=WHAT, help="what to list (default: everything)")
+
+
+def _tasks():
+    from bench.tasks import TASKS
+
+    for name, cls in TASKS.items():
+        params = ", ".join(f"{k}={v}" for k, v in cls.parameters.items())
+        print(f"{name:10s} {cls.description}  [{params}]")
+
+
+def _datasets():
+    from bench.datasets.base import DATASETS
+
+    for name, cls in DATASETS.items():
+        root = " (needs --data-root)" if cls.needs_root else ""
+        print(f"{name:14s} splits: {', '.join(cls.splits)}{root}  {cls.description}")
+
+
+
+def _print_solvers():
+    from bench.solvers.base import SOLVERS
+
+    for name, cls in SOLVERS.items():
+        print(f"{name}  {cls.description}")
+        for k, v in cls.parameters.items():
+            tun = " (tunable)" if k in cls.tunable else ""
+            print(f"    {k} = {v!r}{tun}")
+
+
+def _priors():
+    from bench.priors.catalog import print_shipped
+
+    print_shipped()
+
+
+def _grids():
+    from bench.grid import print_presets
+
+    print_presets()
+
+
+def main(args) -> int:
+    table = {"tasks": _tasks, "datasets": _datasets, "priors": _priors, "solvers": _print_solvers,
+             "grids": _grids}
+    for what in ([args.what] if args.what else WHAT):
+        if not args.what:
+            print(f"== {what}")
+        table[what]()
+    return 0

@@ -1,0 +1,21 @@
+"""Exceptions the CLI turns into one-line messages (no traceback)."""
+
+
+class UserError(Exception):
+    """Bad input from the user: unknown name, bad grid, missing path, corrupt checkpoint.
+
+    The CLI prints ``error: <message>`` and exits with status 2.
+    """
+
+
+class BudgetExceeded(RuntimeError):
+    """A solver asked the prior for more passes than its per-image budget allows (DESIGN contract 2)."""
+
+    def __init__(self, rows, used, budget):
+        self.rows, self.used, self.budget = list(rows), used, budget
+        super().__init__(f"overspend: solver asked for pass {used + 1} of a budget of {budget} "
+                         f"(rows {self.rows[:8]}{'...' if len(self.rows) > 8 else ''})")
+
+
+class SolverFailure(RuntimeError):
+    """A solver produced a non-finite result."""

@@ -1,0 +1,132 @@
+"""Name -> class registries and plugin discovery.
+
+Every pluggable family (tasks, datasets, priors, solvers) uses one :class:`Registry`. Plugins register themselves
+with a decorator at import time; :func:`discover` imports every module of a package so that dropping one new file
+into ``solvers/`` is all it takes to add a solver.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+
+from bench.errors import UserError
+
+
+class Registry:
+    def __init__(self, kind: str, package: str | None = None):
+        self.kind = kind
+        self.package = package
+        self._items: dict[str, object] = {}
+        self._discovered = package is None
+
+    def register(self, name: str):
+        def deco(obj):
+            if name in self._items and self._items[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._items[name] = obj
+            try:
+                obj.name = name
+            except (AttributeError, TypeError):
+                pass
+            return obj
+        return deco
+
+    def _ensure(self):
+        if not self._discovered:
+            self._discovered = True
+            discover(self.package)
+
+    def names(self) -> list[str]:
+        self._ensure()
+        return sorted(self._items)
+
+    def get(self, name: str):
+        self._ensure()
+        if name not in self._items:
+            raise UserError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
+        return self._items[name]
+
+    def __contains__(self, name):
+        self._ensure()
+        return name in self._items
+
+    def items(self):
+        self._ensure()
+        return sorted(self._items.items())
+
+
+def discover(package: str) -> None:
+    """Import every module of ``package`` (e.g. ``bench.solvers``) so that its plugins register themselves."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def _parse_value(text: str):
+    text = text.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Parse ``"aipo[alpha=0.01,K=20]"`` into ``("aipo", {"alpha": 0.01, "K": 20})``."""
+    m = _SPEC.match(spec)
+    if not m:
+        raise UserError(f"cannot parse {spec!r}; expected NAME or NAME[key=value,...]")
+    name, body = m.group(1), m.group(2)
+    params = {}
+    if body:
+        for part in body.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise UserError(f"cannot parse parameter {part!r} in {spec!r}; expected key=value")
+            k, v = part.split("=", 1)
+            params[k.strip()] = _parse_value(v)
+    return name, params
+
+
+def format_spec(name: str, params: dict) -> str:
+    """Inverse of :func:`parse_spec` for the *overridden* parameters only (stable order)."""
+    if not params:
+        return name
+    return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(params.items()))}]"
+
+
+def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dict:
+    """Merge overrides into declared defaults, rejecting unknown keys and casting to the default's type."""
+    out = dict(declared)
+    for k, v in overrides.items():
+        if k not in declared:
+            raise UserError(f"unknown parameter {k!r} for {kind} {name!r}; valid: {', '.join(sorted(declared)) or 'none'}")
+        d = declared[k]
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise UserError(f"parameter {k!r} of {kind} {name!r} must be true/false, got {v!r}")
+        elif isinstance(d, int) and not isinstance(d, bool):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise UserError(f"parameter {k!r} of {kind} {name!r} must be an integer, got {v!r}")
+        elif isinstance(d, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UserError(f"parameter {k!r} of {kind} {name!r} must be a number, got {v!r}")
+            v = float(v)
+        elif d is None:
+            pass
+        elif isinstance(d, str) and not isinstance(v, str):
+            v = str(v)
+        out[k] = v
+    return out

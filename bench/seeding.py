@@ -1,0 +1,30 @@
+"""Randomness derived from cell identity (DESIGN contract 4).
+
+Every random draw (noise, sensing matrix, mask, solver init) takes a ``torch.Generator`` seeded from a hash of the
+*identity* of what it is for — task name and parameters, image id, seed index — never from a global RNG or from the
+order in which work happens. Draws are made on the CPU and moved to the target device, so they are identical on
+any machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from a canonical JSON encoding of ``parts`` (dicts are key-sorted)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*parts) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+def randn(shape, *parts, device="cpu", dtype=torch.float32) -> torch.Tensor:
+    """Standard normal draw of ``shape`` keyed by ``parts``."""
+    return torch.randn(shape, generator=generator(*parts), dtype=dtype).to(device)

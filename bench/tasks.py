@@ -1,0 +1,256 @@
+"""The three inverse problems of AIPO §2.3 / §4: denoising, noisy compressed sensing, inpainting.
+
+A :class:`Task` holds the task's declared parameters; ``task.make(x, image_ids, seed)`` builds a :class:`Problem`
+batch: the clean images, the observations ``y``, the linear forward operator ``f`` (``forward``) and its adjoint,
+and the projection onto ``{x : f(x) = y} ∩ [0,1]^n`` of AIPO Appendix A. All randomness is keyed by the cell
+identity (task name, resolved parameters, image id, seed index) via :mod:`bench.seeding`.
+
+Conventions
+- ``y`` for cs is ``(B, m)``; for denoise and inpaint it has the image shape ``(B, C, H, W)``.
+- cs: the sensing matrix ``A`` (iid N(0, 1/m)) depends on (task parameters, image size, seed index) and is
+  shared by every image of that seed, as in the GlowIP code; the noise depends on the image id too.
+- inpaint: ``y = M ⊙ (x + e)``; missing pixels of ``y`` are 0, and the data fit counts observed pixels only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.errors import UserError
+from bench.registry import Registry, resolve_params
+from bench.seeding import generator, randn
+
+TASKS = Registry("task")
+
+# AIPO §4.3: m = 4000 and m = 2000 at n = 12288; presets at other sizes keep these fractions.
+CS_FRACTION_HIGH = 0.3255
+CS_FRACTION_LOW = 0.1628
+
+
+@dataclass
+class Problem:
+    """A batch of inverse problems: row ``i`` is image ``image_ids[i]`` observed through the task's operator."""
+
+    task: "Task"
+    x_true: torch.Tensor
+    y: torch.Tensor
+    image_ids: list[str]
+    seed: int
+    state: dict = field(default_factory=dict)  # per-row operator state (mask) or shared state (A, its Gram inverse)
+
+    @property
+    def batch_size(self) -> int:
+        return self.x_true.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.x_true[0].numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) for each row."""
+        return self.task.forward(self, x)
+
+    def adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        """fᵀ(r) for each row, in image shape."""
+        return self.task.adjoint(self, r)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        return self.y - self.forward(x)
+
+    def data_fit(self, x: torch.Tensor) -> torch.Tensor:
+        """||y − f(x)||² per row (AIPO eq. 3 with Gaussian noise, no 1/2σ² factor)."""
+        return self.residual(x).flatten(1).pow(2).sum(1)
+
+    def data_fit_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """∇ₓ ||y − f(x)||² = −2 fᵀ(y − f(x))."""
+        return -2.0 * self.adjoint(self.residual(x))
+
+    def project(self, x: torch.Tensor, iters: int = 100) -> torch.Tensor:
+        """Projection onto {x : f(x) = y} ∩ [0,1]^n (AIPO Appendix A)."""
+        return self.task.project(self, x, iters)
+
+    def take(self, rows) -> "Problem":
+        """The sub-batch (or re-ordering, or repetition) given by ``rows`` (a list or LongTensor of row indices)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        state = {k: (v[rows.to(v.device)] if k in self.task.per_row_state else v) for k, v in self.state.items()}
+        return Problem(self.task, self.x_true[rows.to(self.x_true.device)], self.y[rows.to(self.y.device)],
+                       [self.image_ids[i] for i in rows.tolist()], self.seed, state)
+
+    def to(self, device) -> "Problem":
+        return Problem(self.task, self.x_true.to(device), self.y.to(device), list(self.image_ids), self.seed,
+                       {k: v.to(device) for k, v in self.state.items()})
+
+
+class Task:
+    """Base class: declared parameters + forward model. Subclasses register with ``@TASKS.register(name)``."""
+
+    name: str = "?"
+    parameters: dict = {}
+    per_row_state: tuple = ()
+    description: str = ""
+
+    def __init__(self, **overrides):
+        self.params = resolve_params("task", self.name, self.parameters, overrides)
+        self.validate()
+
+    def validate(self):
+        if self.params.get("sigma", 0) < 0:
+            raise UserError(f"task {self.name!r}: sigma must be >= 0, got {self.params['sigma']}")
+
+    @property
+    def spec(self) -> str:
+        """The task with its non-default parameters, e.g. ``cs[m=0.1628]``: the key used in result rows."""
+        diff = {k: v for k, v in self.params.items() if self.parameters[k] != v}
+        return self.name + ("[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]" if diff else "")
+
+    def identity(self) -> dict:
+        return {"task": self.name, **self.params}
+
+    def noise(self, shape, image_id: str, seed: int, device) -> torch.Tensor:
+        return self.params["sigma"] * randn(shape, "noise", self.identity(), image_id, seed, device=device)
+
+    def make(self, x: torch.Tensor, image_ids, seed: int) -> Problem:
+        if x.dim() != 4 or x.shape[0] != len(image_ids):
+            raise ValueError(f"expected images (B,C,H,W) and B ids, got {tuple(x.shape)} and {len(image_ids)} ids")
+        return self._make(x, list(image_ids), int(seed))
+
+    def describe(self) -> str:
+        return self.description
+
+    # subclass API
+    def _make(self, x, ids, seed) -> Problem: ...
+    def forward(self, p: Problem, x): ...
+    def adjoint(self, p: Problem, r): ...
+    def project(self, p: Problem, x, iters): ...
+
+
+@TASKS.register("denoise")
+class Denoise(Task):
+    """y = x + e, e ~ N(0, σ²I) (AIPO §4.2). The constraint set {x : x = y} is one point: Proj = clip(y, 0, 1)."""
+
+    parameters = {"sigma": 0.1}
+    description = "y = x + e, e ~ N(0, sigma^2 I)"
+
+    def _make(self, x, ids, seed):
+        e = torch.stack([self.noise(x.shape[1:], i, seed, x.device) for i in ids])
+        return Problem(self, x, x + e, ids, seed)
+
+    def forward(self, p, x):
+        return x
+
+    def adjoint(self, p, r):
+        return r
+
+    def project(self, p, x, iters):
+        return p.y.clamp(0, 1).expand_as(x).clone()
+
+
+@TASKS.register("cs")
+class CompressedSensing(Task):
+    """y = A x + e, A_ij ~ N(0, 1/m), e ~ N(0, σ²I) (AIPO §4.3, Asim §3.2).
+
+    ``m`` is an absolute count (int ≥ 1) or a fraction of n (float in (0, 1]). Projection (App. A): alternate
+    x ← x − Aᵀ(AAᵀ)⁻¹(Ax − y) and the box clip, ending on the affine step's clip.
+    """
+
+    parameters = {"m": CS_FRACTION_HIGH, "sigma": 0.1}
+    description = "y = A x + e, A iid N(0, 1/m), e ~ N(0, sigma^2 I); m absolute or a fraction of n"
+
+    def validate(self):
+        super().validate()
+        m = self.params["m"]
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 or (isinstance(m, float) and m > 1):
+            raise UserError(f"task 'cs': m must be an integer >= 1 or a fraction in (0, 1], got {m!r}")
+
+    def m_for(self, n: int) -> int:
+        m = self.params["m"]
+        m = int(m) if isinstance(m, int) else max(1, int(round(m * n)))
+        if m > n:
+            raise UserError(f"task 'cs': m={m} exceeds n={n}")
+        return m
+
+    def matrix(self, n: int, seed: int) -> torch.Tensor:
+        m = self.m_for(n)
+        return torch.randn((m, n), generator=generator("A", self.identity(), n, seed)) / math.sqrt(m)
+
+    def _make(self, x, ids, seed):
+        n = x[0].numel()
+        A = self.matrix(n, seed).to(x.device)
+        gram_inv = torch.linalg.inv(A @ A.T)
+        p = Problem(self, x, torch.zeros(0), ids, seed, {"A": A, "gram_inv": gram_inv})
+        e = torch.stack([self.noise((A.shape[0],), i, seed, x.device) for i in ids])
+        p.y = self.forward(p, x) + e
+        return p
+
+    def forward(self, p, x):
+        return x.flatten(1) @ p.state["A"].T
+
+    def adjoint(self, p, r):
+        return (r @ p.state["A"]).view(r.shape[0], *p.x_true.shape[1:])
+
+    def project(self, p, x, iters):
+        A, G = p.state["A"], p.state["gram_inv"]
+        shape = x.shape
+        v = x.flatten(1)
+        for _ in range(iters):
+            v = v - ((v @ A.T - p.y) @ G) @ A
+            v = v.clamp(0, 1)
+        return v.view(shape)
+
+
+@TASKS.register("inpaint")
+class Inpaint(Task):
+    """y = M ⊙ (x + e) with M masking random ``block``×``block`` tiles until ``frac`` of pixels are missing;
+    e ~ N(0, 0.02²I) (AIPO §4.4). Tiles lie on the block grid, so the missing fraction is exact when the image side
+    is a multiple of the block. Projection (App. A): x ← M⊙y + (1 − M)⊙x, then the box clip.
+    """
+
+    parameters = {"frac": 0.25, "block": 4, "sigma": 0.02}
+    per_row_state = ("mask",)
+    description = "y = M*(x + e), random 4x4 blocks missing (25%), e ~ N(0, 0.02^2 I)"
+
+    def validate(self):
+        super().validate()
+        if not 0 < self.params["frac"] < 1:
+            raise UserError(f"task 'inpaint': frac must be in (0, 1), got {self.params['frac']}")
+        if self.params["block"] < 1:
+            raise UserError(f"task 'inpaint': block must be >= 1, got {self.params['block']}")
+
+    def mask(self, shape, image_id: str, seed: int) -> torch.Tensor:
+        """1 = observed, 0 = missing; same mask for all channels."""
+        C, H, W = shape
+        b = self.params["block"]
+        if H % b or W % b:
+            raise UserError(f"task 'inpaint': image size {H}x{W} is not a multiple of block={b}")
+        tiles = (H // b) * (W // b)
+        k = max(1, int(round(self.params["frac"] * tiles)))
+        order = torch.randperm(tiles, generator=generator("mask", self.identity(), (C, H, W), image_id, seed))
+        grid = torch.ones(tiles)
+        grid[order[:k]] = 0
+        m = grid.view(H // b, W // b).repeat_interleave(b, 0).repeat_interleave(b, 1)
+        return m.expand(C, H, W).contiguous()
+
+    def _make(self, x, ids, seed):
+        M = torch.stack([self.mask(x.shape[1:], i, seed) for i in ids]).to(x.device)
+        e = torch.stack([self.noise(x.shape[1:], i, seed, x.device) for i in ids])
+        return Problem(self, x, M * (x + e), ids, seed, {"mask": M})
+
+    def forward(self, p, x):
+        return p.state["mask"] * x
+
+    def adjoint(self, p, r):
+        return p.state["mask"] * r
+
+    def project(self, p, x, iters):
+        M = p.state["mask"]
+        return (M * p.y + (1 - M) * x).clamp(0, 1)
+
+
+def make_task(spec: str) -> Task:
+    """Build a task from ``"cs[m=0.1628]"``-style text."""
+    from bench.registry import parse_spec
+
+    name, params = parse_spec(spec)
+    return TASKS.get(name)(**params)

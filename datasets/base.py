@@ -1,0 +1,67 @@
+"""Registry, the ImageSet every loader returns, and the shared resize."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.errors import UserError
+from bench.registry import Registry
+
+DATASETS = Registry("dataset", "bench.datasets")
+
+
+@dataclass
+class ImageSet:
+    """float32 images in [0, 1], shape (N, C, H, W), with stable string ids (unique across datasets)."""
+
+    images: torch.Tensor
+    ids: list[str]
+    dataset: str
+    split: str
+
+    def __len__(self):
+        return len(self.ids)
+
+    def head(self, n: int | None) -> "ImageSet":
+        if n is None:
+            return self
+        if n > len(self):
+            raise UserError(f"{n} images requested from {self.dataset}/{self.split}, which has only {len(self)}")
+        return ImageSet(self.images[:n], self.ids[:n], self.dataset, self.split)
+
+
+class Dataset:
+    """Subclasses register with ``@DATASETS.register(name)`` and implement ``load``."""
+
+    name: str = "?"
+    splits: tuple = ("test",)
+    needs_root: bool = False
+    description: str = ""
+
+    def load(self, split: str, size: int, root: str | None = None) -> ImageSet:
+        raise NotImplementedError
+
+
+def load_dataset(name: str, split: str = "test", size: int = 16, root: str | None = None,
+                 limit: int | None = None) -> ImageSet:
+    """Load ``split`` of dataset ``name`` at ``size``×``size``; ``limit`` keeps the first images (in id order)."""
+    ds = DATASETS.get(name)()
+    if split not in ds.splits:
+        raise UserError(f"unknown split {split!r} for dataset {name!r}; valid: {', '.join(ds.splits)}")
+    if not isinstance(size, int) or size < 4:
+        raise UserError(f"image size must be an integer >= 4, got {size!r}")
+    if ds.needs_root and not root:
+        raise UserError(f"dataset {name!r} needs --data-root (a folder path)")
+    return ds.load(split, size, root).head(limit)
+
+
+def resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased resize of an (H, W) or (H, W, C) float image in [0, 1] to size×size; returns (C, size, size)."""
+    from skimage.transform import resize as sk_resize
+
+    if img.ndim == 2:
+        img = img[..., None]
+    out = sk_resize(img, (size, size, img.shape[2]), anti_aliasing=True, preserve_range=True, order=1)
+    return np.clip(out, 0, 1).transpose(2, 0, 1).astype(np.float32)
