@@ -151,8 +151,9 @@ class Denoise(Task):
 class CompressedSensing(Task):
     """y = A x + e, A_ij ~ N(0, 1/m), e ~ N(0, σ²I) (AIPO §4.3, Asim §3.2).
 
-    ``m`` is an absolute count (int ≥ 1) or a fraction of n (float in (0, 1]). Projection (App. A): alternate
-    x ← x − Aᵀ(AAᵀ)⁻¹(Ax − y) and the box clip, ending on the affine step's clip.
+    ``m`` is a fraction of n when ≤ 1 (float in (0, 1]) and an absolute count when > 1 (a whole number; the
+    parameter's float default makes ``cs[m=2000]`` arrive as 2000.0, stored back as the int 2000).
+    Projection (App. A): alternate x ← x − Aᵀ(AAᵀ)⁻¹(Ax − y) and the box clip, ending on the affine step's clip.
     """
 
     parameters = {"m": CS_FRACTION_HIGH, "sigma": 0.1}
@@ -161,12 +162,14 @@ class CompressedSensing(Task):
     def validate(self):
         super().validate()
         m = self.params["m"]
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 or (isinstance(m, float) and m > 1):
-            raise UserError(f"task 'cs': m must be an integer >= 1 or a fraction in (0, 1], got {m!r}")
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 or (m > 1 and not float(m).is_integer()):
+            raise UserError(f"task 'cs': m must be a whole number > 1 or a fraction in (0, 1], got {m!r}")
+        if m > 1:
+            self.params["m"] = int(m)
 
     def m_for(self, n: int) -> int:
         m = self.params["m"]
-        m = int(m) if isinstance(m, int) else max(1, int(round(m * n)))
+        m = int(m) if m > 1 else max(1, int(round(m * n)))
         if m > n:
             raise UserError(f"task 'cs': m={m} exceeds n={n}")
         return m

@@ -39,6 +39,7 @@ class Dataset:
     splits: tuple = ("test",)
     needs_root: bool = False
     description: str = ""
+    options: dict = {}  # extra keyword options of ``load`` with defaults, set by spec: ``image-folder[channels=3]``
 
     def load(self, split: str, size: int, root: str | None = None) -> ImageSet:
         raise NotImplementedError
@@ -46,15 +47,26 @@ class Dataset:
 
 def load_dataset(name: str, split: str = "test", size: int = 16, root: str | None = None,
                  limit: int | None = None) -> ImageSet:
-    """Load ``split`` of dataset ``name`` at ``size``×``size``; ``limit`` keeps the first images (in id order)."""
+    """Load ``split`` of dataset ``name`` at ``size``×``size``; ``limit`` keeps the first images (in id order).
+
+    ``name`` may carry loader options as a spec (``image-folder[channels=3]``, see ``Dataset.options``); loaders
+    whose ``load`` accepts ``limit`` get it too, so they read only the images they return (CelebA)."""
+    import inspect
+
+    from bench.registry import parse_spec, resolve_params
+
+    name, overrides = parse_spec(name)
     ds = DATASETS.get(name)()
+    options = resolve_params("dataset", name, ds.options, overrides)
     if split not in ds.splits:
         raise UserError(f"unknown split {split!r} for dataset {name!r}; valid: {', '.join(ds.splits)}")
     if not isinstance(size, int) or size < 4:
         raise UserError(f"image size must be an integer >= 4, got {size!r}")
     if ds.needs_root and not root:
         raise UserError(f"dataset {name!r} needs --data-root (a folder path)")
-    return ds.load(split, size, root).head(limit)
+    if limit is not None and "limit" in inspect.signature(ds.load).parameters:
+        options["limit"] = limit
+    return ds.load(split, size, root, **options).head(limit)
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:

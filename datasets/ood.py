@@ -1,17 +1,13 @@
 """``ood``: the embedded out-of-distribution set — grey square face crops from images shipped inside packages the
 harness already depends on (nothing downloads):
 
-==============  ==========================================================  =====================
-id              source                                                      box (row, col, side)
-==============  ==========================================================  =====================
-ood/astronaut   ``skimage.data.astronaut()`` (Eileen Collins)               (72, 160, 92)
-ood/camera      ``skimage.data.camera()`` (the cameraman, profile + camera) (100, 200, 100)
-ood/chelsea     ``skimage.data.chelsea()`` (a cat face, "human-like")       (30, 120, 240)
-ood/grace_hopper matplotlib sample ``grace_hopper.jpg``                     (145, 145, 180)
-==============  ==========================================================  =====================
+- ``ood/astronaut``: ``skimage.data.astronaut()`` (Eileen Collins), box (72, 160, 92)
+- ``ood/camera``: ``skimage.data.camera()`` (the cameraman, in profile behind his camera), box (100, 200, 100)
+- ``ood/chelsea``: ``skimage.data.chelsea()`` (a cat face, "human-like"), box (30, 120, 240)
+- ``ood/grace_hopper``: matplotlib's sample ``grace_hopper.jpg``, box (145, 145, 180)
 
-Boxes were chosen (and checked visually) to frame the face roughly as the LFW crops do: eyes about a third of the
-way down, forehead to mouth/chin. Colour crops are converted with ``skimage.color.rgb2gray``; all are resized
+Boxes are (top row, left column, side) in the source image, chosen (and checked visually) to frame the face
+roughly as the LFW crops do: eyes about a third of the way down, forehead to mouth/chin. Colour crops are converted with ``skimage.color.rgb2gray``; all are resized
 (antialiased) to the requested side. One split, ``test``, in id order.
 """
 from __future__ import annotations

@@ -1,0 +1,44 @@
+"""Shared fixtures (keep small). Tests run on CPU with one thread."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def rng():
+    """A fixed numpy Generator for test data (not for code under test, which seeds from identity)."""
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def faces16():
+    """The lfw-faces test split at 16×16 (20 grey images)."""
+    from bench.datasets.base import load_dataset
+
+    return load_dataset("lfw-faces", "test", 16)
+
+
+def write_fake_celeba(root, n: int = 6, splits=(0, 0, 0, 1, 2, 2), size=(218, 178), seed: int = 0):
+    """A CelebA-layout folder: ``n`` random RGB JPEGs (H×W = ``size``) named 000001.jpg... and the partition file."""
+    from PIL import Image
+
+    rs = np.random.default_rng(seed)
+    img_dir = root / "img_align_celeba"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for k in range(n):
+        name = f"{k + 1:06d}.jpg"
+        arr = (rs.random((*size, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(img_dir / name, quality=90)
+        lines.append(f"{name} {splits[k % len(splits)]}")
+    (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def fake_celeba(tmp_path):
+    return write_fake_celeba(tmp_path / "celeba")

@@ -1,0 +1,114 @@
+"""Metrics (bench/metrics.py): PSNR/SSIM as skimage computes them, the MAP loss of AIPO eq. (3), score()."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from bench import metrics
+from bench.priors.base import ALPHA, GaussianLogitPrior
+from bench.tasks import make_task
+
+KEYS = {"map_loss", "data_fit", "log_prior", "psnr", "ssim"}
+
+
+def _pair(b=3, c=1, s=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, c, s, s, generator=g)
+    x_hat = x + 0.3 * torch.randn(b, c, s, s, generator=g)  # leaves [0, 1]
+    return x, x_hat
+
+
+def test_psnr_known_mse():
+    x = torch.full((2, 1, 8, 8), 0.5)
+    x_hat = x.clone()
+    x_hat[0] += 0.1            # MSE 0.01 -> 20 dB
+    x_hat[1, :, :4] += 0.2     # MSE 0.5 * 0.04 = 0.02 -> 10 log10(50) dB
+    np.testing.assert_allclose(metrics.psnr(x, x_hat), [20.0, 10 * math.log10(50)], rtol=1e-5)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_psnr_ssim_match_skimage_on_clipped(c):
+    x, x_hat = _pair(c=c)
+    a, b = x.double().numpy(), np.clip(x_hat.double().numpy(), 0, 1)
+    ref_p = [peak_signal_noise_ratio(a[i], b[i], data_range=1.0) for i in range(len(a))]
+    if c == 1:
+        ref_s = [structural_similarity(a[i, 0], b[i, 0], data_range=1.0) for i in range(len(a))]
+    else:
+        ref_s = [structural_similarity(a[i], b[i], data_range=1.0, channel_axis=0) for i in range(len(a))]
+    np.testing.assert_allclose(metrics.psnr(x, x_hat), ref_p, rtol=1e-10)
+    np.testing.assert_allclose(metrics.ssim(x, x_hat), ref_s, rtol=1e-10)
+    # clipping matters: the unclipped skimage value differs
+    unclipped = [peak_signal_noise_ratio(a[i], x_hat.double().numpy()[i], data_range=1.0) for i in range(len(a))]
+    assert not np.allclose(metrics.psnr(x, x_hat), unclipped)
+
+
+def test_ssim_identity_and_small_images():
+    x, _ = _pair(s=16)
+    np.testing.assert_allclose(metrics.ssim(x, x), 1.0)
+    x5, y5 = _pair(s=5)
+    assert np.isfinite(metrics.ssim(x5, y5)).all()
+
+
+def _brute_log_prob(prior, x):
+    """Normal logpdf of u = logit(α + (1−2α)x) under N(mean, std²), plus log|du/dx| by autograd (the transform is
+    elementwise, so the gradient of Σu is the Jacobian's diagonal)."""
+    x = x.double().clone().requires_grad_(True)
+    u = torch.logit(ALPHA + (1 - 2 * ALPHA) * x)
+    (du,) = torch.autograd.grad(u.sum(), x)
+    mean = prior.mean.double().expand_as(u)
+    std = prior.log_std.double().exp().expand_as(u)
+    logpdf = norm.logpdf(u.detach().numpy(), loc=mean.numpy(), scale=std.numpy())
+    return torch.from_numpy(logpdf).flatten(1).sum(1) + du.abs().log().flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("fitted", [False, True])
+def test_gaussian_logit_log_prob_brute_force(fitted):
+    shape = (1, 8, 8)
+    if fitted:
+        g = torch.Generator().manual_seed(2)
+        prior = GaussianLogitPrior(shape, mean=torch.randn(shape, generator=g) * 0.5,
+                                   std=torch.rand(shape, generator=g) + 0.5)
+    else:
+        prior = GaussianLogitPrior(shape)
+    x, _ = _pair(b=4, s=8)
+    torch.testing.assert_close(prior.log_prob(x).double(), _brute_log_prob(prior, x), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("task", ["denoise", "cs", "inpaint"])
+def test_map_loss(task):
+    x, x_hat = _pair(b=4)
+    x_hat = x_hat.clamp(0, 1)
+    p = make_task(task).make(x, [f"t/{i}" for i in range(4)], 0)
+    prior = GaussianLogitPrior((1, 16, 16))
+    fit = ((p.y - p.forward(x_hat)) ** 2).flatten(1).sum(1)
+    logp = _brute_log_prob(prior, x_hat)
+    for lam in (0.0, 0.5, torch.tensor([0.1, 1.0, 2.0, 0.0])):
+        lam_d = torch.as_tensor(lam, dtype=torch.float64)
+        want = fit.double() - lam_d * logp
+        torch.testing.assert_close(metrics.map_loss(p, prior, x_hat, lam).double(), want, rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(metrics.data_fit(p, x_hat), fit)
+
+
+def test_score_keys_shapes_and_clipping():
+    x, x_hat = _pair(b=3)
+    p = make_task("inpaint").make(x, ["a", "b", "c"], 0)
+    prior = GaussianLogitPrior((1, 16, 16))
+    s = metrics.score(p, prior, x_hat, 0.5)
+    assert set(s) == KEYS and set(metrics.HIGHER_IS_BETTER) == KEYS
+    for k, v in s.items():
+        assert isinstance(v, np.ndarray) and v.shape == (3,), k
+        assert np.isfinite(v).all(), k
+    s_clip = metrics.score(p, prior, x_hat.clamp(0, 1), 0.5)
+    for k in KEYS:
+        np.testing.assert_array_equal(s[k], s_clip[k])
+    np.testing.assert_allclose(s["map_loss"], s["data_fit"] - 0.5 * s["log_prior"], rtol=1e-6)
+    np.testing.assert_allclose(s["data_fit"], p.data_fit(x_hat.clamp(0, 1)).double().numpy(), rtol=1e-6)
+    # without a prior the prior terms are NaN but the image metrics are still there
+    s0 = metrics.score(p, None, x_hat, 0.5)
+    assert np.isnan(s0["log_prior"]).all() and np.isnan(s0["map_loss"]).all()
+    np.testing.assert_array_equal(s0["psnr"], s["psnr"])
