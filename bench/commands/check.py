@@ -1,12 +1,57 @@
-"""Placeholder: being implemented in this session."""
+"""``python -m bench check DIR --reference REF_DIR``: regression check, cell by cell (see bench/check.py)."""
+from __future__ import annotations
+
+from bench.check import DEFAULTS
+
 HELP = "compare a run against a reference run (regression check)"
+DESCRIPTION = f"""Compare run DIR against REF_DIR cell by cell (task, prior, split, λ, solver; samples matched on
+seed and image). Fails (exit 1, table of what moved) when a cell mean moves beyond its tolerance, when cells or rows
+are missing on either side, when a row's status changes, or when the winner (lowest mean MAP loss) of a
+(task, prior, split, λ) row changes; prints "check passed: N cells compared" otherwise.
+
+Tolerances: <k>se (k standard errors of the reference cell mean), <x>% (of |reference mean|) or an absolute number.
+Defaults suit deterministic CPU reruns: map-loss {DEFAULTS['map_loss']}, psnr {DEFAULTS['psnr']} dB,
+ssim {DEFAULTS['ssim']}; for noisy reruns use e.g. --fail-map-loss 3se --fail-psnr 0.2."""
 
 
 def add_arguments(p):
-    pass
+    p.add_argument("dir", metavar="DIR", help="run directory to check")
+    p.add_argument("--reference", metavar="REF_DIR", required=True, help="reference run directory")
+    p.add_argument("--fail-map-loss", metavar="TOL", default=DEFAULTS["map_loss"],
+                   help=f"tolerance for MAP loss cell means: <k>se, <x>%% or absolute (default "
+                        f"{DEFAULTS['map_loss'].replace('%', '%%')})")
+    p.add_argument("--fail-psnr", metavar="TOL", default=DEFAULTS["psnr"],
+                   help=f"tolerance for PSNR cell means in dB (default {DEFAULTS['psnr'].replace('%', '%%')})")
+    p.add_argument("--max-lines", metavar="N", type=int, default=60,
+                   help="print at most N problem lines (default 60; 0 = all)")
+    p.add_argument("--fail-ssim", metavar="TOL", default=DEFAULTS["ssim"],
+                   help=f"tolerance for SSIM cell means (default {DEFAULTS['ssim'].replace('%', '%%')})")
 
 
 def main(args) -> int:
-    from bench.errors import UserError
+    from tabulate import tabulate
 
-    raise UserError("this command is not implemented yet")
+    from bench.check import HEADERS, compare, parse_tolerance
+    from bench.report import load_run
+
+    tols = {"map_loss": parse_tolerance(args.fail_map_loss, "--fail-map-loss"),
+            "psnr": parse_tolerance(args.fail_psnr, "--fail-psnr"),
+            "ssim": parse_tolerance(args.fail_ssim, "--fail-ssim")}
+    ref, _ = load_run(args.reference)
+    cur, _ = load_run(args.dir)
+    problems, n = compare(cur, ref, tols)
+    if problems:
+        shown = problems if args.max_lines <= 0 else problems[:args.max_lines]
+        print(tabulate(shown, headers=HEADERS, tablefmt="simple", disable_numparse=True))
+        if len(shown) < len(problems):
+            print(f"... {len(problems) - len(shown)} more (--max-lines 0 prints all)")
+        kinds = {}
+        for p in problems:
+            kinds[p[1]] = kinds.get(p[1], 0) + 1
+        cells = len({p[0] for p in problems})
+        print(f"check failed: {len(problems)} problems in {cells} cells ("
+              + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + f"); {n} cells compared against {args.reference}")
+        return 1
+    print(f"check passed: {n} cells compared against {args.reference} "
+          f"(map_loss {tols['map_loss'].text}, psnr {tols['psnr'].text}, ssim {tols['ssim'].text})")
+    return 0

@@ -1,12 +1,22 @@
-"""Placeholder: being implemented in this session."""
+"""``python -m bench report DIR [--out FILE]``: LEADERBOARD.md (tables, ranking, summary) and PNG figures."""
+from __future__ import annotations
+
 HELP = "write LEADERBOARD.md tables and figures from a run directory"
+DESCRIPTION = """Write DIR/LEADERBOARD.md from a run directory: MAP-loss, PSNR and SSIM tables (mean ± se over
+(image, seed), best in bold), a ranking with paired comparisons against aipo, a generated summary, and PNG figures
+(anytime curves, reconstructions, PSNR vs m) in figures/ beside the markdown file. Prints the file's path."""
 
 
 def add_arguments(p):
-    pass
+    p.add_argument("dir", metavar="DIR", help="run directory (rows/*.parquet, traces/, recon/, run.json)")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="markdown file to write (default DIR/LEADERBOARD.md); figures go to its folder's figures/")
+    p.add_argument("--no-figures", action="store_true", help="tables only")
 
 
 def main(args) -> int:
-    from bench.errors import UserError
+    from bench.report import write_report
 
-    raise UserError("this command is not implemented yet")
+    path = write_report(args.dir, args.out, make_figures=not args.no_figures)
+    print(path)
+    return 0

@@ -1,0 +1,117 @@
+"""Regression check: identical runs pass; moved metrics, missing cells, status and winner changes fail."""
+from __future__ import annotations
+
+import pytest
+
+from bench.check import compare, parse_tolerance
+from bench.cli import main as cli
+from bench.errors import UserError
+from bench.report import load_run
+from synthetic_run import make_run
+
+SMALL = dict(tasks=("denoise", "inpaint"), priors=("glow-xs",), recon=False)
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("ref") / "r", **SMALL)
+
+
+def _check(capsys, cur, ref, *flags):
+    rc = cli(["check", str(cur), "--reference", str(ref), *flags])
+    return rc, capsys.readouterr().out
+
+
+def test_identical_runs_pass(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", **SMALL)
+    rc, out = _check(capsys, cur, ref)
+    assert rc == 0 and "check passed: 32 cells compared" in out
+
+
+def test_perturbed_solver_fails_naming_cells(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", shift=lambda r: 0.5 if r["solver"] == "x-adam" and r["task"] == "inpaint"
+                   and r["lam"] == 1.0 else 0.0, **SMALL)
+    rc, out = _check(capsys, cur, ref)
+    assert rc == 1
+    moved = [line for line in out.splitlines() if " map_loss " in line]
+    assert sorted(line.split("  ")[0] for line in moved) == [
+        "inpaint / glow-xs / ood / λ=1 / x-adam", "inpaint / glow-xs / test / λ=1 / x-adam"]
+    assert "denoise" not in out
+
+
+def test_se_tolerance_is_looser(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", shift=lambda r: 0.5 if r["solver"] == "x-adam" else 0.0, **SMALL)
+    assert _check(capsys, cur, ref)[0] == 1
+    rc, out = _check(capsys, cur, ref, "--fail-map-loss", "3se")  # se of 3 images here is ~6 nats
+    assert rc == 0, out
+
+
+def test_missing_cells_fail(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", lams=(0.5,), **SMALL)
+    rc, out = _check(capsys, cur, ref)
+    assert rc == 1 and out.count(" missing") == 16 and "λ=1" in out and "(cell: 16)" in out
+    rc, out = _check(capsys, ref, cur)  # extra cells on the current side fail too
+    assert rc == 1 and out.count("present") == 16
+
+
+def test_missing_images_fail(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", n_images=2, **SMALL)
+    rc, out = _check(capsys, cur, ref, "--fail-map-loss", "1e9", "--fail-psnr", "1e9", "--fail-ssim", "1e9")
+    assert rc == 1 and "rows (image, seed)" in out and "1 missing, 0 new" in out
+
+
+def test_status_change_fails(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", fail={("denoise", "aipo"): 1}, **SMALL)
+    rc, out = _check(capsys, cur, ref)
+    assert rc == 1
+    status = [line for line in out.splitlines() if " status " in line]
+    assert len(status) == 2 and all("denoise" in s and "aipo" in s and "nan ×1" in s for s in status)
+
+
+def test_winner_change_fails(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", shift=lambda r: -30.0 if r["solver"] == "lasso-dct" and r["task"] == "denoise"
+                   and r["split"] == "test" and r["lam"] == 0.5 else 0.0, **SMALL)
+    rc, out = _check(capsys, cur, ref, "--fail-map-loss", "1e9")  # only the winner rule can fail here
+    assert rc == 1
+    win = [line for line in out.splitlines() if "winner" in line and "changed" in line]
+    assert len(win) == 1 and "denoise / glow-xs / test / λ=0.5 " in win[0]
+    assert "aipo" in win[0] and "lasso-dct" in win[0]
+
+
+@pytest.mark.parametrize("text,kind,value", [("3se", "se", 3.0), ("0.2", "abs", 0.2), ("0.01%", "rel", 0.01),
+                                             ("1e-3", "abs", 1e-3)])
+def test_parse_tolerance(text, kind, value):
+    t = parse_tolerance(text)
+    assert (t.kind, t.value) == (kind, value)
+
+
+def test_tolerance_limits():
+    assert parse_tolerance("3se").limit(100.0, 2.0) == pytest.approx(6.0)
+    assert parse_tolerance("3se").limit(100.0, float("nan")) == pytest.approx(1e-4, rel=1e-3)  # floor
+    assert parse_tolerance("1%").limit(-200.0, 1.0) == pytest.approx(2.0)
+    assert parse_tolerance("0.2").limit(30.0, 1.0) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("bad", ["3 sigma", "-1", "abc", ""])
+def test_bad_tolerance_is_user_error(bad):
+    with pytest.raises(UserError, match="bad tolerance"):
+        parse_tolerance(bad, "--fail-psnr")
+
+
+def test_missing_dir_is_user_error(ref, tmp_path, capsys):
+    assert cli(["check", str(tmp_path / "nope"), "--reference", str(ref)]) == 2
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no result rows"):
+        load_run(tmp_path)
+
+
+def test_compare_is_pure(ref):
+    df, _ = load_run(ref)
+    problems, n = compare(df.copy(), df.copy(), {"map_loss": parse_tolerance("0")})
+    assert problems == [] and n == 32
+
+
+def test_help_renders(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["check", "--help"])
+    assert e.value.code == 0 and "--fail-map-loss" in capsys.readouterr().out
