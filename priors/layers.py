@@ -210,9 +210,11 @@ class RealNVPCoupling(nn.Module):
     The log-scale is s = scale·tanh(s_raw) with a learned per-channel ``scale`` (RealNVP code), for stability.
     """
 
-    def __init__(self, ch: int, hidden: int, blocks: int, mask: str, parity: int):
+    def __init__(self, ch: int, hidden: int, blocks: int, mask: str, parity: int, size: tuple | None = None):
         super().__init__()
         self.mask, self.parity = mask, parity
+        if mask == "checkerboard" and size is not None:  # cached (not saved: it is a function of the shape)
+            self.register_buffer("b", checkerboard(size[0], size[1], parity), persistent=False)
         if mask == "checkerboard":
             self.net = ResNet(ch + 1, 2 * ch, hidden, blocks)
             self.scale = nn.Parameter(torch.ones(1, ch, 1, 1))
@@ -239,7 +241,9 @@ class RealNVPCoupling(nn.Module):
 
     def _couple(self, x, sign: int):
         if self.mask == "checkerboard":
-            b = checkerboard(x.shape[2], x.shape[3], self.parity, x.device, x.dtype)
+            b = getattr(self, "b", None)
+            if b is None or b.shape[-2:] != x.shape[-2:]:
+                b = checkerboard(x.shape[2], x.shape[3], self.parity, x.device, x.dtype)
             xb = x * b
             s, t = self._st(torch.cat([xb, b.expand(x.shape[0], 1, -1, -1)], 1))
             s, t = s * (1 - b), t * (1 - b)

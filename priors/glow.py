@@ -1,0 +1,96 @@
+"""Glow (Kingma & Dhariwal 2018): L levels of [squeeze, K × (actnorm, LU 1x1 conv, affine coupling), split].
+
+Glow §3 / Fig. 2: each level squeezes (C,H,W) -> (4C,H/2,W/2), applies K flow steps (Table 1: actnorm with
+data-dependent init, invertible 1x1 convolution in LU form, affine coupling with scale sigmoid(s + 2)), then — for
+all but the last level — splits off half of the channels, modelled by a Gaussian whose mean and log-std come from
+a zero-initialised conv of the kept half (learned prior, code ``split2d``). The split-off parts are standardised by
+that Gaussian, so the packed latent z (all splits, then the top) is N(0, I) under the model.
+
+The flow works on logit space (see :mod:`bench.priors.base` for the preprocessing and the derived interface).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.errors import UserError
+from bench.priors.base import ARCHS, FlowPrior
+from bench.priors.layers import ActNorm, GlowCoupling, InvConv1x1LU, SplitPrior, pack, squeeze, unpack, unsqueeze
+from bench.priors.presets import resolve_config
+
+
+class FlowStep(nn.Module):
+    """One step of flow (Glow Fig. 2a): actnorm -> invertible 1x1 conv -> affine coupling."""
+
+    def __init__(self, ch: int, hidden: int):
+        super().__init__()
+        self.layers = nn.ModuleList([ActNorm(ch), InvConv1x1LU(ch), GlowCoupling(ch, hidden)])
+
+    def forward(self, x):
+        ld = 0
+        for layer in self.layers:
+            x, l = layer(x)
+            ld = ld + l
+        return x, ld
+
+    def inverse(self, y):
+        ld = 0
+        for layer in reversed(self.layers):
+            y, l = layer.inverse(y)
+            ld = ld + l
+        return y, ld
+
+
+@ARCHS.register("glow")
+class Glow(FlowPrior):
+    """Multiscale Glow prior. ``Glow(image_shape, preset, levels=, steps=, hidden=)``; see presets.py."""
+
+    description = "Glow (Kingma & Dhariwal 2018): actnorm, LU 1x1 conv, affine coupling, learned split priors"
+
+    def __init__(self, image_shape=None, preset: str | None = "s", **overrides):
+        super().__init__()
+        self.config = resolve_config("glow", image_shape, preset, overrides)
+        self.image_shape = tuple(self.config["image_shape"])
+        c, h, w = self.image_shape
+        levels, steps, hidden = self.config["levels"], self.config["steps"], self.config["hidden"]
+        if h % (2 ** levels) or w % (2 ** levels):
+            raise UserError(f"glow with {levels} levels needs H and W divisible by {2 ** levels}, "
+                            f"got image shape {list(self.image_shape)}")
+        self.levels = nn.ModuleList()
+        self.splits = nn.ModuleList()
+        self.piece_shapes = []
+        for i in range(levels):
+            c, h, w = c * 4, h // 2, w // 2
+            self.levels.append(nn.ModuleList([FlowStep(c, hidden) for _ in range(steps)]))
+            if i < levels - 1:
+                self.splits.append(SplitPrior(c))
+                self.piece_shapes.append((c - c // 2, h, w))
+                c = c // 2
+        self.piece_shapes.append((c, h, w))
+
+    def _forward(self, u):
+        h, ld, pieces = u, 0, []
+        for i, steps in enumerate(self.levels):
+            h = squeeze(h)
+            for step in steps:
+                h, l = step(h)
+                ld = ld + l
+            if i < len(self.splits):
+                h, eps, l = self.splits[i](h)
+                ld = ld + l
+                pieces.append(eps)
+        pieces.append(h)
+        return pack(pieces, self.image_shape), ld
+
+    def _inverse(self, z):
+        pieces = unpack(z, self.piece_shapes)
+        h, ld = pieces[-1], 0
+        for i in reversed(range(len(self.levels))):
+            if i < len(self.splits):
+                h, l = self.splits[i].inverse(h, pieces[i])
+                ld = ld + l
+            for step in reversed(self.levels[i]):
+                h, l = step.inverse(h)
+                ld = ld + l
+            h = unsqueeze(h)
+        return h, ld
