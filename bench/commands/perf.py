@@ -1,12 +1,70 @@
-"""Placeholder: being implemented in this session."""
+"""``python -m bench perf``: batched speed-up, grid wall times and peak memory on this machine (see bench/perf.py)."""
+from __future__ import annotations
+
 HELP = "measure batched speed-up, grid wall times and peak memory"
+DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables (for README):
+  - image-steps per second of one prior pass (forward + backward of log_prob w.r.t. x) batched (batch 256 and
+    the default grid's work-unit batch) vs a loop of batch-1 passes, and the ratio, per shipped prior;
+  - wall time of the smoke and default grids (each run in a child process into a temporary directory);
+  - peak RSS of each grid's process and of this one.
+Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 15 min, peak RSS <= 4 GB.
+Set OMP_NUM_THREADS to fix the thread count being measured.
+
+examples:
+  python -m bench perf --skip-default        # priors + smoke grid (about 2 minutes)
+  python -m bench perf                       # everything (adds the default grid: up to 15 minutes)
+  python -m bench perf --grids none --priors realnvp-s,glow-s"""
+
+DEFAULT_GRIDS = ("smoke", "default")
 
 
 def add_arguments(p):
-    pass
+    p.add_argument("--grids", metavar="LIST", default=None,
+                   help="comma list of grids to time (default: smoke,default; 'none' for no grid)")
+    p.add_argument("--skip-default", action="store_true", help="do not time the default grid (minutes)")
+    p.add_argument("--priors", metavar="LIST", default=None,
+                   help="comma list of priors to measure (default: every shipped prior present; 'none' for none)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--min-time", type=float, default=1.0, metavar="S",
+                   help="seconds each throughput measurement runs at least (default 1)")
+    p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+
+
+def _list(value, default):
+    if value is None:
+        return list(default)
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return [] if items == ["none"] else items
 
 
 def main(args) -> int:
-    from bench.errors import UserError
+    import json
 
-    raise UserError("this command is not implemented yet")
+    from bench.errors import UserError
+    from bench.grid import grid_path
+    from bench.perf import available_priors, run_perf
+    from bench.priors.catalog import SHIPPED, shipped_names
+
+    if args.min_time <= 0:
+        raise UserError(f"--min-time must be > 0, got {args.min_time}")
+    grids = _list(args.grids, DEFAULT_GRIDS)
+    if args.skip_default:
+        grids = [g for g in grids if g != "default"]
+    for g in grids:
+        grid_path(g)
+    if args.priors is None:
+        priors = shipped_names()
+        if not priors:
+            raise UserError(f"no shipped prior checkpoints found (expected {', '.join(SHIPPED)}); pass --priors "
+                            f"PATH.pt or --priors none")
+    else:
+        priors = _list(args.priors, ())
+        missing = [p for p in priors if p not in available_priors(priors)]
+        if missing:
+            raise UserError(f"--priors: {', '.join(missing)} not found (shipped present: "
+                            f"{', '.join(shipped_names()) or 'none'}; or a path to a .pt checkpoint)")
+    result = run_perf(grids, priors, device_name=args.device, min_time=args.min_time)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+    return 0

@@ -1,0 +1,127 @@
+"""``--executor dask``: run work units on a Dask distributed cluster (issue 6).
+
+- ``--scheduler tcp://host:port``: submit to an existing cluster (its workers must have flowprior-bench installed
+  and see ``--out`` at the same path, e.g. a shared file system).
+- no ``--scheduler``: start a ``LocalCluster`` on loopback — ``--workers`` processes, one thread each, no
+  dashboard, quiet logs — and close it at the end.
+
+Each unit is one task ``execute_unit(spec, out_dir)`` (``pure=False``: never deduplicated or cached by Dask),
+yielded as it completes. Units whose device is CUDA request the worker resource ``GPU=1``, so a worker runs one
+GPU unit at a time (start GPU workers with ``dask worker ... --resources GPU=1``; the LocalCluster declares one
+GPU per worker itself). Since units write their own part files, the rows are the same as under ``local``.
+
+``dask`` is imported only when this executor runs: install it with ``pip install 'flowprior-bench[dask]'``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from bench.errors import UserError
+from bench.executors import EXECUTORS, Executor, init_worker
+
+INSTALL_HINT = "pip install 'flowprior-bench[dask]'"
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise UserError(f"--executor dask needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
+    return distributed
+
+
+def run_on_worker(fn, spec, out_dir, threads, imports):
+    """What a Dask task runs: prepare the worker (threads, plugin imports; idempotent) then the unit."""
+    init_worker(threads, imports)
+    return fn(spec, out_dir)
+
+
+def _is_cuda(spec: dict) -> bool:
+    return str(spec.get("device", "cpu")).startswith("cuda")
+
+
+@EXECUTORS.register("dask")
+class DaskExecutor(Executor):
+    """Dask distributed executor (existing scheduler or a LocalCluster of ``workers`` processes)."""
+
+    name = "dask"
+
+    def __init__(self, workers: int = 1, imports: tuple = (), scheduler: str | None = None,
+                 threads: int | None = None):
+        super().__init__(workers=workers, imports=imports)
+        if scheduler is not None and not str(scheduler).strip():
+            raise UserError("--scheduler is empty; give an address like tcp://host:8786 or leave it out")
+        self.scheduler = scheduler
+        self.threads = threads
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        g = parser.add_argument_group("dask executor (--executor dask)")
+        g.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running Dask scheduler (tcp://host:port); default: start a LocalCluster "
+                            "of --workers processes on loopback")
+
+    @classmethod
+    def from_args(cls, args, imports: tuple = ()) -> "DaskExecutor":
+        workers = getattr(args, "workers", None)
+        return cls(workers=1 if workers is None else workers, imports=imports,
+                   scheduler=getattr(args, "scheduler", None))
+
+    def describe(self) -> str:
+        if self.scheduler:
+            return f"dask (scheduler {self.scheduler})"
+        return f"dask (LocalCluster, {self.workers} worker{'s' if self.workers != 1 else ''})"
+
+    def _connect(self, gpu: bool):
+        distributed = _import_distributed()
+        if self.scheduler:
+            try:
+                client = distributed.Client(self.scheduler, timeout="30s", set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as e:
+                raise UserError(f"cannot connect to Dask scheduler {self.scheduler!r}: {e}") from None
+            return client, None
+        kwargs = dict(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.ERROR)
+        if gpu:
+            kwargs["resources"] = {"GPU": 1}
+        cluster = distributed.LocalCluster(**kwargs)
+        try:
+            client = distributed.Client(cluster, set_as_default=False)
+        except BaseException:
+            cluster.close()
+            raise
+        return client, cluster
+
+    def map(self, fn, specs, out_dir):
+        specs = list(specs)
+        if not specs:
+            return
+        distributed = _import_distributed()
+        threads = self.threads
+        if threads is None and not self.scheduler:
+            threads = 1  # LocalCluster: one thread per worker process
+        client, cluster = self._connect(any(_is_cuda(s) for s in specs))
+        futures = {}
+        try:
+            for s in specs:
+                res = {"GPU": 1} if _is_cuda(s) else None
+                fut = client.submit(run_on_worker, fn, s, str(out_dir), threads, self.imports, pure=False,
+                                    key=f"unit-{s['unit_id']}-{os.getpid()}-{len(futures)}", resources=res)
+                futures[fut.key] = (fut, s)
+            for fut in distributed.as_completed([f for f, _ in futures.values()], loop=client.loop):
+                _, s = futures.pop(fut.key)
+                try:
+                    yield s, fut.result()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # noqa: BLE001 -- a unit that died on a worker: error rows
+                    yield s, e
+                finally:
+                    fut.release()
+        finally:
+            for fut, _ in futures.values():
+                fut.cancel()
+            client.close()
+            if cluster is not None:
+                cluster.close()

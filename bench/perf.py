@@ -1,0 +1,219 @@
+"""``python -m bench perf``: how fast the harness is on this machine (issue 6 "Performance suite").
+
+Three measurements, one markdown table each (paste into README):
+
+1. Prior pass throughput, per shipped prior: one *prior pass* is forward + backward of ``log_prob`` w.r.t. x (what
+   a solver step costs, DESIGN contract 2). Image-steps per second batched (batch 256 and the default grid's work
+   unit batch = images per split × λ values) against a loop of batch-1 passes over the same images; the ratio is
+   the per-image speed-up batching buys (target >= 10× at 16×16).
+2. Grid wall time: ``python -m bench run --grid G`` in a child process into a temporary directory (every unit
+   computed, nothing reused), smoke and default (targets: 60 s and 15 min on a 2-core CPU machine).
+3. Peak memory: the peak RSS of each grid's child process (``os.wait4`` rusage, so each grid is measured on its
+   own; target <= 4 GB for the default grid) and of this process after the prior measurements.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.errors import UserError
+
+TARGET_RATIO = 10.0
+TARGET_WALL_S = {"smoke": 60.0, "default": 15 * 60.0}
+TARGET_RSS_MB = 4096.0
+BATCH_BIG = 256
+
+
+# ------------------------------------------------------------------------------------------- measurements
+def _rate(step, n_images: int, min_time: float, min_reps: int = 2) -> float:
+    """Image-steps per second of ``step()`` (which processes ``n_images`` images): one warm-up call, then repeated
+    until ``min_time`` seconds and ``min_reps`` calls have passed."""
+    step()
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        reps += 1
+        dt = time.perf_counter() - t0
+        if reps >= min_reps and dt >= min_time:
+            return n_images * reps / dt
+
+
+def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images: int = 32) -> dict:
+    """{"batch <B>": image-steps/s for each B in ``batches``, "loop": image-steps/s of batch-1 passes}."""
+    gen = torch.Generator().manual_seed(0)
+    shape = tuple(model.image_shape)
+    out = {}
+
+    def fwd_bwd(x):
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model.log_prob(x).sum(), x)
+        return g
+
+    for b in batches:
+        x = torch.rand((b, *shape), generator=gen).clamp(0.02, 0.98).to(device)
+        out[f"batch {b}"] = _rate(lambda: fwd_bwd(x), b, min_time)
+    xs = torch.rand((loop_images, *shape), generator=gen).clamp(0.02, 0.98).to(device)
+
+    def loop():
+        for i in range(loop_images):
+            fwd_bwd(xs[i:i + 1])
+
+    out["loop"] = _rate(loop, loop_images, min_time, min_reps=1)
+    return out
+
+
+@dataclass
+class GridTiming:
+    grid: str
+    wall_s: float
+    peak_rss_mb: float
+    exit_code: int
+    summary: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _maxrss_mb(ru_maxrss: int) -> float:
+    # Linux reports kilobytes, macOS bytes
+    return ru_maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else ru_maxrss / 1024.0
+
+
+def time_grid(grid: str, device: str = "auto", workdir=None, extra_args=()) -> GridTiming:
+    """Run ``python -m bench run --grid <grid>`` in a child process into a fresh directory; wall time and that
+    child's own peak RSS (``os.wait4``)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-perf-{Path(grid).stem}-", dir=workdir) as tmp:
+        cmd = [sys.executable, "-m", "bench", "run", "--grid", grid, "--out", str(Path(tmp) / "out"),
+               "--device", device, "-q", *extra_args]
+        t0 = time.perf_counter()
+        proc = subprocess_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            proc.kill()
+            raise
+        wall = time.perf_counter() - t0
+        rss = getattr(proc, "_bench_maxrss_mb", float("nan"))
+    lines = [ln for ln in (stdout or "").splitlines() if ln.strip()]
+    if proc.returncode not in (0, 1):
+        err = [ln for ln in (stderr or "").splitlines() if ln.strip()]
+        raise UserError(f"grid {grid!r} did not run (exit {proc.returncode}): {err[-1] if err else 'no message'}")
+    return GridTiming(grid=grid, wall_s=wall, peak_rss_mb=rss, exit_code=proc.returncode,
+                      summary=lines[-1] if lines else "")
+
+
+class _Popen(subprocess.Popen):
+    """Popen that reaps its child with ``os.wait4`` and keeps that child's own peak RSS."""
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, sts, ru = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            pid, sts = self.pid, 0
+        else:
+            if pid == self.pid:
+                self._bench_maxrss_mb = _maxrss_mb(ru.ru_maxrss)
+        return pid, sts
+
+
+if hasattr(os, "wait4"):
+    subprocess_popen = _Popen
+else:  # pragma: no cover -- Windows
+    subprocess_popen = subprocess.Popen
+
+
+def machine_facts(device: torch.device) -> dict:
+    facts = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu count": os.cpu_count(),
+        "torch threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        facts["memory"] = f"{kb / 1024 / 1024:.0f} GB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------- the command
+def unit_batch(grid_name: str = "default") -> int:
+    """Rows of one work unit of a grid (images per split × λ values of its main block): the batch solvers run."""
+    from bench.grid import load_grid
+
+    g = load_grid(grid_name)
+    ips = [v for v in g.images_per_split.values() if v is not None]
+    return (max(ips) if ips else 8) * len(g.main.lams)
+
+
+def available_priors(names) -> list[str]:
+    from bench.priors.catalog import CHECKPOINT_DIR
+
+    return [n for n in names if (CHECKPOINT_DIR / f"{n}.pt").is_file() or Path(n).is_file()]
+
+
+def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print) -> dict:
+    """Measure and print the tables; returns the numbers (for tests and --json)."""
+    from tabulate import tabulate
+
+    from bench.device import resolve_device
+    from bench.grid import grid_path
+    from bench.priors.catalog import load_prior
+
+    device = resolve_device(device_name)
+    for g in grids:
+        grid_path(g)  # UserError for an unknown grid, before any measurement
+    ub = unit_batch("default")
+    batches = sorted({BATCH_BIG, ub}, reverse=True)
+    facts = machine_facts(device)
+    out("### Machine\n")
+    out(tabulate([[k, v] for k, v in facts.items()], headers=["", "value"], tablefmt="github"))
+    result = {"machine": facts, "priors": {}, "grids": {}}
+
+    if priors:
+        rows = []
+        for name in priors:
+            lp = load_prior(name, device)
+            r = prior_pass_rates(lp.model, batches, device, min_time=min_time)
+            result["priors"][name] = r
+            for b in batches:
+                ratio = r[f"batch {b}"] / r["loop"]
+                rows.append([name, b, f"{r[f'batch {b}']:,.0f}", f"{r['loop']:,.0f}", f"{ratio:.1f}×",
+                             "yes" if ratio >= TARGET_RATIO else "NO"])
+        out("\n### Prior pass (forward + backward of log_prob w.r.t. x), image-steps per second\n")
+        out(tabulate(rows, headers=["prior", "batch", "batched img/s", "batch-1 loop img/s", "speed-up",
+                                    f"≥ {TARGET_RATIO:.0f}×"], tablefmt="github", disable_numparse=True))
+        out(f"(batch {ub} = one work unit of the default grid: images per split × λ values)")
+
+    if grids:
+        rows = []
+        for g in grids:
+            sys.stderr.write(f"perf: running grid {g!r} ...\n")
+            t = time_grid(g, device_name)
+            result["grids"][g] = {"wall_s": t.wall_s, "peak_rss_mb": t.peak_rss_mb, "exit_code": t.exit_code,
+                                  "summary": t.summary}
+            target = TARGET_WALL_S.get(g)
+            ok_wall = "" if target is None else ("yes" if t.wall_s <= target else "NO")
+            rows.append([g, f"{t.wall_s:,.1f}", f"≤ {target:,.0f} s" if target else "-", ok_wall,
+                         f"{t.peak_rss_mb:,.0f}", "yes" if t.peak_rss_mb <= TARGET_RSS_MB else "NO",
+                         "ok" if t.exit_code == 0 else "rows failed"])
+        out("\n### Grid runs (`python -m bench run --grid G`, fresh output directory, child process)\n")
+        out(tabulate(rows, headers=["grid", "wall s", "target", "met", "peak RSS MB", f"≤ {TARGET_RSS_MB:.0f} MB",
+                                    "status"], tablefmt="github", disable_numparse=True))
+    self_rss = _maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    result["self_peak_rss_mb"] = self_rss
+    out(f"\npeak RSS of this process (prior measurements): {self_rss:,.0f} MB")
+    return result
