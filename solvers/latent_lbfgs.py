@@ -1,0 +1,133 @@
+"""``latent-lbfgs``: Asim et al. (2020) — L-BFGS in the latent space of the flow from z0 = 0 (GlowIP's settings)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bench.errors import UserError
+from bench.solvers.base import SOLVERS, Solver, SolveResult
+from bench.solvers.common import clamp01, lbfgs_minimize
+
+# GlowIP's settings (Asim App. A: "we set the number of iterations and learning rate for denoising, compressed
+# sensing, and inpainting to be 20, 1; 30, 0.1; and 20, 1"), and γ: 0 for cs and inpaint (Asim §2); for
+# denoising Asim's best value at σ = 0.1 is γ = 1 (Fig. 2; Fig. 12 caption) at n = 64·64·3 = 12288, which we
+# rescale to the image size (``ASIM_N``, see :meth:`LatentLBFGS.resolved`).
+TASK_DEFAULTS = {
+    "cs": {"lr": 0.1, "steps": 30, "gamma": 0.0},
+    "denoise": {"lr": 1.0, "steps": 20, "gamma": 1.0},
+    "inpaint": {"lr": 1.0, "steps": 20, "gamma": 0.0},
+}
+FALLBACK = {"lr": 1.0, "steps": 20, "gamma": 0.0}
+ASIM_N = 64 * 64 * 3
+PENALTIES = ("l2", "l2sq")
+
+
+@SOLVERS.register("latent-lbfgs")
+class LatentLBFGS(Solver):
+    """min_z ||y − f(G(z))||² + γ·||z|| (Asim eq. 2; ``penalty = "l2sq"`` uses γ||z||², their App. B variant),
+    z0 = 0, solved with L-BFGS without line search, returning x̂ = clip(G(ẑ), 0, 1).
+
+    The optimiser is :func:`bench.solvers.common.lbfgs_minimize`, a per-row mirror of
+    ``torch.optim.LBFGS(lr, max_iter=20, max_eval=25, history_size=100, tolerance_grad=1e-7,
+    tolerance_change=1e-9)`` called ``steps`` times (GlowIP calls ``optimizer.step(closure)`` once per "step"):
+    first-iteration step min(1, 1/||g||₁)·lr, curvature pairs skipped per row when yᵀs ≤ 1e-10, rows that
+    converge are frozen. History, ρ, H_diag, step and counters are per row, so batched equals single.
+
+    Parameters left at ``None`` take GlowIP's task default (``TASK_DEFAULTS``: cs lr 0.1 × 30 steps, denoise and
+    inpaint lr 1 × 20 steps; γ = 0 for cs and inpaint (Asim)). Denoising γ: Asim's best, γ = 1 at σ = 0.1 and
+    n = 12288 (Fig. 2), times sqrt(n/12288): the data term's gradient grows like √n (residual ≈ σ√n) while that
+    of γ||z|| has norm γ, so this keeps their balance at other image sizes (γ ≈ 0.144 at 16×16 grey). Unscaled,
+    γ = 1 at n = 64 pins ẑ at the kink z = 0, where the L-BFGS secant pairs blow up (measured: G(z) diverges).
+    An explicit ``gamma`` is used as given. The resolved values are returned per row in ``info``.
+
+    Budget: one pass (``decode_with_log_prob`` + backward) per evaluation, at most ``ctx.budget − 1`` per row;
+    the last pass decodes ẑ when the final iterate was not evaluated. The MAP loss L(G(z); λ) at the row's λ is
+    read off the same passes for the trace (unclipped G(z)). ``lam_independent``: the solution ignores λ; the
+    harness scores it at every λ. Clipping: only the returned image (G maps into (−0.056, 1.056) through the
+    logit preprocessing).
+    """
+
+    parameters = {"lr": None, "steps": None, "gamma": None, "penalty": "l2", "max_iter": 20, "history_size": 100,
+                  "tolerance_grad": 1e-7, "tolerance_change": 1e-9}
+    tunable = ("lr",)
+    lam_independent = True
+    task_defaults = TASK_DEFAULTS
+    description = "Asim et al. 2020: LBFGS on min_z ||y - f(G(z))||^2 + gamma ||z|| from z0 = 0 (GlowIP settings)"
+    paper = "Asim et al. 2020, sec. 2 and App. A"
+
+    def resolved(self, task_name: str, n: int = ASIM_N) -> dict:
+        """The parameters with ``None`` replaced by GlowIP's default for ``task_name`` at image size ``n``."""
+        base = dict(TASK_DEFAULTS.get(task_name, FALLBACK))
+        base["gamma"] = base["gamma"] * math.sqrt(n / ASIM_N)
+        out = {k: (base[k] if v is None and k in base else v) for k, v in self.params.items()}
+        if out["penalty"] not in PENALTIES:
+            raise UserError(f"latent-lbfgs: penalty must be one of {', '.join(PENALTIES)}, got {out['penalty']!r}")
+        return out
+
+    def initial_point(self, problem, prior, lam, ctx, tracer=None):
+        z0 = torch.zeros((problem.batch_size, *prior.latent_shape), dtype=problem.y.dtype, device=problem.y.device)
+        with torch.no_grad():
+            return clamp01(prior.decode(z0))
+
+    def solve(self, problem, prior, lam, ctx):
+        from bench.solvers.base import Trace
+
+        p = self.resolved(problem.task.name, problem.n)
+        dev, dt = problem.y.device, problem.y.dtype
+        lam = lam.to(dev, dt)
+        B = problem.batch_size
+        shape = (B, *prior.latent_shape)
+        gamma, sq = float(p["gamma"]), p["penalty"] == "l2sq"
+        x_last = torch.zeros_like(problem.x_true)
+        map_last = torch.full((B,), float("nan"), dtype=dt, device=dev)
+        obj_last = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
+        obj_start = obj_last.clone()
+        trace, ticks = Trace(), [0]
+
+        def objective(fit, zf):
+            # γ||z|| with its subgradient 0 at z = 0 (the clamp's backward is 0 there), or γ||z||²
+            pen = zf.pow(2).sum(1) if sq else zf.pow(2).sum(1).clamp(min=1e-30).sqrt()
+            return fit + gamma * pen if gamma else fit
+
+        def fun(z_rows, rows):
+            sub = problem if len(rows) == B else problem.take(rows.cpu())
+            rl = rows.cpu().tolist() if len(rows) != B else None
+            with torch.enable_grad():
+                z = z_rows.detach().view(len(rows), *prior.latent_shape).requires_grad_(True)
+                x, logp = prior.decode_with_log_prob(z, rows=rl)
+                fit = sub.data_fit(x)
+                zf = z.flatten(1)
+                obj = objective(fit, zf)
+                (g,) = torch.autograd.grad(obj.sum(), z)
+            x_last[rows] = x.detach()
+            map_last[rows] = (fit - lam[rows] * logp).detach()
+            obj_last[rows] = obj.detach().double()
+            obj_start[rows] = torch.where(torch.isnan(obj_start[rows]), obj_last[rows], obj_start[rows])
+            return obj.detach(), g.flatten(1)
+
+        def on_eval():
+            ticks[0] += 1
+            if ticks[0] % max(1, ctx.trace_every) == 0:
+                trace.record(prior.used, map_last)
+
+        res = lbfgs_minimize(fun, torch.zeros(B, math.prod(shape[1:]), dtype=dt, device=dev),
+                             float(p["lr"]), int(p["steps"]), ctx.budget - 1 - prior.used.to(dev),
+                             max_iter=int(p["max_iter"]), history_size=int(p["history_size"]),
+                             tolerance_grad=float(p["tolerance_grad"]),
+                             tolerance_change=float(p["tolerance_change"]), on_eval=on_eval)
+        pend = res.pending.nonzero().squeeze(1)
+        if len(pend) and int(prior.remaining(pend.cpu()).min()) >= 1:   # always true unless ctx.budget == 0
+            rl = pend.cpu().tolist()
+            with torch.no_grad():
+                x, logp = prior.decode_with_log_prob(res.z[pend].view(len(rl), *shape[1:]), rows=rl)
+            sub = problem.take(pend.cpu())
+            x_last[pend] = x
+            map_last[pend] = sub.data_fit(x) - lam[pend] * logp
+            obj_last[pend] = objective(sub.data_fit(x), res.z[pend]).double()
+        trace.record(prior.used, map_last)
+        info = {"lr": torch.full((B,), float(p["lr"])), "steps": torch.full((B,), int(p["steps"])),
+                "gamma": torch.full((B,), gamma), "iterations": res.iterations.cpu(),
+                "evaluations": res.evals.cpu(), "converged": res.converged.cpu(),
+                "objective": obj_last.cpu(), "objective_start": obj_start.cpu()}
+        return SolveResult(clamp01(x_last).detach(), trace, info)
