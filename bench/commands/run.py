@@ -1,12 +1,80 @@
-"""Placeholder: being implemented in this session."""
+"""``python -m bench run --grid NAME``: run a benchmark grid into a results directory (see bench/runner.py)."""
+from __future__ import annotations
+
+import sys
+
 HELP = "run a benchmark grid"
+DESCRIPTION = """Run a benchmark grid: every (task, prior, split, λ, solver, seed, image) cell, batched into work units
+(one solver over a split's images × λ values), one Parquet part file per unit under --out.
+
+Rerunning the same command resumes: finished cells are skipped, corrupt part files are recomputed. A different grid,
+code commit or tuned file in the same --out is refused unless --resume-anyway. Exit status: 0 all rows ok, 1 some rows
+failed (status error / overspend / nan; the run goes on), 2 bad input (one line, before any work).
+
+examples:
+  python -m bench run --grid smoke --out results/smoke
+  python -m bench run --grid default --workers 2 --task denoise --lam 0.5,1.0
+  python -m bench run --grid paper --data-root /data/celeba --ood-root /data/ood   # checkpoints/*-paper.pt"""
 
 
 def add_arguments(p):
-    pass
+    from bench.executors import add_arguments as add_executor_arguments
+    from bench.grid import add_filter_arguments
+
+    p.add_argument("--grid", required=True, metavar="NAME|FILE", help="preset name (see `list grids`) or a .toml file")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: results/<grid name>)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda (default: auto)")
+    add_executor_arguments(p)
+    p.add_argument("--tuned", metavar="FILE", help="apply tuned solver parameters written by `bench tune`")
+    add_filter_arguments(p)
+    p.add_argument("--data-root", metavar="PATH", help="folder of the grid's dataset (overrides the grid file)")
+    p.add_argument("--ood-root", metavar="PATH",
+                   help="folder of the grid's OOD dataset (default: --data-root when both splits use one dataset)")
+    p.add_argument("--prior-dir", metavar="DIR", help="folder that relative prior checkpoint paths resolve against "
+                   "(default: the current directory)")
+    p.add_argument("--resume-anyway", action="store_true",
+                   help="add to a --out made by a different grid, code commit or tuned file (recorded in run.json)")
+    p.add_argument("--retry-failed", action="store_true", help="recompute units that have failed rows")
+    p.add_argument("--dry-run", action="store_true", help="validate and plan, print what would run, run nothing")
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE first (it may register extra solvers, tasks or datasets); repeatable")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def import_plugins(modules) -> tuple:
+    import importlib
+
+    from bench.errors import UserError
+
+    for m in modules or ():
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise UserError(f"--plugin {m!r} cannot be imported: {e}") from None
+    return tuple(modules or ())
 
 
 def main(args) -> int:
-    from bench.errors import UserError
+    from pathlib import Path
 
-    raise UserError("this command is not implemented yet")
+    from bench.device import resolve_device
+    from bench.executors import make_executor
+    from bench.grid import apply_filters, filters_of, load_grid
+    from bench.runner import run_grid
+    from bench.tuning import load_tuned
+
+    imports = import_plugins(args.plugin)
+    grid = load_grid(args.grid, data_root=args.data_root, ood_data_root=args.ood_root)
+    grid = apply_filters(grid, **filters_of(args))
+    tuned = load_tuned(args.tuned) if args.tuned else None
+    device = resolve_device(args.device)
+    executor = make_executor(args, imports)
+    out = Path(args.out) if args.out else Path("results") / grid.name
+    summary = run_grid(grid, out, device=device.type if device.index is None else str(device), executor=executor,
+                       tuned=tuned, prior_dir=args.prior_dir, resume_anyway=args.resume_anyway,
+                       retry_failed=args.retry_failed, progress=not args.quiet, dry_run=args.dry_run,
+                       imports=imports, argv=sys.argv[1:])
+    if args.dry_run:
+        return 0
+    print(summary.line())
+    return summary.exit_code

@@ -1,0 +1,495 @@
+"""Benchmark grids: a TOML file of axes (tasks × priors × λ × splits × solvers × seeds) plus the data and budget.
+
+A grid is data. ``--grid`` takes a preset name (``bench/grids/<name>.toml``, listed by ``python -m bench list grids``)
+or a path to a ``.toml`` file. Keys (all validated before any work; an unknown key, an unknown name, λ < 0, an
+empty axis, a bad type... raises one :class:`~bench.errors.UserError` naming the field)::
+
+    name             = "smoke"              # default: the file's stem
+    description      = "..."                # one line, shown by `list grids`
+    dataset          = "lfw-faces"          # the in-distribution dataset; split "id" = its `test` split
+    ood_dataset      = "ood"                # split "ood" = this dataset's `test` split
+    data_root        = "/data/celeba"       # optional (datasets that read a folder); CLI --data-root overrides
+    ood_data_root    = "/data/ood"          # optional (default: data_root if both splits use one dataset);
+                                            # CLI --ood-root overrides
+    image_size       = 16
+    images_per_split = 8                    # first k images of each split (id order), "all", or per split:
+                                            # {id = 200, ood = "all"}
+    splits           = ["id", "ood"]
+    priors           = ["realnvp-s", "glow-s"]     # shipped names or checkpoint paths (*.pt)
+    tasks            = ["denoise", "cs[m=0.3255]", "cs[m=0.1628]", "inpaint"]
+    lams             = [0.3, 0.5, 1.0, 1.5, 2.0]
+    solvers          = "all"                # or specs: ["aipo", "aipo[alpha=0.01]", "lasso-dct"]
+    seeds            = [0]
+    budget           = 600                  # prior passes per image, the MLE stage included (DESIGN contract 2)
+    mle_steps        = 100                  # passes of the MLE stage x*(0) (AIPO §4.1: 500 at paper scale)
+
+    [prior_recipes]                         # optional: checkpoint path -> command line that makes it
+    "checkpoints/glow-paper.pt" = "python -m bench train-prior ..."
+
+    [[extra]]                               # optional extra blocks; each overrides some axes of the main block
+    label   = "cs-sweep"
+    tasks   = ["cs[m=0.02]", "cs[m=0.05]"]
+    solvers = ["aipo", "latent-lbfgs", "lasso-dct", "lasso-wvt"]
+    lams    = [0.5]
+
+The cells of a grid are the union over its blocks (main block + extras) of tasks × priors × splits × λ × solvers ×
+seeds; a cell in two blocks is run once. Relative prior paths resolve against ``--prior-dir`` (default: the current
+directory). Filters (``--task --prior --solver --lam --split``) narrow every block (:func:`apply_filters`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench.errors import UserError
+
+PRESET_DIR = Path(__file__).resolve().parent / "grids"
+SPLITS = ("id", "ood")
+AXES = ("priors", "tasks", "lams", "solvers", "splits", "seeds")
+TOP_KEYS = ("name", "description", "dataset", "ood_dataset", "data_root", "ood_data_root", "image_size",
+            "images_per_split", "splits", "priors", "tasks", "lams", "solvers", "seeds", "budget", "mle_steps",
+            "prior_recipes", "extra")
+REQUIRED = ("priors", "tasks", "lams", "solvers", "budget", "mle_steps")
+EXTRA_KEYS = ("label",) + AXES
+# Names of the shipped priors (bench.priors.catalog); used when the catalog does not list its own.
+DEFAULT_SHIPPED = ("realnvp-xs", "realnvp-s", "glow-xs", "glow-s")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of axes. ``tasks`` and ``solvers`` hold canonical specs (``cs[m=0.1628]``, ``aipo[alpha=0.01]``)."""
+
+    priors: tuple
+    tasks: tuple
+    lams: tuple
+    solvers: tuple
+    splits: tuple
+    seeds: tuple
+    label: str = "main"
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, **{a: list(getattr(self, a)) for a in AXES}}
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    dataset: str
+    ood_dataset: str
+    image_size: int
+    images_per_split: dict        # split -> first k images of its dataset's test split (None = all)
+    budget: int
+    mle_steps: int
+    blocks: tuple                 # (main Block, *extra Blocks)
+    description: str = ""
+    data_root: str | None = None
+    ood_data_root: str | None = None
+    prior_recipes: dict = field(default_factory=dict)
+    source: str = ""              # preset name or file path it came from
+    filters: dict = field(default_factory=dict)   # filters applied by apply_filters (axis -> values)
+    unfiltered: dict | None = None                # resolved() of the grid before filters
+
+    @property
+    def main(self) -> Block:
+        return self.blocks[0]
+
+    def values(self, axis: str) -> list:
+        """Every value of ``axis`` over all blocks, first-seen order, without duplicates."""
+        out = []
+        for b in self.blocks:
+            for v in getattr(b, axis):
+                if v not in out:
+                    out.append(v)
+        return out
+
+    def dataset_for(self, split: str) -> tuple[str, str | None]:
+        """(dataset name, data root) of a grid split ("id" or "ood"); both read the dataset's ``test`` split."""
+        if split == "id":
+            return self.dataset, self.data_root
+        fallback = self.data_root if self.ood_dataset == self.dataset else None
+        return self.ood_dataset, self.ood_data_root or fallback
+
+    def resolved(self) -> dict:
+        """The grid as plain data (canonical specs, "all" expanded): what run.json records and the hash covers."""
+        return {
+            "name": self.name, "description": self.description, "dataset": self.dataset,
+            "ood_dataset": self.ood_dataset, "image_size": self.image_size,
+            "images_per_split": {k: "all" if v is None else v for k, v in sorted(self.images_per_split.items())},
+            "budget": self.budget, "mle_steps": self.mle_steps,
+            "blocks": [b.as_dict() for b in self.blocks],
+        }
+
+    def resolved_unfiltered(self) -> dict:
+        return self.unfiltered if self.unfiltered is not None else self.resolved()
+
+    @property
+    def hash(self) -> str:
+        """sha256 (16 hex) of the resolved content *before filters* (filtered runs of one grid share a results
+        directory); name, description and data roots are not part of it."""
+        d = dict(self.resolved_unfiltered())
+        for k in ("name", "description"):
+            d.pop(k)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- type checks
+def _fail(where: str, msg: str):
+    raise UserError(f"{where}: {msg}")
+
+
+def _str(where, v):
+    if not isinstance(v, str) or not v.strip():
+        _fail(where, f"must be a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def _int(where, v, lo=None):
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(where, f"must be an integer, got {v!r}")
+    if lo is not None and v < lo:
+        _fail(where, f"must be >= {lo}, got {v}")
+    return v
+
+
+def _list(where, v, item, allow_all=False):
+    if allow_all and v == "all":
+        return "all"
+    if not isinstance(v, list):
+        _fail(where, f"must be a list{' or the string all' if allow_all else ''}, got {v!r}")
+    if not v:
+        _fail(where, "is empty (every axis needs at least one value)")
+    out = [item(f"{where}[{i}]", x) for i, x in enumerate(v)]
+    seen = set()
+    for x in out:
+        key = json.dumps(x, sort_keys=True) if not isinstance(x, str) else x
+        if key in seen:
+            _fail(where, f"duplicate value {x!r}")
+        seen.add(key)
+    return out
+
+
+def _lam(where, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(where, f"λ must be a finite number, got {v!r}")
+    if v < 0:
+        _fail(where, f"λ must be >= 0, got {v}")
+    return float(v)
+
+
+def _split(where, v):
+    if v not in SPLITS:
+        _fail(where, f"unknown split {v!r}; valid: {', '.join(SPLITS)}")
+    return v
+
+
+def _images_count(where, v):
+    if v == "all":
+        return None
+    if isinstance(v, str):
+        _fail(where, f"must be a positive integer or 'all', got {v!r}")
+    return _int(where, v, lo=1)
+
+
+def _seed(where, v):
+    return _int(where, v, lo=0)
+
+
+# ------------------------------------------------------------------------------------------------- names
+def shipped_prior_names() -> list[str]:
+    """Names ``bench.priors.catalog.load_prior`` accepts besides checkpoint paths (shipped names, whether or not
+    their checkpoint file is present yet, plus any other checkpoint in the catalog folder)."""
+    try:
+        from bench.priors import catalog
+    except ImportError:
+        return list(DEFAULT_SHIPPED)
+    names = list(getattr(catalog, "SHIPPED", DEFAULT_SHIPPED))
+    if hasattr(catalog, "shipped_names"):
+        names += [n for n in catalog.shipped_names() if n not in names]
+    return names
+
+
+def is_prior_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or spec.endswith((".pt", ".pth"))
+
+
+def _prior(where, v):
+    v = _str(where, v)
+    if not is_prior_path(v) and v not in shipped_prior_names():
+        _fail(where, f"unknown prior {v!r}; valid: {', '.join(shipped_prior_names())} or a checkpoint path (*.pt)")
+    return v
+
+
+def _task(where, v):
+    from bench.tasks import make_task
+
+    v = _str(where, v)
+    try:
+        return make_task(v).spec
+    except UserError as e:
+        _fail(where, str(e))
+
+
+def _solver(where, v):
+    from bench.solvers.base import make_solver
+
+    v = _str(where, v)
+    try:
+        return make_solver(v).spec
+    except UserError as e:
+        _fail(where, str(e))
+
+
+def all_solvers() -> list[str]:
+    from bench.solvers.base import SOLVERS
+
+    return SOLVERS.names()
+
+
+def _dataset(where, v):
+    from bench.datasets.base import DATASETS
+
+    v = _str(where, v)
+    if v not in DATASETS:
+        _fail(where, f"unknown dataset {v!r}; valid: {', '.join(DATASETS.names())}")
+    ds = DATASETS.get(v)
+    if "test" not in ds.splits:
+        _fail(where, f"dataset {v!r} has no 'test' split (splits: {', '.join(ds.splits)})")
+    return v
+
+
+def _block(where: str, raw: dict, base: dict | None) -> Block:
+    vals = {}
+    checkers = {"priors": _prior, "tasks": _task, "lams": _lam, "solvers": _solver, "splits": _split, "seeds": _seed}
+    for axis in AXES:
+        if axis in raw:
+            v = _list(f"{where}{axis}", raw[axis], checkers[axis], allow_all=(axis == "solvers"))
+            if v == "all":
+                v = all_solvers()
+                if not v:
+                    _fail(f"{where}solvers", "is \"all\" but no solver is registered")
+            vals[axis] = tuple(v)
+        elif base is not None:
+            vals[axis] = base[axis]
+        else:
+            raise AssertionError(axis)
+    label = raw.get("label", "main" if base is None else None)
+    if label is None:
+        label = "extra"
+    return Block(label=_str(f"{where}label", label), **vals)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def grid_path(name_or_path: str) -> Path:
+    """The file behind ``--grid``: a preset name, or a path to a TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or "/" in name_or_path or "\\" in name_or_path or p.is_file():
+        if not p.is_file():
+            raise UserError(f"grid file {name_or_path!r} not found")
+        return p
+    q = PRESET_DIR / f"{name_or_path}.toml"
+    if not q.is_file():
+        raise UserError(f"unknown grid preset {name_or_path!r}; valid presets: {', '.join(preset_names())} "
+                        f"(or a path to a .toml grid file)")
+    return q
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"cannot parse grid file {str(path)!r}: {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot read grid file {str(path)!r}: {e.strerror}") from None
+
+
+def load_grid(name_or_path: str, data_root: str | None = None, ood_data_root: str | None = None) -> Grid:
+    """Read and validate a grid (preset name or file path). CLI ``--data-root`` / ``--ood-root`` override the file."""
+    path = grid_path(name_or_path)
+    raw = read_toml(path)
+    g = parse_grid(raw, default_name=path.stem)
+    g = replace(g, source=name_or_path)
+    if data_root is not None:
+        g = replace(g, data_root=str(data_root))
+    if ood_data_root is not None:
+        g = replace(g, ood_data_root=str(ood_data_root))
+    return g
+
+
+def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
+    """Validate a grid given as a dict (the parsed TOML). Raises one UserError naming the first bad field."""
+    if not isinstance(raw, dict):
+        raise UserError("a grid must be a table of keys")
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise UserError(f"unknown grid key {k!r}; valid keys: {', '.join(TOP_KEYS)}")
+    for k in REQUIRED:
+        if k not in raw:
+            raise UserError(f"grid key {k!r} is missing (required: {', '.join(REQUIRED)})")
+    name = _str("name", raw.get("name", default_name))
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        _fail("description", f"must be a string, got {description!r}")
+    dataset = _dataset("dataset", raw.get("dataset", "lfw-faces"))
+    ood = _dataset("ood_dataset", raw.get("ood_dataset", "ood"))
+    roots = {}
+    for k in ("data_root", "ood_data_root"):
+        v = raw.get(k)
+        roots[k] = None if v is None else _str(k, v)
+    size = _int("image_size", raw.get("image_size", 16), lo=4)
+    ips = raw.get("images_per_split", 8)
+    if isinstance(ips, dict):
+        for k in ips:
+            if k not in SPLITS:
+                _fail("images_per_split", f"unknown split {k!r}; valid: {', '.join(SPLITS)}")
+        ips = {s: _images_count(f"images_per_split.{s}", ips.get(s, 8)) for s in SPLITS}
+    else:
+        ips = dict.fromkeys(SPLITS, _images_count("images_per_split", ips))
+    budget = _int("budget", raw["budget"])
+    if budget <= 0:
+        _fail("budget", f"must be > 0 prior passes per image, got {budget}")
+    mle = _int("mle_steps", raw["mle_steps"], lo=0)
+    if budget < mle:
+        _fail("budget", f"budget {budget} is smaller than mle_steps {mle} (the budget includes the MLE stage)")
+    recipes = raw.get("prior_recipes", {})
+    if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
+        _fail("prior_recipes", "must be a table of checkpoint path = \"command line\"")
+
+    main_raw = {a: raw[a] for a in AXES if a in raw}
+    main_raw.setdefault("splits", list(SPLITS))
+    main_raw.setdefault("seeds", [0])
+    main = _block("", main_raw, None)
+    blocks = [main]
+    extras = raw.get("extra", [])
+    if not isinstance(extras, list) or not all(isinstance(e, dict) for e in extras):
+        _fail("extra", "must be an array of tables ([[extra]])")
+    base = {a: getattr(main, a) for a in AXES}
+    for i, e in enumerate(extras):
+        for k in e:
+            if k not in EXTRA_KEYS:
+                raise UserError(f"unknown key {k!r} in extra[{i}]; valid keys: {', '.join(EXTRA_KEYS)}")
+        blocks.append(_block(f"extra[{i}].", {"label": f"extra{i}", **e}, base))
+    return Grid(name=name, dataset=dataset, ood_dataset=ood, image_size=size, images_per_split=ips, budget=budget,
+                mle_steps=mle, blocks=tuple(blocks), description=description.strip(), prior_recipes=dict(recipes),
+                **roots)
+
+
+# ------------------------------------------------------------------------------------------------ filters
+def _split_values(values) -> list[str]:
+    out = []
+    for v in values or []:
+        out += [p.strip() for p in str(v).split(",") if p.strip()]
+    return out
+
+
+def _spec_matcher(kind: str, make):
+    """A filter value matches a spec exactly (canonically), or every spec of that name when given bare."""
+    from bench.registry import parse_spec
+
+    def match(value: str, spec: str) -> bool:
+        name, params = parse_spec(value)
+        if not params:
+            return spec == value or parse_spec(spec)[0] == name
+        try:
+            return make(value).spec == spec
+        except UserError:
+            return False
+    return match
+
+
+def apply_filters(grid: Grid, task=None, prior=None, solver=None, lam=None, split=None) -> Grid:
+    """Narrow every block to the given values (lists, or comma-separated strings; None = no filter).
+
+    A value that matches nothing in the grid is a UserError naming it and the grid's values. Blocks left with an
+    empty axis are dropped; if nothing is left, that is a UserError too.
+    """
+    from bench.solvers.base import make_solver
+    from bench.tasks import make_task
+
+    tests = {}
+    wanted = {"tasks": _split_values(task), "priors": _split_values(prior), "solvers": _split_values(solver),
+              "lams": _split_values(lam), "splits": _split_values(split)}
+    flag = {"tasks": "--task", "priors": "--prior", "solvers": "--solver", "lams": "--lam", "splits": "--split"}
+    match_task, match_solver = _spec_matcher("task", make_task), _spec_matcher("solver", make_solver)
+
+    def match_lam(value, lam_):
+        try:
+            return math.isclose(float(value), lam_, rel_tol=1e-9, abs_tol=1e-12)
+        except ValueError:
+            raise UserError(f"--lam: {value!r} is not a number") from None
+
+    matchers = {"tasks": match_task, "solvers": match_solver, "lams": match_lam,
+                "priors": lambda v, p: v == p, "splits": lambda v, s: v == s}
+    for axis, values in wanted.items():
+        if not values:
+            continue
+        present = grid.values(axis)
+        for v in values:
+            if not any(matchers[axis](v, p) for p in present):
+                raise UserError(f"{flag[axis]} {v!r} is not in grid {grid.name!r}; valid: "
+                                f"{', '.join(str(p) for p in present)}")
+        tests[axis] = values
+
+    if not tests:
+        return grid
+    blocks = []
+    for b in grid.blocks:
+        vals = {}
+        for axis in AXES:
+            cur = getattr(b, axis)
+            if axis in tests:
+                cur = tuple(p for p in cur if any(matchers[axis](v, p) for v in tests[axis]))
+            vals[axis] = cur
+        if all(vals[a] for a in AXES):
+            blocks.append(Block(label=b.label, **vals))
+    if not blocks:
+        raise UserError(f"the filters leave no cell of grid {grid.name!r} (no block has all the requested values)")
+    merged = {**grid.filters, **{k: list(v) for k, v in tests.items()}}
+    return replace(grid, blocks=tuple(blocks), filters=merged, unfiltered=grid.resolved_unfiltered())
+
+
+def filters_of(args) -> dict:
+    """The filter arguments of an argparse namespace (as given)."""
+    return {k: getattr(args, k, None) for k in ("task", "prior", "solver", "lam", "split")}
+
+
+def add_filter_arguments(p, splits=True) -> None:
+    """The ``--task --prior --solver --lam --split`` flags shared by ``run`` and ``tune``."""
+    g = p.add_argument_group("filters (repeatable or comma lists; each value must be in the grid)")
+    g.add_argument("--task", action="append", metavar="SPEC", help="keep these tasks (a bare name keeps every variant)")
+    g.add_argument("--prior", action="append", metavar="NAME", help="keep these priors")
+    g.add_argument("--solver", action="append", metavar="SPEC",
+                   help="keep these solvers (a bare name keeps every variant)")
+    g.add_argument("--lam", action="append", metavar="VALUE", help="keep these λ values")
+    if splits:
+        g.add_argument("--split", action="append", metavar="SPLIT", help="keep these splits (id, ood)")
+
+
+# --------------------------------------------------------------------------------------------- listing
+def print_presets() -> None:
+    """``python -m bench list grids``: one paragraph per preset (parsed without name validation)."""
+    for name in preset_names():
+        path = PRESET_DIR / f"{name}.toml"
+        raw = read_toml(path)
+        main = {a: raw.get(a) for a in AXES}
+        ips = raw.get("images_per_split", 8)
+        if isinstance(ips, dict):
+            ips = " / ".join(f"{v} {k}" for k, v in ips.items())
+        extra = raw.get("extra", [])
+        print(f"{name:8s} {raw.get('description', '')}")
+        print(f"         priors: {', '.join(main['priors'] or [])}; splits: {', '.join(main['splits'] or SPLITS)}; "
+              f"{ips} images per split at {raw.get('image_size', 16)}x{raw.get('image_size', 16)}")
+        print(f"         tasks: {', '.join(main['tasks'] or [])}; λ: {', '.join(str(x) for x in main['lams'] or [])}")
+        solvers = main["solvers"]
+        print(f"         solvers: {solvers if isinstance(solvers, str) else ', '.join(solvers)}; "
+              f"seeds: {', '.join(str(s) for s in (main['seeds'] or [0]))}; budget {raw.get('budget')} passes/image "
+              f"(MLE {raw.get('mle_steps')})" + (f"; + {len(extra)} extra block(s)" if extra else ""))
