@@ -120,10 +120,13 @@ def build_model(arch: str, preset: str, image_shape, seed_parts) -> torch.nn.Mod
 def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: str = "s",
                 steps: int = 10000, minutes: float | None = None, seed: int = 0, out: str | Path = ".", batch: int = 32,
                 lr: float = 1e-3, device: str = "auto", name: str | None = None, eval_every: int = 25,
-                patience: int = 40, warmup: int = 50, progress: bool = True) -> dict:
+                patience: int = 40, warmup: int = 50, progress: bool = True, data_root: str | None = None,
+                train_images: int | None = None, eval_images: int | None = None) -> dict:
     """Train ``arch``/``preset`` on ``dataset`` (split ``train``, augmented), select on ``val``, report ``test``.
 
     Writes ``out/<name>.pt`` and ``out/<name>.json`` (default name ``<arch>-<preset>``) and returns the provenance.
+    ``data_root`` is the dataset folder (CelebA); ``train_images`` / ``eval_images`` keep the first images of the
+    train / val and test splits (None: all — CelebA's full train split is ~8 GB as float32 at 64×64×3).
     Stops after ``steps`` optimiser steps, ``minutes`` of wall time, or ``patience`` evaluations without a new best
     validation bits/dim, whichever comes first.
     """
@@ -138,9 +141,9 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
         raise UserError(f"--steps and --batch must be >= 1 and --lr > 0 (got {steps}, {batch}, {lr})")
     dev = resolve_device(device)
     t0 = time.time()
-    train = load_dataset(dataset, "train", size).images
-    val = load_dataset(dataset, "val", size).images
-    test = load_dataset(dataset, "test", size).images
+    train = load_dataset(dataset, "train", size, root=data_root, limit=train_images).images
+    val = load_dataset(dataset, "val", size, root=data_root, limit=eval_images).images
+    test = load_dataset(dataset, "test", size, root=data_root, limit=eval_images).images
     shape = tuple(train.shape[1:])
     n = math.prod(shape)
     name = name or f"{arch}-{preset}"

@@ -14,6 +14,10 @@ example: python -m bench train-prior --prior glow --dataset lfw-faces --size 16 
 def add_arguments(p):
     p.add_argument("--prior", required=True, help="architecture: realnvp or glow")
     p.add_argument("--dataset", default="lfw-faces", help="dataset with train/val/test splits (default lfw-faces)")
+    p.add_argument("--data-root", default=None, help="dataset folder (needed by celeba and image-folder)")
+    p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--eval-images", type=int, default=None,
+                   help="use only the first N val and test images for bits/dim (default: all)")
     p.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
     p.add_argument("--preset", default="s", help="size preset: xs, s or paper (default s)")
     p.add_argument("--steps", type=int, default=10000,
@@ -37,7 +41,8 @@ def main(args) -> int:
     prov = train_prior(args.prior, dataset=args.dataset, size=args.size, preset=args.preset, steps=args.steps,
                        minutes=args.minutes, seed=args.seed, out=args.out, batch=args.batch, lr=args.lr,
                        device=args.device, name=args.name, eval_every=args.eval_every, patience=args.patience,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, data_root=args.data_root,
+                       train_images=args.train_images, eval_images=args.eval_images)
     print(f"{prov['name']}: best step {prov['best_step']}/{prov['steps_run']} ({prov['stop_reason']}), "
           f"bits/dim train {prov['train_bpd']:.3f} val {prov['val_bpd']:.3f} test {prov['test_bpd']:.3f} "
           f"(per-pixel Gaussian test {prov['gaussian_baseline_test_bpd']:.3f}), {prov['wall_time_s']:.0f} s")
