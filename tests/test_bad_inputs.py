@@ -98,9 +98,7 @@ CASES = [
     ("unknown-device", lambda k: ["run", "--grid", _grid(k, "g15"), "--device", "tpu", "--out", "OUT"], "tpu"),
     ("unknown-executor", lambda k: ["run", "--grid", _grid(k, "g16"), "--executor", "spark", "--out", "OUT"],
      "spark"),
-    pytest.param("zero-workers", lambda k: ["run", "--grid", _grid(k, "g17"), "--workers", "0", "--out", "OUT"],
-                 "--workers", marks=pytest.mark.xfail(reason="bench/executors.py Executor.from_args turns 0 into 1 "
-                                                              "(`or 1`); reported to the lead", strict=False)),
+    ("zero-workers", lambda k: ["run", "--grid", _grid(k, "g17"), "--workers", "0", "--out", "OUT"], "--workers"),
     ("zero-workers-dask", lambda k: ["run", "--grid", _grid(k, "g17b"), "--executor", "dask", "--workers", "0",
                                      "--out", "OUT"], "--workers"),
     ("zero-slurm-time", lambda k: ["run", "--grid", _grid(k, "g17c"), "--executor", "slurm", "--slurm-cluster",
