@@ -10,7 +10,6 @@ The flow works on logit space (see :mod:`bench.priors.base` for the preprocessin
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from bench.errors import UserError

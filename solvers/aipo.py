@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.common import Tracer, clamp01, evaluate, make_optimizer, mle, mle_passes
+from bench.solvers.common import MLEStart, Tracer, clamp01, evaluate, make_optimizer, mle_passes
 
 
 @SOLVERS.register("aipo")
-class AIPO(Solver):
+class AIPO(MLEStart, Solver):
     """Amortised MAP: λ grows adaptively from 0 to Λ, each stage warm-started from the last (AIPO Alg. 2, App. C).
 
     Line by line (λ, δ, δ_min and Δ_L are per row; the K schedule is shared so rows run in lockstep):
@@ -51,10 +51,6 @@ class AIPO(Solver):
     tunable = ("alpha", "mle_lr")
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     paper = "Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4"
-
-    def initial_point(self, problem, prior, lam, ctx, tracer=None):
-        return mle(problem, prior, mle_passes(problem, ctx), self.params["mle_lr"], tracer, lam,
-                   self.params["mle_optimizer"])
 
     def solve(self, problem, prior, lam, ctx):
         p = self.params

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.common import GD, Tracer, clamp01, evaluate, mle, mle_passes
+from bench.solvers.common import GD, MLEStart, Tracer, clamp01, evaluate, mle_passes
 
 
 def lipschitz_estimate(problem, prior, x0, lam, e0, iters: int, h: float) -> torch.Tensor:
@@ -30,7 +30,7 @@ def lipschitz_estimate(problem, prior, x0, lam, e0, iters: int, h: float) -> tor
 
 
 @SOLVERS.register("aipo-uniform")
-class AIPOUniform(Solver):
+class AIPOUniform(MLEStart, Solver):
     """AIPO Algorithm 1: N uniform stages λ_i = iΛ/N (line 5), K gradient steps x ← x − (1/L)∇L(x; λ_i) each
     (line 11), from the MLE x*(0) (line 3).
 
@@ -54,10 +54,6 @@ class AIPOUniform(Solver):
     tunable = ("step_scale", "mle_lr")
     description = "AIPO Alg. 1: N uniform lambda stages, K GD steps of 1/L each (L estimated per image)"
     paper = "Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1"
-
-    def initial_point(self, problem, prior, lam, ctx, tracer=None):
-        return mle(problem, prior, mle_passes(problem, ctx), self.params["mle_lr"], tracer, lam,
-                   self.params["mle_optimizer"])
 
     def solve(self, problem, prior, lam, ctx):
         p = self.params

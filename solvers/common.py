@@ -352,6 +352,15 @@ def lbfgs_minimize(fun, z0: torch.Tensor, lr, steps: int, max_evals, *, max_iter
 
 
 # --- the fixed-Λ baselines of AIPO §4.1 ---------------------------------------------------------------------------
+class MLEStart:
+    """Mixin: start from the MLE x*(0) (AIPO eq. 4) — :func:`mle` with the solver's declared ``mle_lr`` and
+    ``mle_optimizer``, charged ``mle_passes`` per row (shared by ``aipo``, ``aipo-uniform`` and ``mle-init``)."""
+
+    def initial_point(self, problem, prior, lam, ctx, tracer=None):
+        return mle(problem, prior, mle_passes(problem, ctx), self.params["mle_lr"], tracer, lam,
+                   self.params["mle_optimizer"])
+
+
 class FixedLambdaSolver:
     """Mixin for ``mle-init``, ``random-init`` and ``zero-init``: projected Adam on x at the row's fixed Λ from
     the subclass's :meth:`initial_point`, for every pass the start leaves of ``ctx.budget`` (AIPO §4.1: "All the

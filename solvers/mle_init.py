@@ -6,11 +6,11 @@ initialization, gradient descent with the MLE initialization is used as the thir
 from __future__ import annotations
 
 from bench.solvers.base import SOLVERS, Solver
-from bench.solvers.common import FixedLambdaSolver, mle, mle_passes
+from bench.solvers.common import FixedLambdaSolver, MLEStart
 
 
 @SOLVERS.register("mle-init")
-class MLEInit(FixedLambdaSolver, Solver):
+class MLEInit(MLEStart, FixedLambdaSolver, Solver):
     """Projected Adam on L(x; Λ) (AIPO eq. 3) from x*(0) (eq. 4), Λ fixed (AIPO §4.1).
 
     - Start: the MLE stage of :func:`bench.solvers.common.mle` — ``ctx.mle_steps`` passes of projected gradient
@@ -23,7 +23,3 @@ class MLEInit(FixedLambdaSolver, Solver):
     tunable = ("lr", "mle_lr")
     description = "Adam on x at fixed lambda from the MLE x*(0) (AIPO sec. 4.1 baseline)"
     paper = "Liu et al. 2023 (AIPO), sec. 4.1"
-
-    def initial_point(self, problem, prior, lam, ctx, tracer=None):
-        return mle(problem, prior, mle_passes(problem, ctx), self.params["mle_lr"], tracer, lam,
-                   self.params["mle_optimizer"])

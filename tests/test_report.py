@@ -1,7 +1,6 @@
 """Report: tables reproduce the Parquet rows, bold bests, failures, ranking, paired numbers, figures."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
