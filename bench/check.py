@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
-from bench.metrics import HIGHER_IS_BETTER
 from bench.report import ROW_KEY, TABLE_CELL, cell_stats, is_ok
 
 DEFAULTS = {"map_loss": "0.01%", "psnr": "0.05", "ssim": "0.002"}
@@ -146,10 +145,6 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
             problems.append([cell_label(key, WINNER_CELL), "winner (MAP loss)", ", ".join(wr[key]),
                              ", ".join(wc[key]), "changed", ""])
     return problems, len(common)
-
-
-def direction(metric: str) -> str:
-    return "higher is better" if HIGHER_IS_BETTER.get(metric, False) else "lower is better"
 
 
 __all__ = ["DEFAULTS", "Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok"]

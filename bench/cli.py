@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from bench.errors import UserError
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
     except UserError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished work units are saved, rerun the same command to resume\n")
         return 130

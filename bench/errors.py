@@ -16,6 +16,3 @@ class BudgetExceeded(RuntimeError):
         super().__init__(f"overspend: solver asked for pass {used + 1} of a budget of {budget} "
                          f"(rows {self.rows[:8]}{'...' if len(self.rows) > 8 else ''})")
 
-
-class SolverFailure(RuntimeError):
-    """A solver produced a non-finite result."""

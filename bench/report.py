@@ -31,8 +31,6 @@ TABLE_CELL = ["task", "prior", "split", "lam", "solver"]
 RANK_CELL = ["task", "prior", "split", "lam", "seed"]
 PAIR_KEY = ["task", "prior", "split", "lam", "seed", "image_id"]
 ROW_KEY = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]
-METRIC_NAMES = {"map_loss": "MAP loss", "psnr": "PSNR (dB)", "ssim": "SSIM", "data_fit": "data fit",
-                "log_prior": "log prior"}
 DECIMALS = {"map_loss": 2, "psnr": 2, "ssim": 3, "data_fit": 3, "log_prior": 2}
 BASELINE = "aipo"
 _TASK_ORDER = ["denoise", "cs", "inpaint"]

@@ -50,7 +50,6 @@ from bench.errors import BudgetExceeded, UserError
 from bench.grid import Grid, is_prior_path
 
 RUN_JSON = "run.json"
-STATUSES = ("ok", "error", "overspend", "nan")
 SCORE_CHUNK = 128
 
 # ------------------------------------------------------------------------------------------ per-process caches
@@ -580,16 +579,6 @@ def clean_dir(out_dir, scan: Scan, warn) -> None:
     for f in scan.leftovers:
         if f.exists():
             f.unlink()
-
-
-def scan_existing(out_dir, warn=None, clean: bool = True) -> dict[str, str]:
-    """``{cell_id: status}`` over every finished unit in ``out_dir``; with ``clean``, corrupt units are reported
-    through ``warn`` and removed (so their cells are recomputed) and a killed run's leftovers are deleted."""
-    warn = warn or (lambda m: print(f"warning: {m}", file=sys.stderr))
-    scan = scan_dir(out_dir)
-    if clean:
-        clean_dir(out_dir, scan, warn)
-    return scan.done
 
 
 def planned_keys(units) -> dict:

@@ -26,8 +26,6 @@ OUTCOME_COLUMNS = ["map_loss", "data_fit", "log_prior", "psnr", "ssim", "nfe_use
                    "wall_time_s", "status", "error"]
 PROVENANCE_COLUMNS = ["git_commit", "torch_version", "numpy_version", "device", "started_at", "grid_name",
                       "grid_hash", "tuned"]
-REQUIRED_COLUMNS = ["task", "prior", "split", "image_id", "lam", "solver", "seed", "map_loss", "data_fit",
-                    "log_prior", "psnr", "ssim", "nfe_used", "budget", "wall_time_s", "status", "error"]
 TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]
 
 ROWS, TRACES, RECON = "rows", "traces", "recon"
