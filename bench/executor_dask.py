@@ -2,8 +2,10 @@
 
 - ``--scheduler tcp://host:port``: submit to an existing cluster (its workers must have flowprior-bench installed
   and see ``--out`` at the same path, e.g. a shared file system).
-- no ``--scheduler``: start a ``LocalCluster`` on loopback — ``--workers`` processes, one thread each, no
+- no ``--scheduler``: start a ``LocalCluster`` on loopback — ``--workers`` processes, one task at a time each, no
   dashboard, quiet logs — and close it at the end.
+
+Either way each unit runs with ``--threads`` torch threads (default 1), as under ``local``.
 
 Each unit is one task ``execute_unit(spec, out_dir)`` (``pure=False``: never deduplicated or cached by Dask),
 yielded as it completes. Units whose device is CUDA request the worker resource ``GPU=1``, so a worker runs one
@@ -18,7 +20,7 @@ import logging
 import os
 
 from bench.errors import UserError
-from bench.executors import EXECUTORS, Executor, init_worker
+from bench.executors import EXECUTORS, Executor, init_worker, resolve_workers
 
 INSTALL_HINT = "pip install 'flowprior-bench[dask]'"
 
@@ -47,13 +49,11 @@ class DaskExecutor(Executor):
 
     name = "dask"
 
-    def __init__(self, workers: int = 1, imports: tuple = (), scheduler: str | None = None,
-                 threads: int | None = None):
-        super().__init__(workers=workers, imports=imports)
+    def __init__(self, workers: int = 1, imports: tuple = (), scheduler: str | None = None, threads: int = 1):
+        super().__init__(workers=workers, imports=imports, threads=threads)
         if scheduler is not None and not str(scheduler).strip():
             raise UserError("--scheduler is empty; give an address like tcp://host:8786 or leave it out")
         self.scheduler = scheduler
-        self.threads = threads
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -64,9 +64,8 @@ class DaskExecutor(Executor):
 
     @classmethod
     def from_args(cls, args, imports: tuple = ()) -> "DaskExecutor":
-        workers = getattr(args, "workers", None)
-        return cls(workers=1 if workers is None else workers, imports=imports,
-                   scheduler=getattr(args, "scheduler", None))
+        return cls(workers=resolve_workers(args), imports=imports, scheduler=getattr(args, "scheduler", None),
+                   threads=getattr(args, "threads", None) or 1)
 
     def describe(self) -> str:
         if self.scheduler:
@@ -98,15 +97,12 @@ class DaskExecutor(Executor):
         if not specs:
             return
         distributed = _import_distributed()
-        threads = self.threads
-        if threads is None and not self.scheduler:
-            threads = 1  # LocalCluster: one thread per worker process
         client, cluster = self._connect(any(_is_cuda(s) for s in specs))
         futures = {}
         try:
             for s in specs:
                 res = {"GPU": 1} if _is_cuda(s) else None
-                fut = client.submit(run_on_worker, fn, s, str(out_dir), threads, self.imports, pure=False,
+                fut = client.submit(run_on_worker, fn, s, str(out_dir), self.threads, self.imports, pure=False,
                                     key=f"unit-{s['unit_id']}-{os.getpid()}-{len(futures)}", resources=res)
                 futures[fut.key] = (fut, s)
             for fut in distributed.as_completed([f for f, _ in futures.values()], loop=client.loop):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.executors import EXECUTORS, Executor, init_worker
+from bench.executors import EXECUTORS, Executor, init_worker, resolve_workers
 
 INSTALL_HINT = "pip install 'flowprior-bench[slurm]'"
 CLUSTERS = ("slurm", "local", "debug")
@@ -53,10 +53,11 @@ class SlurmExecutor(Executor):
     name = "slurm"
 
     def __init__(self, workers: int = 1, imports: tuple = (), partition: str | None = None,
-                 time_min: int | None = None, gpus_per_node: int | None = None, cpus_per_task: int = 1,
+                 time_min: int | None = None, gpus_per_node: int | None = None, cpus_per_task: int | None = None,
                  mem_gb: float | None = None, folder: str | None = None, cluster: str = "slurm",
-                 array_parallelism: int = 256, poll_s: float | None = None):
-        super().__init__(workers=workers, imports=imports)
+                 array_parallelism: int = 256, poll_s: float | None = None, threads: int = 1):
+        super().__init__(workers=workers, imports=imports, threads=threads)
+        cpus_per_task = self.threads if cpus_per_task is None else cpus_per_task
         if cluster not in CLUSTERS:
             raise UserError(f"--slurm-cluster {cluster!r} is unknown; valid: {', '.join(CLUSTERS)}")
         for flag, v in (("--slurm-time", time_min), ("--slurm-cpus-per-task", cpus_per_task),
@@ -81,8 +82,8 @@ class SlurmExecutor(Executor):
         g.add_argument("--slurm-partition", metavar="NAME", help="partition to submit to (sbatch --partition)")
         g.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per unit job, minutes")
         g.add_argument("--slurm-gpus-per-node", type=int, metavar="N", help="GPUs per job (default 1 on cuda, else 0)")
-        g.add_argument("--slurm-cpus-per-task", type=int, default=1, metavar="N",
-                       help="CPUs per job, also its torch threads (default 1)")
+        g.add_argument("--slurm-cpus-per-task", type=int, metavar="N",
+                       help="CPUs per job (default: --threads, the torch threads each unit runs)")
         g.add_argument("--slurm-mem-gb", type=float, metavar="GB", help="memory per job")
         g.add_argument("--slurm-array-parallelism", type=int, default=256, metavar="N",
                        help="array tasks running at once (default 256)")
@@ -93,9 +94,9 @@ class SlurmExecutor(Executor):
     @classmethod
     def from_args(cls, args, imports: tuple = ()) -> "SlurmExecutor":
         g = lambda k, d=None: getattr(args, k, d)  # noqa: E731
-        return cls(workers=1 if g("workers") is None else g("workers"), imports=imports, partition=g("slurm_partition"),
-                   time_min=g("slurm_time"), gpus_per_node=g("slurm_gpus_per_node"),
-                   cpus_per_task=1 if g("slurm_cpus_per_task") is None else g("slurm_cpus_per_task"), mem_gb=g("slurm_mem_gb"),
+        return cls(workers=resolve_workers(args), imports=imports, threads=g("threads") or 1,
+                   partition=g("slurm_partition"), time_min=g("slurm_time"), gpus_per_node=g("slurm_gpus_per_node"),
+                   cpus_per_task=g("slurm_cpus_per_task"), mem_gb=g("slurm_mem_gb"),
                    folder=g("slurm_folder"), cluster=g("slurm_cluster", "slurm") or "slurm",
                    array_parallelism=256 if g("slurm_array_parallelism") is None else g("slurm_array_parallelism"))
 
@@ -133,7 +134,7 @@ class SlurmExecutor(Executor):
             return
         cuda = any(str(s.get("device", "cpu")).startswith("cuda") for s in specs)
         ex = self._executor(out_dir, cuda)
-        threads = self.cpus_per_task
+        threads = self.threads
         # Slurm queues the whole array (its array parallelism throttles it); the local executor would start one
         # process per job at once, so it gets rolling chunks of --workers jobs.
         chunk = len(specs) if self.cluster == "slurm" else max(1, self.workers)

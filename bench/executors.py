@@ -12,9 +12,17 @@ To add an engine (issue 6: ``dask``, ``slurm``): put it in its own module ``benc
 ``@EXECUTORS.register("name")``, declare its flags in ``add_arguments`` (they appear in ``run --help``) and build it
 from the parsed arguments in ``from_args``. Import optional engines (dask, submitit) lazily, inside ``map``.
 Workers must call :func:`init_worker` (threads, plugin imports) before their first unit.
+
+Threads: every unit runs with ``--threads`` torch threads (default 1) whatever the executor and the worker count.
+Float summation order depends on the thread count, and chaotic solvers (latent-LBFGS on Glow) turn that into ~0.5 %
+differences, so a fixed per-unit thread count is what makes ``--workers 1``, ``--workers 8``, Dask and Slurm write
+the same numbers on the same CPU. Parallelism comes from workers (``--workers auto``: one per core on CPU, one on
+a GPU); at 16×16 the passes are bound by per-op overhead, where a second thread in one process buys little and a
+second process nearly doubles throughput.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import multiprocessing
 import os
@@ -29,13 +37,30 @@ EXECUTORS = Registry("executor")
 
 
 def init_worker(threads: int | None = None, imports: tuple = ()) -> None:
-    """Prepare a worker process: torch thread count (unless OMP_NUM_THREADS is set) and plugin modules."""
+    """Prepare a worker process: torch thread count (``None``: leave it) and plugin modules."""
     import torch
 
-    if threads and not os.environ.get("OMP_NUM_THREADS"):
+    if threads:
         torch.set_num_threads(int(threads))
     for mod in imports:
         importlib.import_module(mod)
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies, so that ``kill -9`` of a run also stops
+    its pool workers instead of leaving orphans that go on writing part files (best effort elsewhere)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _init_pool_worker(threads, imports) -> None:
+    _die_with_parent()
+    init_worker(threads, imports)
 
 
 class Executor:
@@ -43,11 +68,14 @@ class Executor:
 
     name = "?"
 
-    def __init__(self, workers: int = 1, imports: tuple = ()):
+    def __init__(self, workers: int = 1, imports: tuple = (), threads: int = 1):
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
+        if threads < 1:
+            raise UserError(f"--threads must be >= 1, got {threads}")
         self.workers = int(workers)
         self.imports = tuple(imports)
+        self.threads = int(threads)
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -55,11 +83,11 @@ class Executor:
 
     @classmethod
     def from_args(cls, args, imports: tuple = ()) -> "Executor":
-        workers = getattr(args, "workers", None)
-        return cls(workers=1 if workers is None else workers, imports=imports)
+        return cls(workers=resolve_workers(args), imports=imports, threads=getattr(args, "threads", None) or 1)
 
     def describe(self) -> str:
-        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''})"
+        return (f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''} × "
+                f"{self.threads} thread{'s' if self.threads != 1 else ''})")
 
     def map(self, fn, specs, out_dir):
         raise NotImplementedError
@@ -70,26 +98,31 @@ class LocalExecutor(Executor):
     """In-process serial execution (``--workers 1``), or a pool of N spawned worker processes.
 
     "spawn" (not fork) so that workers start clean on every OS and never inherit a half-initialised torch; each
-    worker gets ``cpu_count // N`` torch threads unless ``OMP_NUM_THREADS`` is set. Units are submitted at most
-    ``2N`` at a time so that an interrupt leaves little queued work.
+    worker runs ``threads`` torch threads (in-process: set for the run, restored after). Units are submitted at
+    most ``2N`` at a time so that an interrupt leaves little queued work.
     """
 
     def map(self, fn, specs, out_dir):
         specs = list(specs)
         if self.workers == 1 or len(specs) <= 1:
-            init_worker(None, self.imports)
-            for spec in specs:
-                try:
-                    yield spec, fn(spec, out_dir)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as e:  # noqa: BLE001 -- isolated: becomes error rows
-                    yield spec, e
+            import torch
+
+            before = torch.get_num_threads()
+            init_worker(self.threads, self.imports)
+            try:
+                for spec in specs:
+                    try:
+                        yield spec, fn(spec, out_dir)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as e:  # noqa: BLE001 -- isolated: becomes error rows
+                        yield spec, e
+            finally:
+                torch.set_num_threads(before)
             return
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker,
-                                   initargs=(threads, self.imports))
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(specs)), mp_context=ctx,
+                                   initializer=_init_pool_worker, initargs=(self.threads, self.imports))
         pending, queue = {}, list(reversed(specs))
         try:
             while queue or pending:
@@ -126,13 +159,55 @@ def discover_executors() -> list[str]:
     return EXECUTORS.names()
 
 
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _workers_arg(value: str):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number or 'auto', got {value!r}") from None
+
+
+def _threads_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return n
+
+
+def resolve_workers(args) -> int:
+    """``--workers auto``: 1 on a GPU (one device, one unit at a time), else usable cores // ``--threads``."""
+    workers = getattr(args, "workers", None)
+    if workers in (None, "auto"):
+        from bench.device import resolve_device
+
+        if resolve_device(getattr(args, "device", None) or "auto").type == "cuda":
+            return 1
+        return max(1, usable_cpus() // (getattr(args, "threads", None) or 1))
+    return workers
+
+
 def add_arguments(parser) -> None:
-    """``--executor`` / ``--workers`` and every registered executor's own flags."""
+    """``--executor`` / ``--workers`` / ``--threads`` and every registered executor's own flags."""
     discover_executors()
     parser.add_argument("--executor", default="local", choices=EXECUTORS.names(),
                         help="where work units run (default: local)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="parallel workers (local: spawned processes; default 1 = in-process)")
+    parser.add_argument("--workers", type=_workers_arg, default="auto", metavar="N|auto",
+                        help="parallel workers (local: spawned processes, 1 = in-process; default auto: one per "
+                             "usable CPU core, 1 on a GPU)")
+    parser.add_argument("--threads", type=_threads_arg, default=1, metavar="N",
+                        help="torch threads per work unit (default 1; results depend on it through float summation "
+                             "order, not on --workers)")
     for _, cls in EXECUTORS.items():
         cls.add_arguments(parser)
 

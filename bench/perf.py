@@ -129,12 +129,27 @@ else:  # pragma: no cover -- Windows
     subprocess_popen = subprocess.Popen
 
 
+def _cpu_model() -> str:
+    """'model name' from /proc/cpuinfo plus the widest AVX (kernels and so float results differ between them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read().split("\n\n")[0]
+    except OSError:
+        return ""
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in info.splitlines() if ":" in ln)}
+    flags = fields.get("flags", "").split()
+    avx = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return ", ".join(v for v in (fields.get("model name", ""), avx) if v)
+
+
 def machine_facts(device: torch.device) -> dict:
+    from bench.executors import usable_cpus
+
     facts = {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
         "cpu count": os.cpu_count(),
-        "torch threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "torch threads (passes, per unit)": torch.get_num_threads(),
+        "grid workers (--workers auto)": 1 if device.type == "cuda" else max(1, usable_cpus() // torch.get_num_threads()),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -165,7 +180,7 @@ def available_priors(names) -> list[str]:
     return [n for n in names if (CHECKPOINT_DIR / f"{n}.pt").is_file() or Path(n).is_file()]
 
 
-def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print) -> dict:
+def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print, threads: int = 1) -> dict:
     """Measure and print the tables; returns the numbers (for tests and --json)."""
     from tabulate import tabulate
 
@@ -174,6 +189,7 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
     from bench.priors.catalog import load_prior
 
     device = resolve_device(device_name)
+    torch.set_num_threads(threads)
     for g in grids:
         grid_path(g)  # UserError for an unknown grid, before any measurement
     ub = unit_batch("default")
@@ -202,7 +218,7 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
         rows = []
         for g in grids:
             sys.stderr.write(f"perf: running grid {g!r} ...\n")
-            t = time_grid(g, device_name)
+            t = time_grid(g, device_name, extra_args=("--threads", str(threads)))
             result["grids"][g] = {"wall_s": t.wall_s, "peak_rss_mb": t.peak_rss_mb, "exit_code": t.exit_code,
                                   "summary": t.summary}
             target = TARGET_WALL_S.get(g)

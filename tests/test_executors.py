@@ -6,6 +6,7 @@ import operator
 import sys
 
 import pytest
+import torch
 
 from bench.errors import UserError
 from bench.executors import EXECUTORS, LocalExecutor
@@ -127,3 +128,23 @@ def test_bad_executor_settings_are_user_errors():
         SlurmExecutor(time_min=0, cluster="debug")
     with pytest.raises(UserError, match="--slurm-cluster"):
         SlurmExecutor(cluster="lsf")
+    with pytest.raises(UserError, match="--threads"):
+        DaskExecutor(threads=0)
+
+
+def test_workers_auto_is_one_per_core_on_cpu_and_one_on_gpu(monkeypatch):
+    import argparse
+
+    import bench.device
+    import bench.executors as ex
+
+    monkeypatch.setattr(ex, "usable_cpus", lambda: 8)
+    ns = lambda **kw: argparse.Namespace(**{"workers": "auto", "threads": 1, "device": "cpu", **kw})  # noqa: E731
+    assert ex.resolve_workers(ns()) == 8
+    assert ex.resolve_workers(ns(threads=2)) == 4
+    assert ex.resolve_workers(ns(threads=16)) == 1
+    assert ex.resolve_workers(ns(workers=3)) == 3
+    monkeypatch.setattr(bench.device, "resolve_device", lambda name: torch.device("cuda"))
+    assert ex.resolve_workers(ns(device="cuda")) == 1
+    local = ex.make_executor(ns(executor="local", threads=2))
+    assert (local.workers, local.threads) == (1, 2) and "1 worker × 2 threads" in local.describe()

@@ -29,13 +29,15 @@ def kit(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------ kill -9
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_every_row_once_and_same_values(kit, tmp_path):
-    # unit order = solver order within (split, prior, task): test-slow runs second and holds a 1 s window
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_kill_9_then_resume_gives_every_row_once_and_same_values(kit, tmp_path, workers):
+    # unit order = solver order within (split, prior, task): test-slow runs second and holds a 1 s window.
+    # With --workers 2 the pool workers must die with the killed parent (no orphan goes on writing part files).
     grid = write_grid(tmp_path / "kill.toml", priors=[kit["ckpt"]], tasks=["denoise", "inpaint"],
                       solvers=["zero-init", "test-slow", "aipo", "lasso-dct"])
     n_units = 2 * 4
     killed, ref = tmp_path / "killed", tmp_path / "ref"
-    args = ["run", "--grid", grid, "--plugin", kit["plugin"], "-q"]
+    args = ["run", "--grid", grid, "--plugin", kit["plugin"], "-q", "--workers", workers]
     proc = subprocess.Popen(bench_cmd(*args, "--out", killed), cwd=REPO, env=kit["env"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     rows_dir = killed / store.ROWS
@@ -52,6 +54,7 @@ def test_kill_9_then_resume_gives_every_row_once_and_same_values(kit, tmp_path):
         proc.stdout.close()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    time.sleep(1.0)  # a pool worker would finish test-slow's 1 s unit by now if it had outlived its parent
     n_left = len(list(rows_dir.glob("*.parquet")))
     assert 1 <= n_left < n_units, n_left
 

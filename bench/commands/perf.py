@@ -8,7 +8,8 @@ DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables
   - wall time of the smoke and default grids (each run in a child process into a temporary directory);
   - peak RSS of each grid's process and of this one.
 Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 15 min, peak RSS <= 4 GB.
-Set OMP_NUM_THREADS to fix the thread count being measured.
+Prior passes are measured with --threads torch threads (default 1, what each work unit runs); grids run as
+`python -m bench run` does by default (--workers auto: one worker per usable core).
 
 examples:
   python -m bench perf --skip-default        # priors + smoke grid (about 2 minutes)
@@ -25,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--priors", metavar="LIST", default=None,
                    help="comma list of priors to measure (default: every shipped prior present; 'none' for none)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch threads for the prior passes and per grid work unit (default 1, as in `run`)")
     p.add_argument("--min-time", type=float, default=1.0, metavar="S",
                    help="seconds each throughput measurement runs at least (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
@@ -47,6 +50,8 @@ def main(args) -> int:
 
     if args.min_time <= 0:
         raise UserError(f"--min-time must be > 0, got {args.min_time}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     grids = _list(args.grids, DEFAULT_GRIDS)
     if args.skip_default:
         grids = [g for g in grids if g != "default"]
@@ -63,7 +68,7 @@ def main(args) -> int:
         if missing:
             raise UserError(f"--priors: {', '.join(missing)} not found (shipped present: "
                             f"{', '.join(shipped_names()) or 'none'}; or a path to a .pt checkpoint)")
-    result = run_perf(grids, priors, device_name=args.device, min_time=args.min_time)
+    result = run_perf(grids, priors, device_name=args.device, min_time=args.min_time, threads=args.threads)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=str)
