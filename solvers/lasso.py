@@ -79,34 +79,25 @@ class DCTBasis:
         return torch.kron(self.Dh.T, self.Dw.T)
 
 
-# Up to this many pixels per channel Φ is applied as a dense matrix (32×32: 8 MB in float64; a dense 256×256 product
-# is 4× faster than the sparse one at 16×16); above it as a sparse one (Haar at 64×64 is 0.5 % dense, db4 7 %).
-DENSE_MAX_PIXELS = 1024
-
-
 @functools.lru_cache(maxsize=8)
-def wavelet_operator(h: int, w: int, wavelet: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Φ, Φᵀ) as float64 CPU tensors, dense up to ``DENSE_MAX_PIXELS`` and sparse above; cached per size/wavelet/level."""
+def wavelet_sparse(h: int, w: int, wavelet: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Φ, Φᵀ) as sparse float64 CPU tensors (Haar at 64×64 is 0.5% dense, db4 7%); cached per size/wavelet/level."""
     phi = wavelet_matrix(h, w, wavelet, level)
     phi = torch.as_tensor(np.where(np.abs(phi) > 1e-13, phi, 0.0), dtype=DTYPE)
-    if h * w <= DENSE_MAX_PIXELS:
-        return phi, phi.T.contiguous()
     return phi.to_sparse().coalesce(), phi.T.contiguous().to_sparse().coalesce()
 
 
 class WaveletBasis:
-    """Orthonormal periodized wavelet synthesis per channel, applied as an (hw×hw) matrix Φ."""
+    """Orthonormal periodized wavelet synthesis per channel, applied as a sparse (hw×hw) matrix Φ."""
 
     def __init__(self, h, w, device, wavelet="haar", level=None):
-        P, PT = wavelet_operator(h, w, wavelet, wavelet_level(h, w, wavelet, level))
+        P, PT = wavelet_sparse(h, w, wavelet, wavelet_level(h, w, wavelet, level))
         self.P, self.PT = P.to(device), PT.to(device)
 
     @staticmethod
     def _apply(M, v):
         B, C, H, W = v.shape
-        flat = v.reshape(B * C, H * W)
-        out = torch.sparse.mm(M, flat.T).T if M.is_sparse else flat @ M.T
-        return out.reshape(B, C, H, W)
+        return torch.sparse.mm(M, v.reshape(B * C, H * W).T).T.reshape(B, C, H, W)
 
     def synth(self, c):
         return self._apply(self.P, c)
@@ -115,7 +106,7 @@ class WaveletBasis:
         return self._apply(self.PT, x)
 
     def matrix(self) -> torch.Tensor:
-        return self.P.to_dense() if self.P.is_sparse else self.P
+        return self.P.to_dense()
 
 
 def make_basis(kind: str, h: int, w: int, device="cpu", wavelet: str = "haar", level=None):

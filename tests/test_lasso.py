@@ -46,25 +46,6 @@ def test_basis_orthonormal_and_matches_reference(kind, kw, H):
     assert torch.allclose(basis.analysis(x), c, atol=1e-12)
 
 
-def test_wavelet_sparse_and_dense_operators_agree(monkeypatch):
-    """Φ is dense up to DENSE_MAX_PIXELS and sparse above (64×64 CelebA): both paths give the same transforms."""
-    import bench.solvers.lasso as lasso
-
-    c = torch.randn(3, 2, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    lasso.wavelet_operator.cache_clear()
-    dense = make_basis("wavelet", 16, 16, "cpu")
-    monkeypatch.setattr(lasso, "DENSE_MAX_PIXELS", 0)
-    lasso.wavelet_operator.cache_clear()
-    try:
-        sparse = make_basis("wavelet", 16, 16, "cpu")
-        assert sparse.P.is_sparse and not dense.P.is_sparse
-        torch.testing.assert_close(sparse.synth(c), dense.synth(c), rtol=0, atol=1e-13)
-        torch.testing.assert_close(sparse.analysis(c), dense.analysis(c), rtol=0, atol=1e-13)
-        torch.testing.assert_close(sparse.matrix(), dense.matrix())
-    finally:
-        lasso.wavelet_operator.cache_clear()
-
-
 def test_wavelet_rejects_bad_choices():
     with pytest.raises(UserError):
         make_solver("lasso-wvt[wavelet=bior2.2]")

@@ -295,10 +295,11 @@ def test_cli_exit_codes(priors, test_solvers, tmp_path, capsys):
     path.write_text(f'name = "cli"\npriors = ["{priors[0]}"]\ntasks = ["denoise"]\nlams = [0.5]\nsplits = ["id"]\n'
                     'solvers = ["t-grad", "t-boom"]\nbudget = 10\nmle_steps = 0\nimages_per_split = 2\n')
     out = tmp_path / "out"
-    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q"]) == 1
+    # --workers 1: the t-* test solvers are registered in this process only (plugins for workers go via --plugin)
+    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q", "--workers", "1"]) == 1
     line = capsys.readouterr().out.strip()
     assert "4 rows written" in line and "2 failures" in line and str(out) in line
-    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q",
+    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q", "--workers", "1",
                      "--solver", "t-grad"]) == 0
     assert cli_main(["run", "--grid", str(path), "--out", str(out), "--solver", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
