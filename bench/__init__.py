@@ -7,6 +7,10 @@ same names resolve to the top-level folders. No top-level ``datasets`` package i
 """
 from pathlib import Path as _Path
 
+from bench.numerics import pin_portable_isa as _pin_portable_isa
+
+_pin_portable_isa()  # before any torch kernel runs: same float results on every x86-64 CPU (bench/numerics.py)
+
 _HERE = _Path(__file__).resolve().parent
 _ROOT = _HERE.parent
 if (_ROOT / "solvers").is_dir() and not (_HERE / "solvers").is_dir():

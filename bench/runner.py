@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import store
+from bench import numerics, store
 from bench.errors import BudgetExceeded, UserError
 from bench.grid import Grid, is_prior_path
 
@@ -312,7 +312,8 @@ def _rows_frame(spec: dict, *, status, error, metrics: dict, nfe_used, iteration
         "git_commit": [prov.get("git_commit", "unknown")] * n,
         "torch_version": [prov.get("torch_version", torch.__version__)] * n,
         "numpy_version": [prov.get("numpy_version", np.__version__)] * n,
-        "device": [spec["device"]] * n, "torch_threads": [torch.get_num_threads()] * n, "started_at": [prov.get("started_at", "")] * n,
+        "device": [spec["device"]] * n, "torch_threads": [torch.get_num_threads()] * n,
+        "cpu_isa": [numerics.describe()] * n, "started_at": [prov.get("started_at", "")] * n,
         "grid_name": [prov.get("grid_name", "")] * n, "grid_hash": [prov.get("grid_hash", "")] * n,
         "tuned": [bool(spec["tuned"])] * n, "mle_steps": [spec["mle_steps"]] * n,
     })

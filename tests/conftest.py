@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+import bench  # noqa: F401  (before any kernel runs: caps the CPU code path as every CLI run does; bench/numerics.py)
+
 torch.set_num_threads(1)
 
 

@@ -425,6 +425,7 @@ def test_process_pool_matches_serial(priors, tmp_path):
     a, b = rows_of(tmp_path / "serial"), rows_of(tmp_path / "pool")
     assert len(a) == len(b) == 64 and (a["cell_id"] == b["cell_id"]).all()
     assert (a["torch_threads"] == 1).all() and (b["torch_threads"] == 1).all()
+    assert a["cpu_isa"].nunique() == 1 and (a["cpu_isa"] == b["cpu_isa"]).all()
     for col in ("map_loss", "psnr", "nfe_used"):
         np.testing.assert_array_equal(a[col].to_numpy(), b[col].to_numpy())
 

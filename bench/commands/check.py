@@ -28,6 +28,18 @@ def add_arguments(p):
                    help=f"tolerance for SSIM cell means (default {DEFAULTS['ssim'].replace('%', '%%')})")
 
 
+def provenance_notes(cur, ref) -> list[str]:
+    """Differences in how the two runs computed (CPU code path, threads, device) that explain float-level moves."""
+    notes = []
+    for col in ("cpu_isa", "torch_threads", "device", "torch_version"):
+        a = sorted(map(str, ref[col].dropna().unique())) if col in ref.columns else ["(not recorded)"]
+        b = sorted(map(str, cur[col].dropna().unique())) if col in cur.columns else ["(not recorded)"]
+        if a != b:
+            notes.append(f"{col} differs: reference {', '.join(a)}; this run {', '.join(b)} (float results can "
+                         "differ in the last bits, which chaotic solvers amplify; see README, Regression check)")
+    return notes
+
+
 def main(args) -> int:
     from tabulate import tabulate
 
@@ -51,6 +63,8 @@ def main(args) -> int:
         cells = len({p[0] for p in problems})
         print(f"check failed: {len(problems)} problems in {cells} cells ("
               + ", ".join(f"{k}: {v}" for k, v in kinds.items()) + f"); {n} cells compared against {args.reference}")
+        for note in provenance_notes(cur, ref):
+            print(f"note: {note}")
         return 1
     print(f"check passed: {n} cells compared against {args.reference} "
           f"(map_loss {tols['map_loss'].text}, psnr {tols['psnr'].text}, ssim {tols['ssim'].text})")
