@@ -2,8 +2,8 @@
 
 Skipped by the normal test run (pyproject addopts has --benchmark-skip). Run and save, then compare later runs:
 
-    pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-autosave
-    pytest tests/benchmarks --benchmark-enable --benchmark-only \\
+    pytest tests/benchmarks --benchmark-only --benchmark-storage=results/benchmarks --benchmark-autosave
+    pytest tests/benchmarks --benchmark-only --benchmark-storage=results/benchmarks \\
         --benchmark-compare --benchmark-compare-fail=mean:25%
 
 Each round runs into a fresh directory (nothing is resumed) and asserts every row is ok; target <= 60 s on the
