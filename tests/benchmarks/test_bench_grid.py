@@ -4,7 +4,7 @@ Skipped by the normal test run (pyproject addopts has --benchmark-skip). Run and
 
     pytest tests/benchmarks --benchmark-only --benchmark-storage=results/benchmarks --benchmark-autosave
     pytest tests/benchmarks --benchmark-only --benchmark-storage=results/benchmarks \\
-        --benchmark-compare --benchmark-compare-fail=mean:25%
+        --benchmark-compare --benchmark-compare-fail=min:25%
 
 Each round runs into a fresh directory (nothing is resumed) and asserts every row is ok; target <= 60 s on the
 2-core reference machine (README "Performance").
