@@ -6,7 +6,9 @@ different order, so an AVX-512 machine and an AVX2 machine disagree in the last 
 (L-BFGS without a line search on a weak Glow) turn that into different answers: measured on the smoke grid, an
 AVX-512 AMD EPYC moved 21 of 256 cells past 0.01 % of the reference made on an AVX2 AMD EPYC, one latent-lbfgs cell
 from MAP loss −198 to +25. Capping all three libraries at AVX2 made the two machines agree bit for bit (every
-MAP loss of the 512 smoke rows equal), at no measurable cost at these image sizes.
+MAP loss of the 512 smoke rows equal), at no measurable cost at these image sizes. The caps remove the largest
+source, not every one: on the default grid the two machines still differed in one work unit of 128 (cell means by
+≤ 0.04 %), so some kernel's order also depends on the machine (cache-size-dependent blocking is the likely one).
 
 :func:`pin_portable_isa` sets those caps in the environment (``setdefault``: a value the user set wins) before any
 kernel runs; ``bench/__init__.py`` calls it, so every entry point (the CLI, pool / Dask / Slurm workers, tests)
