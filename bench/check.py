@@ -147,4 +147,16 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
     return problems, len(common)
 
 
-__all__ = ["DEFAULTS", "Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok"]
+def provenance_notes(cur, ref) -> list[str]:
+    """Differences in how the two runs computed (CPU code path, threads, device) that explain float-level moves."""
+    notes = []
+    for col in ("cpu_isa", "torch_threads", "device", "torch_version"):
+        a = sorted(map(str, ref[col].dropna().unique())) if col in ref.columns else ["(not recorded)"]
+        b = sorted(map(str, cur[col].dropna().unique())) if col in cur.columns else ["(not recorded)"]
+        if a != b:
+            notes.append(f"{col} differs: reference {', '.join(a)}; this run {', '.join(b)} (float results can "
+                         "differ in the last bits, which chaotic solvers amplify; see README, Regression check)")
+    return notes
+
+
+__all__ = ["DEFAULTS", "Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok", "provenance_notes"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from bench import numerics
-from bench.commands.check import provenance_notes
+from bench.check import provenance_notes
 
 x86_only = pytest.mark.skipif(not numerics.is_x86(), reason="the caps apply to x86-64 CPUs only")
 PROBE = "import json, os, bench; print(json.dumps({k: os.environ.get(k) for k in bench.numerics.PORTABLE_ISA}))"

@@ -28,22 +28,10 @@ def add_arguments(p):
                    help=f"tolerance for SSIM cell means (default {DEFAULTS['ssim'].replace('%', '%%')})")
 
 
-def provenance_notes(cur, ref) -> list[str]:
-    """Differences in how the two runs computed (CPU code path, threads, device) that explain float-level moves."""
-    notes = []
-    for col in ("cpu_isa", "torch_threads", "device", "torch_version"):
-        a = sorted(map(str, ref[col].dropna().unique())) if col in ref.columns else ["(not recorded)"]
-        b = sorted(map(str, cur[col].dropna().unique())) if col in cur.columns else ["(not recorded)"]
-        if a != b:
-            notes.append(f"{col} differs: reference {', '.join(a)}; this run {', '.join(b)} (float results can "
-                         "differ in the last bits, which chaotic solvers amplify; see README, Regression check)")
-    return notes
-
-
 def main(args) -> int:
     from tabulate import tabulate
 
-    from bench.check import HEADERS, compare, parse_tolerance
+    from bench.check import HEADERS, compare, parse_tolerance, provenance_notes
     from bench.report import load_run
 
     tols = {"map_loss": parse_tolerance(args.fail_map_loss, "--fail-map-loss"),
