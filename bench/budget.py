@@ -4,11 +4,15 @@ The unit of compute is one pass of the prior (forward *or* inverse, with its bac
 never sees the raw prior: it gets a :class:`BudgetedPrior`, which charges every call to each row that takes part
 and raises :class:`~bench.errors.BudgetExceeded` *before* running a pass that would take any row past its budget.
 The runner turns that exception into rows with ``status = "overspend"``; nothing is silently truncated.
+
+``log_prob`` and ``decode_with_log_prob`` return log p_G(x) in the MAP objective's discretised 8-bit convention
+(:func:`bench.objective.log_prior`), the same value the harness scores with.
 """
 from __future__ import annotations
 
 import torch
 
+from bench import objective
 from bench.errors import BudgetExceeded
 
 
@@ -50,7 +54,7 @@ class BudgetedPrior:
 
     def log_prob(self, x: torch.Tensor, rows=None) -> torch.Tensor:
         self.charge(1, self._rows(x, rows))
-        return self.prior.log_prob(x)
+        return objective.log_prior(self.prior, x)
 
     def encode(self, x: torch.Tensor, rows=None) -> torch.Tensor:
         self.charge(1, self._rows(x, rows))
@@ -62,4 +66,5 @@ class BudgetedPrior:
 
     def decode_with_log_prob(self, z: torch.Tensor, rows=None):
         self.charge(1, self._rows(z, rows))
-        return self.prior.decode_with_log_prob(z)
+        x, log_density = self.prior.decode_with_log_prob(z)
+        return x, objective.discretise(log_density, x[0].numel())

@@ -255,6 +255,8 @@ def _m_values(cs: pd.DataFrame) -> pd.Series:
 def cs_sweep(rows: pd.DataFrame, n_pixels: int | None = None) -> tuple[pd.DataFrame, str] | None:
     """Mean ± se PSNR per (prior, solver, m) at each solver's best λ; (table, x-axis label) or None."""
     cs = rows[(rows["task"].astype(str).map(task_base) == "cs") & is_ok(rows)].copy()
+    if "p_task_noise" in cs.columns and (cs["p_task_noise"] == "norm").any():
+        cs = cs[cs["p_task_noise"] == "norm"]   # the sweep in Asim's convention (noise norm), not AIPO's
     if cs.empty:
         return None
     cs["m"] = _m_values(cs)

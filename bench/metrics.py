@@ -1,8 +1,10 @@
 """Metrics computed by the harness, never by the solver (DESIGN contract 1).
 
 Pure functions over batches. Images are scored clipped to [0, 1]; PSNR and SSIM use ``skimage.metrics`` with
-``data_range = 1``. ``map_loss`` is AIPO eq. (3) with Gaussian noise: L(x; λ) = ||y − f(x)||² − λ·log p_G(x),
-where log p_G is the prior's density of x on [0,1]^n in nats (preprocessing Jacobian included).
+``data_range = 1``. ``map_loss`` is AIPO eq. (3) as :mod:`bench.objective` defines it:
+L(x; λ) = −log p_e(y − f(x)) − λ·log p_G(x), the Gaussian noise likelihood of the task and the discretised
+(8-bit) log-density of the prior, in nats. ``data_fit`` = ||y − f(x)||², ``data_nll`` = −log p_e(y − f(x)),
+``log_prior`` = log p_G(x), ``bits_per_dim`` = −log p_G(x)/(n ln 2).
 """
 from __future__ import annotations
 
@@ -10,8 +12,13 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from bench import objective
+
 # Declarative metric metadata (torchmetrics-style): drives bolding and the regression check.
-HIGHER_IS_BETTER = {"map_loss": False, "data_fit": False, "log_prior": True, "psnr": True, "ssim": True}
+HIGHER_IS_BETTER = {"map_loss": False, "data_fit": False, "data_nll": False, "log_prior": True,
+                    "bits_per_dim": False, "psnr": True, "ssim": True}
+# The outcome columns of every result row, in order.
+METRICS = ("map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim")
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -33,30 +40,29 @@ def ssim(x_true: torch.Tensor, x_hat: torch.Tensor) -> np.ndarray:
                      for i in range(len(a))])
 
 
-def data_fit(problem, x: torch.Tensor) -> torch.Tensor:
-    """||y − f(x)||² per image."""
-    return problem.data_fit(x)
-
-
 @torch.no_grad()
 def map_loss(problem, prior, x: torch.Tensor, lam) -> torch.Tensor:
-    """L(x; λ) = ||y − f(x)||² − λ·log p_G(x) per image (AIPO eq. 3). ``lam`` is a scalar or a (B,) tensor."""
+    """L(x; λ) per image (AIPO eq. 3, :mod:`bench.objective`) for a flow ``prior``; ``lam`` scalar or (B,)."""
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
-    return problem.data_fit(x) - lam * prior.log_prob(x)
+    return objective.map_loss(problem.data_nll(x), objective.log_prior(prior, x), lam)
 
 
 @torch.no_grad()
 def score(problem, prior, x_hat: torch.Tensor, lam) -> dict[str, np.ndarray]:
-    """All outcome metrics for a batch of reconstructions. ``x_hat`` is clipped to [0, 1] first, for every metric,
-    so a solver that leaves the box (Lasso) is scored on the image it would be displayed as."""
+    """All outcome metrics (``METRICS``) for a batch of reconstructions. ``x_hat`` is clipped to [0, 1] first, for
+    every metric, so a solver that leaves the box (Lasso) is scored on the image it would be displayed as."""
     x = x_hat.clamp(0, 1)
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
     fit = problem.data_fit(x)
-    logp = prior.log_prob(x) if prior is not None else torch.full_like(fit, float("nan"))
+    nll = objective.gaussian_nll(fit, problem.sigma, problem.d)
+    logp = objective.log_prior(prior, x) if prior is not None else torch.full_like(fit, float("nan"))
+    as_np = lambda t: t.cpu().double().numpy()  # noqa: E731
     return {
-        "map_loss": (fit - lam * logp).cpu().double().numpy(),
-        "data_fit": fit.cpu().double().numpy(),
-        "log_prior": logp.cpu().double().numpy(),
+        "map_loss": as_np(objective.map_loss(nll, logp, lam)),
+        "data_fit": as_np(fit),
+        "data_nll": as_np(nll),
+        "log_prior": as_np(logp),
+        "bits_per_dim": objective.bits_per_dim(as_np(logp), problem.n),
         "psnr": psnr(problem.x_true, x),
         "ssim": ssim(problem.x_true, x),
     }

@@ -33,6 +33,7 @@ PAIR_KEY = ["task", "prior", "split", "lam", "seed", "image_id"]
 ROW_KEY = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]
 DECIMALS = {"map_loss": 2, "psnr": 2, "ssim": 3, "data_fit": 3, "log_prior": 2}
 BASELINE = "aipo"
+TRIVIAL = "observed"   # the do-nothing reconstruction (clip(y), clip(A⁺y), mean-filled holes)
 _TASK_ORDER = ["denoise", "cs", "inpaint"]
 _SPLIT_ORDER = ["val", "id", "test", "ood"]
 
@@ -317,9 +318,11 @@ def header_lines(df: pd.DataFrame, meta: dict) -> list[str]:
     info = run_info(df, meta)
     tuned = info["tuned"]
     if tuned in (None, "", False, "none", "None") or (isinstance(tuned, float) and math.isnan(tuned)):
-        tuned_text = "no (declared solver defaults)"
+        tuned_text = ("no — protocol: equal optimiser settings (declared solver defaults: every x-space solver "
+                      "takes Adam steps of α = 0.05, AIPO Table 4)")
     elif isinstance(tuned, dict):
-        tuned_text = (f"yes, with `{tuned.get('file', '?')}` (hash {tuned.get('hash', '?')}): "
+        tuned_text = (f"yes — protocol: each solver tuned on validation images, with `{tuned.get('file', '?')}` "
+                      f"(hash {tuned.get('hash', '?')}): "
                       + json.dumps(tuned.get("params", {}), sort_keys=True))
     elif tuned is True:
         tuned_text = "yes (tuned parameters in the rows' p_solver_* columns)"
@@ -343,7 +346,25 @@ def header_lines(df: pd.DataFrame, meta: dict) -> list[str]:
         f"- rows: {len(df)} ({int(status.get('ok', 0))} ok); failures by status: {fails}",
         wall,
         f"- provenance: git commit `{commit}`, device `{info['device'] or '?'}`, torch `{info['torch_version'] or '?'}`",
+        *lam_reached_lines(df),
     ]
+
+
+def lam_reached_lines(df: pd.DataFrame) -> list[str]:
+    """How often AIPO Alg. 2's own λ schedule reached Λ before the budget rule's final jump (``info_lam_reached``)."""
+    if "info_lam_reached" not in df.columns:
+        return []
+    out = []
+    for solver, g in df[is_ok(df)].groupby("solver", sort=True):
+        reached = pd.to_numeric(g["info_lam_reached"], errors="coerce")
+        keep = reached.notna()
+        if not keep.any():
+            continue
+        hit = (reached[keep] >= g.loc[keep, "lam"].astype(float) * (1 - 1e-6))
+        frac = (reached[keep] / g.loc[keep, "lam"].astype(float)).median()
+        out.append(f"- `{solver}` reached Λ on its own (before the budget's final jump) in {int(hit.sum())} of "
+                   f"{int(keep.sum())} ok rows ({hit.mean():.0%}); median λ reached / Λ = {frac:.2f}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- summary
@@ -381,6 +402,31 @@ def summary_text(df: pd.DataFrame, solvers: list, baseline: str = BASELINE) -> s
     return text
 
 
+def uses_prior(df: pd.DataFrame, solver: str) -> bool:
+    """Whether ``solver`` spent prior passes in this run (prior-free solvers report nfe_used = 0 on every row)."""
+    nfe = pd.to_numeric(df.loc[df["solver"] == solver, "nfe_used"], errors="coerce")
+    return bool((nfe > 0).any())
+
+
+def trivial_text(df: pd.DataFrame, solvers: list, trivial: str = TRIVIAL) -> str:
+    """Per task: which prior-based solvers beat doing nothing (``trivial``) on mean paired PSNR and MAP loss."""
+    if trivial not in solvers:
+        return f"No `{trivial}` rows: no comparison against doing nothing."
+    prior_based = [s for s in solvers if s != trivial and uses_prior(df, s)]
+    bits = []
+    for task in task_order(df["task"].unique()):
+        sub = df[df["task"] == task]
+        psnr_win = [s for s in prior_based if paired(sub, s, trivial, "psnr")["mean"] > 0]
+        loss_win = [s for s in prior_based if paired(sub, s, trivial, "map_loss")["mean"] < 0]
+        base = cell_stats(sub[sub["solver"] == trivial], "psnr", ["solver"])["mean"]
+        base_text = fmt_num("psnr", float(base.iloc[0])) if len(base) else "nan"
+        bits.append(f"{task}: {len(psnr_win)} of {len(prior_based)} prior-based solvers have a higher mean PSNR "
+                    f"than `{trivial}` ({base_text} dB)" + (f" ({', '.join(psnr_win)})" if psnr_win else "")
+                    + f", {len(loss_win)} a lower mean MAP loss")
+    return ("Against doing nothing (`" + trivial + "`: clip(y) for denoising, clip(A⁺y) for compressed sensing, "
+            "observed pixels with mean-filled holes for inpainting; paired per image): " + "; ".join(bits) + ".")
+
+
 # ---------------------------------------------------------------------------------------------------- document
 def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None) -> str:
     """The whole LEADERBOARD.md text. ``figures``: {"anytime": [(caption, relpath)], "recon": [...],
@@ -398,7 +444,7 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None) ->
         notes += (f" {', '.join(lasso)} use no prior: their MAP loss is scored by the harness with the row's "
                   "prior, like every other solver's.")
     out = [f"# Leaderboard: `{name}`", "", *header_lines(df, meta), "", notes, "", "## Summary", "",
-           summary_text(df, solvers), ""]
+           summary_text(df, solvers), "", trivial_text(df, solvers), ""]
     for metric, title in (("map_loss", "MAP loss (lower is better; AIPO Tables 1–3 layout)"),
                           ("psnr", "PSNR in dB (higher is better; AIPO Tables 5–6 layout)"),
                           ("ssim", "SSIM (higher is better)")):

@@ -46,6 +46,7 @@ import pandas as pd
 import torch
 
 from bench import numerics, store
+from bench.metrics import METRICS
 from bench.errors import BudgetExceeded, UserError
 from bench.grid import Grid, is_prior_path
 
@@ -303,7 +304,7 @@ def _rows_frame(spec: dict, *, status, error, metrics: dict, nfe_used, iteration
         "dataset": [spec["dataset"]] * n, "split": [spec["split"]] * n, "image_id": ids, "lam": lams,
         "solver": [spec["solver"]] * n, "seed": [spec["seed"]] * n, "image_size": [spec["image_size"]] * n,
     }
-    for k in ("map_loss", "data_fit", "log_prior", "psnr", "ssim"):
+    for k in METRICS:
         cols[k] = np.asarray(metrics.get(k, np.full(n, np.nan)), dtype=np.float64)
     cols.update({
         "nfe_used": np.asarray(nfe_used, dtype=np.int64), "budget": [spec["budget"]] * n,
@@ -341,6 +342,24 @@ def _score(problem, prior, x_hat, lam) -> dict:
         rows = list(range(i, min(i + SCORE_CHUNK, x_hat.shape[0])))
         parts.append(score(problem.take(rows), prior, x_hat[i:i + len(rows)], lam[i:i + len(rows)]))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _score_trace(trace, full, model, lam_full, expand):
+    """A trace recorded as iterates (``Trace.x``), scored like x̂ for every row of ``full`` at the row's own λ:
+    returns (the trace with ``nfe``/``loss`` per row of ``full``, the identity row map)."""
+    from bench.metrics import map_loss
+    from bench.solvers.base import Trace
+
+    idx = torch.as_tensor(expand)
+    dev = full.y.device
+    out = Trace()
+    for nfe, x in zip(trace.nfe, trace.x):
+        xs = x.to(dev, full.y.dtype)[idx.to(dev)].clamp(0, 1)
+        loss = torch.cat([map_loss(full.take(list(range(i, min(i + SCORE_CHUNK, len(idx))))), model,
+                                   xs[i:i + SCORE_CHUNK], lam_full[i:i + SCORE_CHUNK])
+                          for i in range(0, len(idx), SCORE_CHUNK)])
+        out.record(torch.as_tensor(nfe)[idx], loss)
+    return out, list(range(len(idx)))
 
 
 def _per_row(value, n: int):
@@ -424,6 +443,8 @@ def _run_unit(spec: dict):
                              f"expected {tuple(solve_p.x_true.shape)}")
         x_hat = xs.to(device=device, dtype=x.dtype)[torch.as_tensor(expand, device=device)]
         trace, info = res.trace, res.info or {}
+        if trace is not None and trace.x:
+            trace, trace_rows = _score_trace(trace, full, lp.model, lam_full, expand)
     except BudgetExceeded as e:
         status, error = ["overspend"] * N, [_one_line(e)] * N
     except Exception as e:  # noqa: BLE001 -- failure isolation: the run goes on
@@ -442,7 +463,7 @@ def _run_unit(spec: dict):
         else:
             info_cols[k] = arr[expand]
 
-    metrics = {k: np.full(N, np.nan) for k in ("map_loss", "data_fit", "log_prior", "psnr", "ssim")}
+    metrics = {k: np.full(N, np.nan) for k in METRICS}
     if x_hat is not None:
         finite = torch.isfinite(x_hat.flatten(1)).all(1).cpu()
         for k in torch.nonzero(~finite).flatten().tolist():

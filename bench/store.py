@@ -22,8 +22,8 @@ import pandas as pd
 # Columns every row has (later modules and the regression check rely on these names).
 IDENTITY_COLUMNS = ["cell_id", "unit_id", "task", "prior", "prior_sha256", "dataset", "split", "image_id",
                     "lam", "solver", "seed", "image_size"]
-OUTCOME_COLUMNS = ["map_loss", "data_fit", "log_prior", "psnr", "ssim", "nfe_used", "budget", "iterations",
-                   "wall_time_s", "status", "error"]
+OUTCOME_COLUMNS = ["map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim", "nfe_used",
+                   "budget", "iterations", "wall_time_s", "status", "error"]
 PROVENANCE_COLUMNS = ["git_commit", "torch_version", "numpy_version", "device", "started_at", "grid_name",
                       "grid_hash", "tuned"]
 TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]

@@ -10,6 +10,8 @@ Conventions
 - cs: the sensing matrix ``A`` (iid N(0, 1/m)) depends on (task parameters, image size, seed index) and is
   shared by every image of that seed, as in the GlowIP code; the noise depends on the image id too.
 - inpaint: ``y = M ⊙ (x + e)``; missing pixels of ``y`` are 0, and the data fit counts observed pixels only.
+- Noise model: every task's e is N(0, σ²I) over the d entries of y; ``Problem.data_nll`` is the MAP objective's
+  data term −log p_e(y − f(x)) (:mod:`bench.objective`). σ must be > 0 (the likelihood divides by 2σ²).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench import objective
 from bench.errors import UserError
 from bench.registry import Registry, resolve_params
 from bench.seeding import generator, randn
@@ -59,17 +62,43 @@ class Problem:
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         return self.y - self.forward(x)
 
+    @property
+    def d(self) -> int:
+        """Number of entries of one row's observation y (m for cs, n for denoise and inpaint)."""
+        return self.y[0].numel()
+
+    @property
+    def sigma(self) -> float:
+        """Per-entry noise standard deviation σ of the task's Gaussian noise model."""
+        return self.task.noise_sigma(self.d)
+
     def data_fit(self, x: torch.Tensor) -> torch.Tensor:
-        """||y − f(x)||² per row (AIPO eq. 3 with Gaussian noise, no 1/2σ² factor)."""
+        """||y − f(x)||² per row."""
         return self.residual(x).flatten(1).pow(2).sum(1)
 
     def data_fit_grad(self, x: torch.Tensor) -> torch.Tensor:
         """∇ₓ ||y − f(x)||² = −2 fᵀ(y − f(x))."""
         return -2.0 * self.adjoint(self.residual(x))
 
+    def data_nll(self, x: torch.Tensor) -> torch.Tensor:
+        """−log p_e(y − f(x)) = ||y − f(x)||²/(2σ²) + (d/2)·log(2πσ²) per row: AIPO eq. 3's data term."""
+        return objective.gaussian_nll(self.data_fit(x), self.sigma, self.d)
+
+    def data_nll_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """∇ₓ(−log p_e(y − f(x))) = −fᵀ(y − f(x))/σ²."""
+        return objective.gaussian_nll_grad_scale(self.sigma) * self.data_fit_grad(x)
+
     def project(self, x: torch.Tensor, iters: int = 100) -> torch.Tensor:
         """Projection onto {x : f(x) = y} ∩ [0,1]^n (AIPO Appendix A)."""
         return self.task.project(self, x, iters)
+
+    def least_norm(self) -> torch.Tensor:
+        """The least-norm solution f⁺(y) of f(x) = y per row, in image shape (not clipped)."""
+        return self.task.least_norm(self)
+
+    def naive_estimate(self) -> torch.Tensor:
+        """The "do nothing" reconstruction from y alone (no prior), in [0,1]: what every solver must beat."""
+        return self.task.naive_estimate(self)
 
     def take(self, rows) -> "Problem":
         """The sub-batch (or re-ordering, or repetition) given by ``rows`` (a list or LongTensor of row indices)."""
@@ -96,8 +125,14 @@ class Task:
         self.validate()
 
     def validate(self):
-        if self.params.get("sigma", 0) < 0:
-            raise UserError(f"task {self.name!r}: sigma must be >= 0, got {self.params['sigma']}")
+        sigma = self.params.get("sigma")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+            raise UserError(f"task {self.name!r}: sigma must be a finite number > 0 (the MAP objective's noise "
+                            f"likelihood divides by 2*sigma^2), got {sigma!r}")
+
+    def noise_sigma(self, d: int) -> float:
+        """Per-entry noise standard deviation for an observation of ``d`` entries (default: ``sigma``)."""
+        return float(self.params["sigma"])
 
     @property
     def spec(self) -> str:
@@ -109,7 +144,8 @@ class Task:
         return {"task": self.name, **self.params}
 
     def noise(self, shape, image_id: str, seed: int, device) -> torch.Tensor:
-        return self.params["sigma"] * randn(shape, "noise", self.identity(), image_id, seed, device=device)
+        return self.noise_sigma(math.prod(shape)) * randn(shape, "noise", self.identity(), image_id, seed,
+                                                          device=device)
 
     def make(self, x: torch.Tensor, image_ids, seed: int) -> Problem:
         if x.dim() != 4 or x.shape[0] != len(image_ids):
@@ -119,11 +155,16 @@ class Task:
     def describe(self) -> str:
         return self.description
 
+    def naive_estimate(self, p: Problem) -> torch.Tensor:
+        """Default: the clipped least-norm solution clip(f⁺(y), 0, 1)."""
+        return self.least_norm(p).clamp(0, 1)
+
     # subclass API
     def _make(self, x, ids, seed) -> Problem: ...
     def forward(self, p: Problem, x): ...
     def adjoint(self, p: Problem, r): ...
     def project(self, p: Problem, x, iters): ...
+    def least_norm(self, p: Problem): ...
 
 
 @TASKS.register("denoise")
@@ -146,6 +187,9 @@ class Denoise(Task):
     def project(self, p, x, iters):
         return p.y.clamp(0, 1).expand_as(x).clone()
 
+    def least_norm(self, p):
+        return p.y.clone()
+
 
 @TASKS.register("cs")
 class CompressedSensing(Task):
@@ -153,19 +197,30 @@ class CompressedSensing(Task):
 
     ``m`` is a fraction of n when ≤ 1 (float in (0, 1]) and an absolute count when > 1 (a whole number; the
     parameter's float default makes ``cs[m=2000]`` arrive as 2000.0, stored back as the int 2000).
+    ``noise`` says what ``sigma`` measures: ``"entry"`` (default, AIPO §4.3: e ~ N(0, 0.1²I), σ per measurement)
+    or ``"norm"`` (Asim §3.2 / Bora et al.: √E||e||² = sigma, i.e. σ = sigma/√m per measurement).
     Projection (App. A): alternate x ← x − Aᵀ(AAᵀ)⁻¹(Ax − y) and the box clip, ending on the affine step's clip.
     """
 
-    parameters = {"m": CS_FRACTION_HIGH, "sigma": 0.1}
-    description = "y = A x + e, A iid N(0, 1/m), e ~ N(0, sigma^2 I); m absolute or a fraction of n"
+    parameters = {"m": CS_FRACTION_HIGH, "sigma": 0.1, "noise": "entry"}
+    description = ("y = A x + e, A iid N(0, 1/m), e ~ N(0, sigma^2 I); m absolute or a fraction of n; "
+                   "noise=norm: sigma is the noise norm (Asim)")
+    NOISE_MODES = ("entry", "norm")
 
     def validate(self):
         super().validate()
+        if self.params["noise"] not in self.NOISE_MODES:
+            raise UserError(f"task 'cs': noise must be one of {', '.join(self.NOISE_MODES)}, "
+                            f"got {self.params['noise']!r}")
         m = self.params["m"]
         if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 or (m > 1 and not float(m).is_integer()):
             raise UserError(f"task 'cs': m must be a whole number > 1 or a fraction in (0, 1], got {m!r}")
         if m > 1:
             self.params["m"] = int(m)
+
+    def noise_sigma(self, d: int) -> float:
+        sigma = float(self.params["sigma"])
+        return sigma / math.sqrt(d) if self.params["noise"] == "norm" else sigma
 
     def m_for(self, n: int) -> int:
         m = self.params["m"]
@@ -212,6 +267,12 @@ class CompressedSensing(Task):
             v = v - ((v @ A.T - y) @ G) @ A
             v = v.clamp(0, 1)
         return v.to(x.dtype).view(shape)
+
+    def least_norm(self, p):
+        """A⁺y = Aᵀ(AAᵀ)⁻¹y (A has full row rank m ≤ n with probability 1)."""
+        A = self._a64(p)
+        G = p.state["gram_inv64"] if "gram_inv64" in p.state else torch.linalg.inv(A @ A.T)
+        return ((p.y.double() @ G) @ A).to(p.y.dtype).view(p.y.shape[0], *p.x_true.shape[1:])
 
 
 @TASKS.register("inpaint")
@@ -260,6 +321,15 @@ class Inpaint(Task):
     def project(self, p, x, iters):
         M = p.state["mask"]
         return (M * p.y + (1 - M) * x).clamp(0, 1)
+
+    def least_norm(self, p):
+        return p.state["mask"] * p.y
+
+    def naive_estimate(self, p):
+        """The observed pixels, each hole filled with the mean of that image's observed pixels (per channel)."""
+        M = p.state["mask"]
+        known = (M * p.y).sum((2, 3), keepdim=True) / M.sum((2, 3), keepdim=True).clamp(min=1)
+        return (M * p.y + (1 - M) * known).clamp(0, 1)
 
 
 def make_task(spec: str) -> Task:

@@ -175,9 +175,21 @@ class InvConv1x1LU(nn.Module):
         return x, (-self.logs.sum() * (y.shape[2] * y.shape[3])).expand(y.shape[0])
 
 
+# Bounds that keep the Glow inverse finite (see GlowCoupling and SplitPrior). The shipped checkpoints' activations
+# on their training, test and OOD images stay well inside them (coupling log-scale ≥ −4.8, split log-std in
+# [−3.5, 0.7]), so log p(x) of real images is unchanged; only far-off latents (z ~ N(0, I) draws, L-BFGS iterates)
+# are affected, which before decoded to inf/NaN for about 4 % of draws on glow-s.
+GLOW_LOG_SCALE_MIN = -8.0
+SPLIT_LOG_STD_BOUND = 5.0
+
+
 class GlowCoupling(nn.Module):
     """Affine coupling (Glow Table 1 row 3, code ``revnet2d_step``): x = [xa, xb]; h = NN(xa);
-    shift = h[:, 0::2], scale = sigmoid(h[:, 1::2] + 2); yb = (xb + shift)·scale; logdet = Σ log scale."""
+    shift = h[:, 0::2], scale = sigmoid(h[:, 1::2] + 2); yb = (xb + shift)·scale; logdet = Σ log scale.
+
+    The scale is bounded in both directions, scale ≥ exp(``GLOW_LOG_SCALE_MIN``): the forward pass's sigmoid
+    bounds it above by 1, but the inverse divides by it, and an unbounded 1/sigmoid(·) overflows for far-off
+    latents. Forward and inverse use the same bounded scale, so they stay exact inverses."""
 
     def __init__(self, ch: int, hidden: int):
         super().__init__()
@@ -187,7 +199,7 @@ class GlowCoupling(nn.Module):
     def _st(self, xa):
         h = self.net(xa)
         shift, raw = h[:, 0::2], h[:, 1::2]
-        return shift, F.logsigmoid(raw + 2.0)
+        return shift, F.logsigmoid(raw + 2.0).clamp(min=GLOW_LOG_SCALE_MIN)
 
     def forward(self, x):
         xa, xb = x[:, :self.ca], x[:, self.ca:]
@@ -267,7 +279,8 @@ class RealNVPCoupling(nn.Module):
 class SplitPrior(nn.Module):
     """Glow multiscale split (Glow code ``split2d``): h = [h1, h2]; h2 ~ N(μ(h1), σ(h1)²) with (μ, log σ) from a
     zero-initialised conv on h1. ``forward`` returns h1, the standardised ε = (h2 − μ)/σ and logdet = −Σ log σ;
-    ``inverse`` maps (h1, ε) back with logdet = +Σ log σ."""
+    ``inverse`` maps (h1, ε) back with logdet = +Σ log σ. log σ is clamped to ±``SPLIT_LOG_STD_BOUND`` in both
+    directions (the inverse multiplies by σ, which overflows for far-off latents otherwise)."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -276,7 +289,7 @@ class SplitPrior(nn.Module):
 
     def _params(self, h1):
         h = self.conv(h1)
-        return h[:, 0::2], h[:, 1::2]
+        return h[:, 0::2], h[:, 1::2].clamp(-SPLIT_LOG_STD_BOUND, SPLIT_LOG_STD_BOUND)
 
     def forward(self, h):
         h1, h2 = h[:, :self.keep], h[:, self.keep:]

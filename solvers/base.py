@@ -42,14 +42,26 @@ class SolveContext:
 
 @dataclass
 class Trace:
-    """Anytime trace: after ``nfe[t]`` passes, row i has MAP loss ``loss[t][i]`` at its own Λ."""
+    """Anytime trace: after ``nfe[t]`` passes, row i has MAP loss ``loss[t][i]`` at its own Λ.
+
+    A solver whose iterates are not what it returns (latent-space solvers: G(z) before clipping) records the
+    returned-image iterates instead (``x``, via ``record(nfe, x=...)``) and the harness scores them exactly as it
+    scores x̂ — clipped, with its own prior and each row's λ."""
 
     nfe: list = field(default_factory=list)
     loss: list = field(default_factory=list)
+    x: list = field(default_factory=list)
 
-    def record(self, nfe: torch.Tensor, loss: torch.Tensor) -> None:
+    def record(self, nfe: torch.Tensor, loss: torch.Tensor | None = None, x: torch.Tensor | None = None) -> None:
+        if (loss is None) == (x is None):
+            raise ValueError("Trace.record takes exactly one of loss= and x=")
+        if (x is None and self.x) or (loss is None and self.loss):
+            raise ValueError("a trace records either losses or iterates, not both")
         self.nfe.append(nfe.detach().cpu().clone())
-        self.loss.append(loss.detach().cpu().double().clone())
+        if x is None:
+            self.loss.append(loss.detach().cpu().double().clone())
+        else:
+            self.x.append(x.detach().cpu().float().clone())
 
 
 @dataclass

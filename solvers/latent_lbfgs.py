@@ -42,10 +42,10 @@ class LatentLBFGS(Solver):
     An explicit ``gamma`` is used as given. The resolved values are returned per row in ``info``.
 
     Budget: one pass (``decode_with_log_prob`` + backward) per evaluation, at most ``ctx.budget − 1`` per row;
-    the last pass decodes ẑ when the final iterate was not evaluated. The MAP loss L(G(z); λ) at the row's λ is
-    read off the same passes for the trace (unclipped G(z)). ``lam_independent``: the solution ignores λ; the
-    harness scores it at every λ. Clipping: only the returned image (G maps into (−0.056, 1.056) through the
-    logit preprocessing).
+    the last pass decodes ẑ when the final iterate was not evaluated. The trace records the returned image
+    clip(G(z), 0, 1) of the evaluated iterates, and the harness scores it like x̂ (at every λ of the cell).
+    ``lam_independent``: the solution ignores λ; the harness scores it at every λ. Clipping: only the returned
+    image (G maps into (−0.056, 1.056) through the logit preprocessing).
     """
 
     parameters = {"lr": None, "steps": None, "gamma": None, "penalty": "l2", "max_iter": 20, "history_size": 100,
@@ -75,12 +75,10 @@ class LatentLBFGS(Solver):
 
         p = self.resolved(problem.task.name, problem.n)
         dev, dt = problem.y.device, problem.y.dtype
-        lam = lam.to(dev, dt)
         B = problem.batch_size
         shape = (B, *prior.latent_shape)
         gamma, sq = float(p["gamma"]), p["penalty"] == "l2sq"
         x_last = torch.zeros_like(problem.x_true)
-        map_last = torch.full((B,), float("nan"), dtype=dt, device=dev)
         obj_last = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
         obj_start = obj_last.clone()
         trace, ticks = Trace(), [0]
@@ -95,13 +93,12 @@ class LatentLBFGS(Solver):
             rl = rows.cpu().tolist() if len(rows) != B else None
             with torch.enable_grad():
                 z = z_rows.detach().view(len(rows), *prior.latent_shape).requires_grad_(True)
-                x, logp = prior.decode_with_log_prob(z, rows=rl)
+                x, _ = prior.decode_with_log_prob(z, rows=rl)
                 fit = sub.data_fit(x)
                 zf = z.flatten(1)
                 obj = objective(fit, zf)
                 (g,) = torch.autograd.grad(obj.sum(), z)
             x_last[rows] = x.detach()
-            map_last[rows] = (fit - lam[rows] * logp).detach()
             obj_last[rows] = obj.detach().double()
             obj_start[rows] = torch.where(torch.isnan(obj_start[rows]), obj_last[rows], obj_start[rows])
             return obj.detach(), g.flatten(1)
@@ -109,7 +106,7 @@ class LatentLBFGS(Solver):
         def on_eval():
             ticks[0] += 1
             if ticks[0] % max(1, ctx.trace_every) == 0:
-                trace.record(prior.used, map_last)
+                trace.record(prior.used, x=clamp01(x_last))
 
         res = lbfgs_minimize(fun, torch.zeros(B, math.prod(shape[1:]), dtype=dt, device=dev),
                              float(p["lr"]), int(p["steps"]), ctx.budget - 1 - prior.used.to(dev),
@@ -120,12 +117,11 @@ class LatentLBFGS(Solver):
         if len(pend) and int(prior.remaining(pend.cpu()).min()) >= 1:   # always true unless ctx.budget == 0
             rl = pend.cpu().tolist()
             with torch.no_grad():
-                x, logp = prior.decode_with_log_prob(res.z[pend].view(len(rl), *shape[1:]), rows=rl)
+                x = prior.decode(res.z[pend].view(len(rl), *shape[1:]), rows=rl)
             sub = problem.take(pend.cpu())
             x_last[pend] = x
-            map_last[pend] = sub.data_fit(x) - lam[pend] * logp
             obj_last[pend] = objective(sub.data_fit(x), res.z[pend]).double()
-        trace.record(prior.used, map_last)
+        trace.record(prior.used, x=clamp01(x_last))
         info = {"lr": torch.full((B,), float(p["lr"])), "steps": torch.full((B,), int(p["steps"])),
                 "gamma": torch.full((B,), gamma), "iterations": res.iterations.cpu(),
                 "evaluations": res.evals.cpu(), "converged": res.converged.cpu(),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bench.solvers.base import SOLVERS, Solver, row_randn
-from bench.solvers.common import FixedLambdaSolver, prior_image
+from bench.solvers.common import ADAM_LR, FixedLambdaSolver, prior_image
 
 
 @SOLVERS.register("random-init")
@@ -19,7 +19,7 @@ class RandomInit(FixedLambdaSolver, Solver):
     with status ``nan``, not hidden. Asim et al. (Fig. 4, right) also try T = 0.1 and 0.7.
     """
 
-    parameters = {"lr": 0.01, "temperature": 1.0}
+    parameters = {"lr": ADAM_LR, "temperature": 1.0}
     description = "Adam on x at fixed lambda from G(z0), z0 ~ N(0, I) (AIPO sec. 4.1 baseline)"
     paper = "Liu et al. 2023 (AIPO), sec. 4.1"
 

@@ -1,4 +1,5 @@
-"""Metrics (bench/metrics.py): PSNR/SSIM as skimage computes them, the MAP loss of AIPO eq. (3), score()."""
+"""Metrics (bench/metrics.py) and the objective (bench/objective.py): PSNR/SSIM as skimage computes them, the MAP
+loss of AIPO eq. (3) with the Gaussian noise likelihood and the discretised log-density, score()."""
 from __future__ import annotations
 
 import math
@@ -9,11 +10,12 @@ import torch
 from scipy.stats import norm
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench import metrics
+from bench import metrics, objective
 from bench.priors.base import ALPHA, GaussianLogitPrior
 from bench.tasks import make_task
 
-KEYS = {"map_loss", "data_fit", "log_prior", "psnr", "ssim"}
+KEYS = {"map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim"}
+SIGMA = {"denoise": 0.1, "cs": 0.1, "inpaint": 0.02}
 
 
 def _pair(b=3, c=1, s=16, seed=0):
@@ -81,17 +83,53 @@ def test_gaussian_logit_log_prob_brute_force(fitted):
 
 @pytest.mark.parametrize("task", ["denoise", "cs", "inpaint"])
 def test_map_loss(task):
+    """L = ||y − f(x)||²/(2σ²) + (d/2)·log(2πσ²) − λ·(log p(x) − n·log 256), written out by hand."""
     x, x_hat = _pair(b=4)
     x_hat = x_hat.clamp(0, 1)
     p = make_task(task).make(x, [f"t/{i}" for i in range(4)], 0)
     prior = GaussianLogitPrior((1, 16, 16))
-    fit = ((p.y - p.forward(x_hat)) ** 2).flatten(1).sum(1)
-    logp = _brute_log_prob(prior, x_hat)
+    n = 256
+    d = round(0.3255 * n) if task == "cs" else n
+    sigma = SIGMA[task]
+    fit = ((p.y - p.forward(x_hat)) ** 2).flatten(1).sum(1).double()
+    nll = fit / (2 * sigma ** 2) + d / 2 * math.log(2 * math.pi * sigma ** 2)
+    logp = _brute_log_prob(prior, x_hat) - n * math.log(256)
     for lam in (0.0, 0.5, torch.tensor([0.1, 1.0, 2.0, 0.0])):
         lam_d = torch.as_tensor(lam, dtype=torch.float64)
-        want = fit.double() - lam_d * logp
+        want = nll - lam_d * logp
         torch.testing.assert_close(metrics.map_loss(p, prior, x_hat, lam).double(), want, rtol=1e-5, atol=1e-2)
-    torch.testing.assert_close(metrics.data_fit(p, x_hat), fit)
+    torch.testing.assert_close(p.data_nll(x_hat).double(), nll, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("task", ["denoise", "cs", "inpaint"])
+def test_data_nll_grad(task):
+    """∇(−log p_e) is the autograd gradient of data_nll."""
+    x, x_hat = _pair(b=2)
+    p = make_task(task).make(x, ["a", "b"], 0)
+    z = x_hat.clamp(0, 1).requires_grad_(True)
+    p.data_nll(z).sum().backward()
+    torch.testing.assert_close(p.data_nll_grad(z.detach()), z.grad, rtol=1e-4, atol=1e-2)
+
+
+def test_likelihood_constant_matches_aipo_tables():
+    """AIPO Table 1 − Table 2 (same prior and λ, n = 12288, m = 4000, σ = 0.1) is ≈ −7,300: at the truth the
+    residual is the noise, E||e||² = dσ², so −log p_e ≈ (d/2)(1 + log 2πσ²) and the two tasks differ by
+    (n − m)/2·(1 + log 2πσ²) ≈ −7,324. The bare ||y − f(x)||² could not produce a difference beyond ≈ 123."""
+    n, m, sigma = 12288, 4000, 0.1
+    nll = lambda d: float(objective.gaussian_nll(torch.tensor(d * sigma ** 2), sigma, d))  # noqa: E731
+    assert nll(n) - nll(m) == pytest.approx(-7324, abs=1)
+    table1_minus_table2 = [-7306, -7223, -7256, -7140, -6955]   # RealNVP, test split, λ = 0.3 … 2.0
+    assert all(abs(v - (nll(n) - nll(m))) < 400 for v in table1_minus_table2)
+
+
+def test_discretised_log_prior_is_bits_per_dim():
+    prior = GaussianLogitPrior((1, 8, 8))
+    x, _ = _pair(b=3, s=8)
+    lp = objective.log_prior(prior, x)
+    torch.testing.assert_close(lp, prior.log_prob(x) - 64 * math.log(256))
+    bpd = objective.bits_per_dim(lp, 64)
+    torch.testing.assert_close(bpd, -prior.log_prob(x) / (64 * math.log(2)) + 8)   # training's convention
+    assert (lp < 0).all()
 
 
 def test_score_keys_shapes_and_clipping():
@@ -99,16 +137,19 @@ def test_score_keys_shapes_and_clipping():
     p = make_task("inpaint").make(x, ["a", "b", "c"], 0)
     prior = GaussianLogitPrior((1, 16, 16))
     s = metrics.score(p, prior, x_hat, 0.5)
-    assert set(s) == KEYS and set(metrics.HIGHER_IS_BETTER) == KEYS
+    assert set(s) == KEYS and set(metrics.HIGHER_IS_BETTER) == KEYS == set(metrics.METRICS)
     for k, v in s.items():
         assert isinstance(v, np.ndarray) and v.shape == (3,), k
         assert np.isfinite(v).all(), k
     s_clip = metrics.score(p, prior, x_hat.clamp(0, 1), 0.5)
     for k in KEYS:
         np.testing.assert_array_equal(s[k], s_clip[k])
-    np.testing.assert_allclose(s["map_loss"], s["data_fit"] - 0.5 * s["log_prior"], rtol=1e-6)
+    np.testing.assert_allclose(s["map_loss"], s["data_nll"] - 0.5 * s["log_prior"], rtol=1e-6)
+    np.testing.assert_allclose(s["data_nll"], s["data_fit"] / (2 * 0.02 ** 2) + 128 * math.log(2 * math.pi * 0.0004),
+                               rtol=1e-6)
+    np.testing.assert_allclose(s["bits_per_dim"], -s["log_prior"] / (256 * math.log(2)), rtol=1e-12)
     np.testing.assert_allclose(s["data_fit"], p.data_fit(x_hat.clamp(0, 1)).double().numpy(), rtol=1e-6)
     # without a prior the prior terms are NaN but the image metrics are still there
     s0 = metrics.score(p, None, x_hat, 0.5)
-    assert np.isnan(s0["log_prior"]).all() and np.isnan(s0["map_loss"]).all()
+    assert np.isnan(s0["log_prior"]).all() and np.isnan(s0["map_loss"]).all() and np.isfinite(s0["data_nll"]).all()
     np.testing.assert_array_equal(s0["psnr"], s["psnr"])

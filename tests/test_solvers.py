@@ -236,7 +236,7 @@ def test_aipo_schedule(task, budget, prior, faces):
     sched = res.info["lam_schedule"]
     assert sched.shape[0] == pb.batch_size and sched.shape[1] >= 2
     assert (sched[:, 1:] >= sched[:, :-1]).all()                 # monotone
-    assert torch.equal(sched[:, -1], lam) and (sched[:, 0] == 0).all()  # 0 -> Λ
+    assert torch.equal(sched[:, -1], lam) and (sched[:, 0] > 0).all()  # the λ = 0 round takes no step
     assert (sched <= lam[:, None]).all()
     assert ((res.info["lam_reached"] > 0) & (res.info["lam_reached"] <= lam)).all()
     assert (res.info["rounds"] >= 1).all()
@@ -246,6 +246,39 @@ def test_aipo_schedule(task, budget, prior, faces):
                 optimizer=s.params["mle_optimizer"])
     torch.testing.assert_close(bp.seen[n_mle], x_mle, rtol=0, atol=0)
     assert (bp.used == budget).all()
+
+
+def test_aipo_delta_min_bounds_table4():
+    """δ_min,h = min(4δ_min⁰, 1): at Λ = 2 it is 0.4; at Λ = 10 (δ_min⁰ = 0.5) it is capped at 1, never 2."""
+    from bench.solvers.aipo import delta_min_bounds
+
+    lo, hi = delta_min_bounds(torch.tensor([0.1, 0.5]))
+    torch.testing.assert_close(lo, torch.tensor([0.025, 0.125]))
+    torch.testing.assert_close(hi, torch.tensor([0.4, 1.0]))
+
+
+def test_aipo_delta_min_update_guard():
+    """Line 10 is skipped where Δ_L is NULL (NaN, the λ = 0 round) or 0, and clips δ_min^(Δ'_L/Δ_L) otherwise."""
+    from bench.solvers.aipo import update_delta_min
+
+    dmin = torch.full((4,), 0.1)
+    lo, hi = torch.full((4,), 0.025), torch.full((4,), 0.4)
+    DL = torch.tensor([float("nan"), 0.0, 0.2, 0.2])
+    DLp = torch.tensor([0.1, 0.1, 0.1, 10.0])
+    out = update_delta_min(dmin, DLp, DL, lo, hi)
+    torch.testing.assert_close(out, torch.tensor([0.1, 0.1, 0.1 ** 0.5, 0.025]))
+
+
+def test_aipo_lambda0_round_spends_nothing(prior, faces):
+    """The λ = 0 round neither moves x*(0) nor spends passes: the MLE stage is followed by exactly one pass at
+    x*(0), whose gradient already steps at the first λ > 0."""
+    pb, lam = problem(faces, "cs", n=2, lams=(0.5, 2.0))
+    s = make_solver("aipo")
+    bp = RecordingPrior(prior, BUDGET, pb.batch_size)
+    res = s.solve(pb, bp, lam, SolveContext(budget=BUDGET, mle_steps=MLE_STEPS))
+    x_mle = bp.seen[MLE_STEPS]
+    assert not torch.equal(bp.seen[MLE_STEPS + 1], x_mle)
+    assert (res.info["lam_schedule"][:, 0] >= 0.05 * lam).all()   # the first λ is δ ≥ δ_min⁰ = Λ/20
 
 
 def test_aipo_budget_forces_jump(prior, faces):
@@ -273,7 +306,7 @@ def test_aipo_uniform_info(prior, faces):
 
 
 def test_lipschitz_estimate_on_quadratic(faces):
-    """Denoising with a flat prior (λ = 0 part only): ∇²L = 2I, so the estimate must be 2."""
+    """Denoising with a flat prior (λ = 0 part only): ∇²L = I/σ² = 100·I, so the estimate must be 100."""
     from bench.priors.base import GaussianLogitPrior
     from bench.solvers.aipo_uniform import lipschitz_estimate
 
@@ -282,7 +315,7 @@ def test_lipschitz_estimate_on_quadratic(faces):
     x = pb.y.clamp(0.2, 0.8)
     e0 = evaluate(pb, bp, x)
     L = lipschitz_estimate(pb, bp, x, torch.zeros(2), e0, 3, 0.01)
-    torch.testing.assert_close(L, torch.full((2,), 2.0), rtol=1e-3, atol=0)
+    torch.testing.assert_close(L, torch.full((2,), 100.0), rtol=1e-3, atol=0)
 
 
 # --- optimisers -----------------------------------------------------------------------------------------------------
