@@ -5,16 +5,21 @@ leaderboard tables. The check fails when
 
 - a cell (or an image/seed row of a cell) exists on one side only;
 - a row's ``status`` changed (matched on task, prior, split, λ, solver, seed, image);
-- a metric's cell mean (ok rows) moved by more than its tolerance;
+- a metric moved by more than its tolerance — judged on the *paired* per-image differences d_i = current −
+  reference of the cell's ok rows: |mean d| ≤ k·se(d) + floor, where se(d) = std(d)/√n (a change that moves every
+  image the same way is systematic; one that scatters them both ways is float noise) and the floor is a small
+  relative (``%``) or absolute number under which nothing fails;
 - the winner (lowest mean MAP loss; cells with failures are not eligible, as in the report) of a
-  (task, prior, split, λ) row changed.
+  (task, prior, split, λ) row changed *significantly*: the new winner beats the reference's winner in the current
+  run by more than ``WINNER_TOLERANCE`` on the paired differences (otherwise the two are tied within noise).
 
-Tolerances (``--fail-map-loss`` etc.) are ``<k>se`` (k standard errors of the reference cell's mean),
-``<x>%`` (percent of |reference mean|) or a plain number (absolute units: nats, dB). Every tolerance has a floor of
-``REL_FLOOR`` × |reference mean| so that float noise never fails. Defaults (``DEFAULTS``) are meant for
-deterministic CPU reruns of the same grid: MAP loss 0.01 % (a relative 1e-4; the se of a small grid is dominated
-by image-to-image spread, so "3se" would hide a changed solver default), PSNR 0.05 dB, SSIM 0.002. For noisy
-(GPU) reruns pass e.g. ``--fail-map-loss 3se --fail-psnr 0.2``.
+Tolerances (``--fail-map-loss`` etc.): ``<k>se+<x>%``, ``<k>se+<x>``, ``<k>se``, ``<x>%`` or a plain number
+(absolute units: nats, dB). Solvers that declare ``chaotic = True`` (latent-lbfgs: L-BFGS without a line search
+amplifies last-bit differences between CPUs into other local minima) are judged against k standard errors of the
+*reference cell* (the image-to-image spread) instead of the paired se, so a chaotic solver's cell fails only when it
+moves by much more than its images differ from each other, and the other solvers keep tight tolerances.
+
+``exact_problems`` is the bit-for-bit self-check (the same run twice on one machine): every metric equal.
 """
 from __future__ import annotations
 
@@ -28,38 +33,53 @@ import pandas as pd
 from bench.errors import UserError
 from bench.report import ROW_KEY, TABLE_CELL, cell_stats, is_ok
 
-DEFAULTS = {"map_loss": "0.01%", "psnr": "0.05", "ssim": "0.002"}
-REL_FLOOR = 1e-6
+DEFAULTS = {"map_loss": "3se+0.01%", "psnr": "3se+0.05", "ssim": "3se+0.002"}
 WINNER_CELL = ["task", "prior", "split", "lam"]
+WINNER_TOLERANCE = "3se+0.01%"   # a winner change counts when the new winner is better by more than this
 HEADERS = ["cell", "metric", "reference", "current", "delta", "tolerance"]
-_TOL = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(se|%)?\s*$")
+EXACT_COLUMNS = ("map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim", "nfe_used",
+                 "iterations", "status")
+_NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+_TOL = re.compile(rf"^\s*(?:{_NUM}\s*se)?\s*\+?\s*(?:{_NUM}\s*(%)?)?\s*$")
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    kind: str     # "se", "rel" (percent) or "abs"
-    value: float
+    k_se: float        # standard errors allowed (0: none)
+    floor: float       # relative (fraction of |reference mean|) when ``relative``, else absolute
+    relative: bool
     text: str
 
-    def limit(self, ref_mean: float, ref_se: float) -> float:
-        floor = REL_FLOOR * abs(ref_mean) + 1e-12
-        if self.kind == "se":
-            lim = self.value * ref_se if np.isfinite(ref_se) else 0.0
-        elif self.kind == "rel":
-            lim = self.value / 100.0 * abs(ref_mean)
-        else:
-            lim = self.value
-        return max(lim, floor)
+    def limit(self, ref_mean: float, se: float) -> float:
+        floor = self.floor * abs(ref_mean) if self.relative else self.floor
+        return self.k_se * (se if np.isfinite(se) else 0.0) + floor + 1e-9 * abs(ref_mean) + 1e-12
 
 
 def parse_tolerance(text: str, flag: str = "tolerance") -> Tolerance:
-    """``"3se"`` | ``"0.01%"`` | ``"0.2"`` -> :class:`Tolerance`; anything else is a UserError."""
+    """``"3se+0.01%"`` | ``"3se"`` | ``"0.01%"`` | ``"0.2"`` -> :class:`Tolerance`; anything else is a UserError."""
     m = _TOL.match(str(text))
-    if not m:
-        raise UserError(f"{flag}: bad tolerance {text!r}; use <k>se (e.g. 3se), <x>% (e.g. 0.01%) or an absolute "
-                        "number (e.g. 0.2)")
-    kind = {"se": "se", "%": "rel", None: "abs"}[m.group(2)]
-    return Tolerance(kind, float(m.group(1)), str(text).strip())
+    if not m or (m.group(1) is None and m.group(2) is None):
+        raise UserError(f"{flag}: bad tolerance {text!r}; use <k>se+<x>% (e.g. 3se+0.01%), <k>se, <x>% or an "
+                        "absolute number (e.g. 0.2)")
+    k = float(m.group(1)) if m.group(1) else 0.0
+    x = float(m.group(2)) if m.group(2) else 0.0
+    rel = m.group(3) == "%"
+    return Tolerance(k, x / 100.0 if rel else x, rel, str(text).strip())
+
+
+def chaotic_solvers(names) -> set:
+    """The solver specs among ``names`` whose class declares ``chaotic = True`` (unknown names: not chaotic)."""
+    from bench.registry import parse_spec
+    from bench.solvers.base import SOLVERS
+
+    out = set()
+    for s in names:
+        try:
+            if getattr(SOLVERS.get(parse_spec(str(s))[0]), "chaotic", False):
+                out.add(s)
+        except Exception:  # noqa: BLE001 -- a plugin solver not loaded here is judged like any other
+            pass
+    return out
 
 
 def cell_label(key, names=TABLE_CELL) -> str:
@@ -122,29 +142,80 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
             problems.append([cell_label(key), "status", _status_text(changed["status_ref"].value_counts()),
                              _status_text(changed["status_cur"].value_counts()), f"{len(changed)} rows", ""])
 
-    # metrics: cell means over ok rows
+    # metrics: paired per-image differences over rows ok on both sides
+    chaotic = chaotic_solvers({k[-1] for k in common})
+    ok_r, ok_c = reference[is_ok(reference)], current[is_ok(current)]
     for metric, tol in tolerances.items():
         if metric not in reference.columns or metric not in current.columns:
             continue
-        rs, cs = cell_stats(reference, metric), cell_stats(current, metric)
-        for key in sorted(common, key=str):
-            r, c = rs.loc[key], cs.loc[key]
-            rm, cm = float(r["mean"]), float(c["mean"])
-            if not np.isfinite(rm) and not np.isfinite(cm):
+        pair = ok_r[ROW_KEY + [metric]].merge(ok_c[ROW_KEY + [metric]], on=ROW_KEY, suffixes=("_ref", "_cur"))
+        pair["d"] = pair[f"{metric}_cur"].astype(float) - pair[f"{metric}_ref"].astype(float)
+        spread = cell_stats(reference, metric)["se"]
+        for key, g in pair.groupby(TABLE_CELL, sort=True):
+            if key not in common:
                 continue
-            lim = tol.limit(rm, float(r["se"])) if np.isfinite(rm) else math.nan
-            delta = cm - rm
-            if not (np.isfinite(delta) and abs(delta) <= lim):
-                problems.append([cell_label(key), metric, _fmt(rm), _fmt(cm), _fmt(delta),
-                                 f"{tol.text} (= {_fmt(lim)})"])
+            d = g["d"].to_numpy(float)
+            rm = float(g[f"{metric}_ref"].astype(float).mean())
+            if not np.isfinite(d).all():
+                problems.append([cell_label(key), metric, _fmt(rm), "non-finite", "", tol.text])
+                continue
+            mean = float(d.mean())
+            if key[-1] in chaotic:
+                se, how = float(spread.get(key, np.nan)), "reference cell se, chaotic solver"
+            else:
+                se, how = (float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0), "paired se"
+            lim = tol.limit(rm, se)
+            if abs(mean) > lim:
+                problems.append([cell_label(key), metric, _fmt(rm), _fmt(rm + mean), _fmt(mean),
+                                 f"{tol.text} (= {_fmt(lim)}, {how})"])
 
-    # winners of (task, prior, split, λ)
+    # winners of (task, prior, split, λ): a change counts only when the new winner is significantly better
     wr, wc = winners(reference), winners(current)
+    tol = parse_tolerance(WINNER_TOLERANCE)
     for key in sorted(set(wr) & set(wc), key=str):
-        if wr[key] != wc[key]:
+        if wr[key] == wc[key]:
+            continue
+        sig = _significantly_better(ok_c, key, wc[key][0], wr[key][0], tol, chaotic)
+        if sig:
             problems.append([cell_label(key, WINNER_CELL), "winner (MAP loss)", ", ".join(wr[key]),
-                             ", ".join(wc[key]), "changed", ""])
+                             ", ".join(wc[key]), "changed", sig])
     return problems, len(common)
+
+
+def _significantly_better(df, key, new, old, tol, chaotic) -> str:
+    """Text of the test if solver ``new`` beats ``old`` on MAP loss in ``df``'s cell ``key`` beyond ``tol`` on
+    the paired differences (old − new, same images), else ``""``."""
+    sub = df[(df[WINNER_CELL].astype(object) == pd.Series(key, index=WINNER_CELL)).all(axis=1)]
+    k = [c for c in ROW_KEY if c != "solver"]
+    a = sub[sub["solver"] == old].set_index(k)["map_loss"].astype(float)
+    b = sub[sub["solver"] == new].set_index(k)["map_loss"].astype(float)
+    d = (a - b).dropna()
+    if d.empty:
+        return ""
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
+    if new in chaotic or old in chaotic:
+        se = max(se, float(b.std(ddof=1) / math.sqrt(len(b))) if len(b) > 1 else 0.0)
+    lim = tol.limit(float(a.mean()), se)
+    return f"by {_fmt(float(d.mean()))} > {_fmt(lim)} ({tol.text})" if float(d.mean()) > lim else ""
+
+
+def exact_problems(current: pd.DataFrame, reference: pd.DataFrame) -> list[list[str]]:
+    """The bit-for-bit self-check: the same rows (ROW_KEY) with identical values in every ``EXACT_COLUMNS``."""
+    cols = [c for c in EXACT_COLUMNS if c in current.columns and c in reference.columns]
+    m = reference[ROW_KEY + cols].merge(current[ROW_KEY + cols], on=ROW_KEY, how="outer", suffixes=("_ref", "_cur"),
+                                        indicator=True)
+    out = []
+    for key, g in m.groupby(TABLE_CELL, sort=True):
+        if (g["_merge"] != "both").any():
+            out.append([cell_label(key), "rows", "", "", f"{int((g['_merge'] != 'both').sum())} unmatched", "exact"])
+            continue
+        for c in cols:
+            a, b = g[f"{c}_ref"], g[f"{c}_cur"]
+            same = (a == b) | (a.isna() & b.isna())
+            if not same.all():
+                out.append([cell_label(key), c, _fmt(a[~same].iloc[0]), _fmt(b[~same].iloc[0]),
+                            f"{int((~same).sum())} rows differ", "exact"])
+    return out
 
 
 def provenance_notes(cur, ref) -> list[str]:
@@ -159,4 +230,5 @@ def provenance_notes(cur, ref) -> list[str]:
     return notes
 
 
-__all__ = ["DEFAULTS", "Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok", "provenance_notes"]
+__all__ = ["DEFAULTS", "Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok", "provenance_notes",
+           "exact_problems"]

@@ -159,6 +159,9 @@ def discover_executors() -> list[str]:
     return EXECUTORS.names()
 
 
+MAX_WORKERS_PER_CORE = 4
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -194,6 +197,10 @@ def resolve_workers(args) -> int:
         if resolve_device(getattr(args, "device", None) or "auto").type == "cuda":
             return 1
         return max(1, usable_cpus() // (getattr(args, "threads", None) or 1))
+    cap = MAX_WORKERS_PER_CORE * usable_cpus()
+    if getattr(args, "executor", "local") == "local" and isinstance(workers, int) and workers > cap:
+        raise UserError(f"--workers {workers} is more than {MAX_WORKERS_PER_CORE} x the {usable_cpus()} usable CPU "
+                        f"cores of this machine (at most {cap}); use --workers auto")
     return workers
 
 

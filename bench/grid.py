@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -195,8 +196,17 @@ def _images_count(where, v):
     return _int(where, v, lo=1)
 
 
+MAX_SEED = 2 ** 31 - 1
+MAX_BUDGET = 10 ** 7        # prior passes per image: 10^7 is days of GPU time at paper scale
+MAX_IMAGE_SIZE = 1024
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
 def _seed(where, v):
-    return _int(where, v, lo=0)
+    v = _int(where, v, lo=0)
+    if v > MAX_SEED:
+        _fail(where, f"must be <= {MAX_SEED}, got {v}")
+    return v
 
 
 # ------------------------------------------------------------------------------------------------- names
@@ -336,6 +346,9 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
         if k not in raw:
             raise UserError(f"grid key {k!r} is missing (required: {', '.join(REQUIRED)})")
     name = _str("name", raw.get("name", default_name))
+    if not NAME.match(name):
+        _fail("name", f"{name!r} is not a safe name (letters, digits, '.', '_', '-'; at most 64; it names the "
+                      f"default output folder results/<name>)")
     description = raw.get("description", "")
     if not isinstance(description, str):
         _fail("description", f"must be a string, got {description!r}")
@@ -346,6 +359,8 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
         v = raw.get(k)
         roots[k] = None if v is None else _str(k, v)
     size = _int("image_size", raw.get("image_size", 16), lo=4)
+    if size > MAX_IMAGE_SIZE:
+        _fail("image_size", f"must be <= {MAX_IMAGE_SIZE} pixels, got {size}")
     ips = raw.get("images_per_split", 8)
     if isinstance(ips, dict):
         for k in ips:
@@ -355,8 +370,8 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
     else:
         ips = dict.fromkeys(SPLITS, _images_count("images_per_split", ips))
     budget = _int("budget", raw["budget"])
-    if budget <= 0:
-        _fail("budget", f"must be > 0 prior passes per image, got {budget}")
+    if budget <= 0 or budget > MAX_BUDGET:
+        _fail("budget", f"must be in 1..{MAX_BUDGET:,} prior passes per image, got {budget}")
     mle = _int("mle_steps", raw["mle_steps"], lo=0)
     if budget < mle:
         _fail("budget", f"budget {budget} is smaller than mle_steps {mle} (the budget includes the MLE stage)")

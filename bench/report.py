@@ -44,10 +44,7 @@ def load_run(run_dir) -> tuple[pd.DataFrame, dict]:
     d = Path(run_dir)
     if not d.is_dir():
         raise UserError(f"run directory {str(d)!r} does not exist")
-    try:
-        rows = read_run(d)
-    except Exception as e:  # corrupt part file
-        raise UserError(f"cannot read result rows of {str(d)!r}: {e}") from None
+    rows = read_run(d, skip_unreadable=True)   # unreadable files are named by bench.integrity
     if rows.empty:
         raise UserError(f"run directory {str(d)!r} has no result rows (expected {d / 'rows'}/*.parquet)")
     missing = [c for c in ROW_KEY + ["map_loss", "psnr", "ssim", "status"] if c not in rows.columns]
@@ -69,22 +66,27 @@ def _fmt_param(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def disambiguate_tasks(df: pd.DataFrame) -> pd.DataFrame:
-    """Make the ``task`` column a full spec: if one task value covers several ``p_task_*`` parameter combinations
-    (a runner that wrote ``cs`` for both m values), append the varying parameters, ``cs[m=0.1628]``."""
-    pcols = [c for c in df.columns if c.startswith("p_task_")]
-    if not pcols:
-        return df
-    df = df.copy()
-    for task, g in df.groupby("task", sort=False):
-        varying = [c for c in pcols if g[c].astype(str).nunique() > 1]
+def _append_params(df: pd.DataFrame, label: str, cols: list, prefix: str) -> pd.DataFrame:
+    """Where one ``label`` value covers several combinations of ``cols``, append the varying ones to it."""
+    for value, g in df.groupby(label, sort=False):
+        varying = [c for c in cols if c in g.columns and g[c].astype(str).nunique() > 1]
         if not varying:
             continue
-        extra = g[varying].apply(lambda r: ",".join(f"{c[len('p_task_'):]}={_fmt_param(r[c])}" for c in varying),
-                                 axis=1)
-        t = str(task)
-        df.loc[g.index, "task"] = (t[:-1] + "," + extra + "]") if t.endswith("]") else (t + "[" + extra + "]")
+        extra = g[varying].apply(lambda r: ",".join(f"{c[len(prefix):]}={_fmt_param(r[c])}" for c in varying), axis=1)
+        t = str(value)
+        df.loc[g.index, label] = (t[:-1] + "," + extra + "]") if t.endswith("]") else (t + "[" + extra + "]")
     return df
+
+
+def disambiguate_tasks(df: pd.DataFrame) -> pd.DataFrame:
+    """Make every table cell one cell of the grid: if one ``task`` value covers several task parameter
+    combinations (``p_task_*``), budgets or MLE lengths, they are appended to it (``cs[m=0.1628]``,
+    ``denoise[budget=80]``); if one ``solver`` value covers several parameter sets (``p_solver_*``, e.g. tuned
+    and untuned), they are appended to the solver. So rows of different cells are never averaged together."""
+    df = df.copy()
+    df = _append_params(df, "task", [c for c in df.columns if c.startswith("p_task_")], "p_task_")
+    df = _append_params(df, "task", ["budget", "mle_steps"], "")
+    return _append_params(df, "solver", [c for c in df.columns if c.startswith("p_solver_")], "p_solver_")
 
 
 def load_traces(run_dir) -> pd.DataFrame:
@@ -428,9 +430,9 @@ def trivial_text(df: pd.DataFrame, solvers: list, trivial: str = TRIVIAL) -> str
 
 
 # ---------------------------------------------------------------------------------------------------- document
-def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None) -> str:
+def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, problems=()) -> str:
     """The whole LEADERBOARD.md text. ``figures``: {"anytime": [(caption, relpath)], "recon": [...],
-    "cs_sweep": [...]}."""
+    "cs_sweep": [...]}; ``problems``: what :func:`bench.integrity.run_problems` found (shown first)."""
     solvers = solver_order(df["solver"].unique(), meta)
     tasks = task_order(df["task"].unique())
     name = run_info(df, meta)["name"]
@@ -443,7 +445,11 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None) ->
     if lasso:
         notes += (f" {', '.join(lasso)} use no prior: their MAP loss is scored by the harness with the row's "
                   "prior, like every other solver's.")
-    out = [f"# Leaderboard: `{name}`", "", *header_lines(df, meta), "", notes, "", "## Summary", "",
+    warn = []
+    if problems:
+        warn = ["**Warning: this run directory is incomplete or inconsistent; the tables below cover only what it "
+                "holds:**", "", *[f"- {p}" for p in problems], ""]
+    out = [f"# Leaderboard: `{name}`", "", *warn, *header_lines(df, meta), "", notes, "", "## Summary", "",
            summary_text(df, solvers), "", trivial_text(df, solvers), ""]
     for metric, title in (("map_loss", "MAP loss (lower is better; AIPO Tables 1–3 layout)"),
                           ("psnr", "PSNR in dB (higher is better; AIPO Tables 5–6 layout)"),
@@ -482,6 +488,8 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None) ->
 
 def write_report(run_dir, out: str | Path | None = None, make_figures: bool = True) -> Path:
     """Write LEADERBOARD.md (default ``run_dir/LEADERBOARD.md``) and its PNG figures in ``<out dir>/figures``."""
+    from bench.integrity import run_problems
+
     run_dir = Path(run_dir)
     df, meta = load_run(run_dir)
     out = Path(out) if out else run_dir / "LEADERBOARD.md"
@@ -491,5 +499,5 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
         from bench.figures import make_all
 
         figures = make_all(run_dir, df, meta, out.parent / "figures", rel_to=out.parent)
-    out.write_text(build_markdown(df, meta, figures))
+    out.write_text(build_markdown(df, meta, figures, run_problems(run_dir)))
     return out

@@ -56,6 +56,7 @@ SCORE_CHUNK = 128
 # ------------------------------------------------------------------------------------------ per-process caches
 _PRIORS: dict = {}
 _IMAGES: dict = {}
+_CHECKPOINTS: dict = {}
 
 
 def _catalog_load(spec: str, device):
@@ -65,17 +66,40 @@ def _catalog_load(spec: str, device):
     return load_prior(spec, device)
 
 
-def get_prior(spec: str, device):
-    """LoadedPrior for ``spec`` on ``device``, cached per process; parameters frozen (solvers differentiate w.r.t.
-    x or z only)."""
+@dataclass(frozen=True)
+class PriorMeta:
+    """What planning needs of a prior: its name, the checkpoint's sha256 and the image shape it models."""
+
+    name: str
+    sha256: str
+    image_shape: tuple
+
+
+def get_prior(spec: str, device="cpu") -> PriorMeta:
+    """Load and validate prior ``spec`` once per process (a bad checkpoint is a UserError before any work) and keep
+    only its metadata: no model stays in this process for a solver to find; units build theirs (:func:`fresh_model`)."""
     key = (spec, str(device))
     if key not in _PRIORS:
         lp = _catalog_load(spec, torch.device(device))
-        lp.model.eval()
-        for p in lp.model.parameters():
-            p.requires_grad_(False)
-        _PRIORS[key] = lp
+        _PRIORS[key] = PriorMeta(lp.name, lp.sha256, tuple(lp.model.image_shape))
     return _PRIORS[key]
+
+
+def fresh_model(spec: str, device, sha256: str):
+    """A new frozen model of prior ``spec``, built from the checkpoint's bytes (read once per process and immutable,
+    verified against ``sha256``). Each unit builds one for its solver and another for scoring, so nothing a solver
+    does to its model — or to any model it finds in this process — reaches another unit or any score."""
+    from bench.priors.catalog import model_from_checkpoint, resolve_path
+
+    if spec not in _CHECKPOINTS:
+        path = resolve_path(spec)
+        data = path.read_bytes()
+        _CHECKPOINTS[spec] = (path, data, hashlib.sha256(data).hexdigest())
+    path, data, digest = _CHECKPOINTS[spec]
+    if digest != sha256:
+        raise RuntimeError(f"prior {spec!r} changed since the run was planned (sha256 {digest[:12]} != "
+                           f"{sha256[:12]})")
+    return model_from_checkpoint(path, torch.device(device), data)
 
 
 def get_images(dataset: str, split: str, size: int, root: str | None):
@@ -91,6 +115,7 @@ def get_images(dataset: str, split: str, size: int, root: str | None):
 def clear_caches() -> None:
     _PRIORS.clear()
     _IMAGES.clear()
+    _CHECKPOINTS.clear()
 
 
 # ------------------------------------------------------------------------------------------------ identity
@@ -249,15 +274,20 @@ def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split:
 def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, prior_dir: str | None = None,
                provenance: dict | None = None, imports=()) -> list[dict]:
     """Expand a grid into unit specs: one per (split, prior, task, seed, solver), λ merged over blocks."""
+    from bench.tasks import make_task
+
     provenance = provenance or {}
     images = {s: split_images(grid, s) for s in grid.values("splits")}
+    for s in images:
+        for t in grid.values("tasks"):
+            make_task(t).check_shape(image_channels(grid, s))
     priors = {}
     for spec in grid.values("priors"):
         lp = get_prior(resolve_prior(spec, prior_dir), "cpu")
         for s in images:
             shape = image_channels(grid, s)
-            if tuple(lp.model.image_shape) != shape:
-                raise UserError(f"prior {spec!r} models images of shape {tuple(lp.model.image_shape)} but grid "
+            if lp.image_shape != shape:
+                raise UserError(f"prior {spec!r} models images of shape {lp.image_shape} but grid "
                                 f"{grid.name!r} gives {shape} (image_size {grid.image_size}, split {s!r})")
         priors[spec] = lp
     keys: dict = {}
@@ -406,14 +436,10 @@ def _run_unit(spec: dict):
     from bench.tasks import make_task
 
     device = torch.device(spec["device"])
-    lp = get_prior(spec["prior"], device)
-    if lp.sha256 != spec["prior_sha256"]:
-        raise RuntimeError(f"prior {spec['prior']!r} changed since the run was planned (sha256 {lp.sha256[:12]} != "
-                           f"{spec['prior_sha256'][:12]})")
     iset = get_images(spec["dataset"], spec["dataset_split"], spec["image_size"], spec["data_root"])
     pos = {i: k for k, i in enumerate(iset.ids)}
     ids, lams = list(spec["image_ids"]), [float(x) for x in spec["lams"]]
-    x = iset.images[[pos[i] for i in ids]]
+    x = iset.images[[pos[i] for i in ids]].clone()
     task = make_task(spec["task"])
     solver = _build_solver(spec)
     B, L = len(ids), len(lams)
@@ -430,25 +456,33 @@ def _run_unit(spec: dict):
     else:
         solve_p, solve_lam, expand = full, lam_full, list(range(N))
         trace_rows = expand
-    bp = BudgetedPrior(lp.model, spec["budget"], solve_p.batch_size) if solver.uses_prior else None
-    ctx = SolveContext(budget=spec["budget"], mle_steps=spec["mle_steps"], seed=spec["seed"], device=device)
+    budget = int(spec["budget"])
+    bp = (BudgetedPrior(fresh_model(spec["prior"], device, spec["prior_sha256"]), budget, solve_p.batch_size)
+          if solver.uses_prior else None)
+    ctx = SolveContext(budget=budget, mle_steps=spec["mle_steps"], seed=spec["seed"], device=device)
 
     status, error = ["ok"] * N, [""] * N
     x_hat, trace, info = None, None, {}
     try:
-        res = solver.solve(solve_p, bp, solve_lam, ctx)
+        # the solver gets copies without the clean images; the harness scores with its own full, lam_full
+        res = solver.solve(solve_p.for_solver(), bp, solve_lam.clone(), ctx)
+        used = bp.used if bp is not None else torch.zeros(solve_p.batch_size, dtype=torch.long)
+        if int(used.max()) > budget:
+            raise BudgetExceeded((used > budget).nonzero().flatten().tolist(), int(used.max()), budget)
         xs = res.x_hat.detach()
-        if tuple(xs.shape) != tuple(solve_p.x_true.shape):
+        if tuple(xs.shape) != (solve_p.batch_size, *solve_p.shape):
             raise ValueError(f"solver returned x_hat of shape {tuple(xs.shape)}, "
-                             f"expected {tuple(solve_p.x_true.shape)}")
+                             f"expected {(solve_p.batch_size, *solve_p.shape)}")
         x_hat = xs.to(device=device, dtype=x.dtype)[torch.as_tensor(expand, device=device)]
         trace, info = res.trace, res.info or {}
+        scorer = fresh_model(spec["prior"], device, spec["prior_sha256"])
         if trace is not None and trace.x:
-            trace, trace_rows = _score_trace(trace, full, lp.model, lam_full, expand)
+            trace, trace_rows = _score_trace(trace, full, scorer, lam_full, expand)
     except BudgetExceeded as e:
         status, error = ["overspend"] * N, [_one_line(e)] * N
-    except Exception as e:  # noqa: BLE001 -- failure isolation: the run goes on
-        status, error = ["error"] * N, [_one_line(e)] * N
+    except (Exception, SystemExit) as e:  # noqa: BLE001 -- failure isolation: the run goes on
+        status, error = ["error"] * N, [_one_line(e) if not isinstance(e, SystemExit)
+                                        else f"solver called exit({e.code!r})"] * N
 
     used = bp.used.clone() if bp is not None else torch.zeros(solve_p.batch_size, dtype=torch.long)
     nfe_used = used[torch.as_tensor(expand)].numpy()
@@ -471,7 +505,7 @@ def _run_unit(spec: dict):
         ok = [k for k in range(N) if status[k] == "ok"]
         if ok:
             try:
-                sc = _score(full.take(ok), lp.model, x_hat[torch.as_tensor(ok, device=device)],
+                sc = _score(full.take(ok), scorer, x_hat[torch.as_tensor(ok, device=device)],
                             lam_full[torch.as_tensor(ok, device=device)])
                 for k, v in sc.items():
                     metrics[k][ok] = v
@@ -538,25 +572,9 @@ KEY_COLUMNS = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]  #
 
 
 def _check_unit_files(out_dir: Path, uid: str) -> pd.DataFrame:
-    """Read a finished unit's rows (cell_id, unit_id, status, KEY_COLUMNS) and check its traces and recon files;
-    raise if anything is off."""
-    import zipfile
-
-    import pyarrow.parquet as pq
-
-    cols = ["cell_id", "unit_id", "status"] + KEY_COLUMNS
-    df = pd.read_parquet(out_dir / store.ROWS / f"{uid}.parquet", columns=cols)
-    if df.empty or (df["unit_id"] != uid).any() or df["cell_id"].duplicated().any():
-        raise ValueError("rows do not belong to this unit")
-    tr = out_dir / store.TRACES / f"{uid}.parquet"
-    if tr.exists():
-        pq.read_metadata(tr)
-    rc = out_dir / store.RECON / f"{uid}.npz"
-    if rc.exists():
-        with zipfile.ZipFile(rc) as z:
-            if "x_hat.npy" not in z.namelist():
-                raise ValueError("reconstructions file lacks x_hat")
-    return df
+    """A finished unit's rows (cell_id, unit_id, status, KEY_COLUMNS) after :func:`bench.store.verify_unit` has
+    checked its three files; raises if anything is off."""
+    return store.verify_unit(out_dir, uid)[["cell_id", "unit_id", "status"] + KEY_COLUMNS]
 
 
 @dataclass
@@ -565,7 +583,7 @@ class Scan:
 
     rows: pd.DataFrame                              # cell_id, unit_id, status, KEY_COLUMNS of every readable unit
     corrupt: list = field(default_factory=list)     # (unit_id, reason)
-    leftovers: list = field(default_factory=list)   # temp files; traces/recon of units whose rows never landed
+    leftovers: list = field(default_factory=list)   # our temp files; traces/recon of units whose rows never landed
 
     @property
     def done(self) -> dict[str, str]:
@@ -577,11 +595,14 @@ def scan_dir(out_dir) -> Scan:
     out_dir = Path(out_dir)
     finished = store.unit_ids(out_dir)
     leftovers = []
+    own = {store.TRACES: ".parquet", store.RECON: ".npz"}
     for sub in (store.TRACES, store.RECON, store.ROWS):
         d = out_dir / sub
-        if d.is_dir():
-            leftovers += [f for f in sorted(d.iterdir()) if f.name.endswith(".tmp")
-                          or (sub != store.ROWS and f.name.split(".")[0] not in finished)]
+        if d.is_dir():   # only names this harness writes: other files (yours) are never touched
+            leftovers += [f for f in sorted(d.iterdir()) if f.is_file() and (
+                store.is_temp_name(f.name) or (sub in own and f.name.endswith(own[sub])
+                                               and store.UNIT_ID.match(f.name[:-len(own[sub])])
+                                               and f.name[:-len(own[sub])] not in finished))]
     parts, corrupt = [], []
     for uid in sorted(finished):
         try:
@@ -661,15 +682,66 @@ def prepare_out_dir(out_dir) -> None:
         raise UserError(f"output directory {str(p)!r} is not writable: {e.strerror or e}") from None
 
 
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``DIR/.lock``, flock), held for the whole of one ``run``: a second run
+    into the same ``--out`` is refused at once, naming the holder. Creates the directory if needed; ``release``
+    removes the directory again if this lock created it and nothing else was written there."""
+
+    def __init__(self, out_dir: Path):
+        import fcntl
+
+        self.out_dir = Path(out_dir)
+        self.created = not self.out_dir.exists()
+        prepare_out_dir(self.out_dir)
+        self.path = self.out_dir / LOCK_NAME
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise UserError(f"another `bench run` ({holder}) is writing to {str(self.out_dir)!r}; wait for it to "
+                            f"finish, or use another --out") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()}, started {now_iso()}".encode(), 0)
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        if self.created and [p.name for p in self.out_dir.iterdir()] == [LOCK_NAME]:
+            self.path.unlink()
+            self.out_dir.rmdir()
+
+
+def refuse_foreign_dir(out_dir: Path) -> None:
+    """A non-empty folder that is not a run directory (no run.json, no rows) is never written into."""
+    if not out_dir.is_dir() or (out_dir / RUN_JSON).exists() or store.unit_ids(out_dir):
+        return
+    entries = [p.name for p in out_dir.iterdir() if p.name != LOCK_NAME]
+    if entries:
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UserError(f"output directory {str(out_dir)!r} is not empty ({shown}) and is not a run directory "
+                        f"(no {RUN_JSON}); choose a new or empty folder for --out")
+
+
 def read_run_json(out_dir) -> dict | None:
     p = Path(out_dir) / RUN_JSON
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text())
+        record = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"{str(p)!r} is unreadable ({_one_line(e, 120)}); move the directory aside or use "
-                        f"--resume-anyway to rewrite it") from None
+                        f"another --out") from None
+    if not isinstance(record, dict) or not isinstance(record.get("runs", []), list):
+        raise UserError(f"{str(p)!r} is not a run record (expected a JSON object with a list of runs); move the "
+                        f"directory aside or use another --out")
+    return record
 
 
 def write_run_json(out_dir, record: dict) -> None:
@@ -750,6 +822,21 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
         "grid": grid.resolved_unfiltered(), "git_commit": commit, "git_dirty": dirty, "versions": vers,
         "tuned": tuned.record() if tuned else None,
     }
+    refuse_foreign_dir(out_dir)
+    lock = None if dry_run else RunLock(out_dir)
+    try:
+        return _run_locked(grid, out_dir, units, record, started, executor, device=device,
+                           resume_anyway=resume_anyway, retry_failed=retry_failed, progress=progress,
+                           dry_run=dry_run, argv=argv, log=log, t_start=t_start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(grid, out_dir, units, record, started, executor, *, device, resume_anyway,
+                retry_failed, progress, dry_run, argv, log, t_start) -> RunSummary:
+    """The part of :func:`run_grid` that reads and writes ``out_dir`` (under its :class:`RunLock` unless dry)."""
+    commit, dirty = record["git_commit"], record["git_dirty"]
     prev = read_run_json(out_dir) if out_dir.exists() else None
     problems = compatibility_problems(prev, record, bool(store.unit_ids(out_dir)))
     scan = scan_dir(out_dir)
@@ -771,12 +858,12 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
         summary.units_skipped = len(skipped)
         return summary
 
-    prepare_out_dir(out_dir)
     if problems:
         log(f"warning: --resume-anyway: {str(out_dir)!r} " + "; ".join(problems))
     this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
                 "filters": grid.filters, "argv": list(argv or []),
-                "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash}
+                "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,
+                "planned_units": sorted(u["unit_id"] for u in units)}
     if problems:
         this_run["resumed_anyway_despite"] = problems
     record["created_at"] = (prev or {}).get("created_at", started)

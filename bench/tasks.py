@@ -34,22 +34,39 @@ CS_FRACTION_LOW = 0.1628
 
 @dataclass
 class Problem:
-    """A batch of inverse problems: row ``i`` is image ``image_ids[i]`` observed through the task's operator."""
+    """A batch of inverse problems: row ``i`` is image ``image_ids[i]`` observed through the task's operator.
+
+    The harness's problem holds the clean images ``x_true``; a solver gets :meth:`for_solver`, a copy without them
+    (``x_true`` is ``None``) whose tensors the harness never scores with."""
 
     task: "Task"
-    x_true: torch.Tensor
+    x_true: torch.Tensor | None
     y: torch.Tensor
     image_ids: list[str]
     seed: int
     state: dict = field(default_factory=dict)  # per-row operator state (mask) or shared state (A, its Gram inverse)
+    shape: tuple = ()                           # one image's (C, H, W)
+
+    def __post_init__(self):
+        if not self.shape:
+            self.shape = tuple(self.x_true.shape[1:])
 
     @property
     def batch_size(self) -> int:
-        return self.x_true.shape[0]
+        return len(self.image_ids)
 
     @property
     def n(self) -> int:
-        return self.x_true[0].numel()
+        return math.prod(self.shape)
+
+    def zeros(self) -> torch.Tensor:
+        """A (B, C, H, W) batch of zeros in y's dtype and device (the shape of x)."""
+        return torch.zeros((self.batch_size, *self.shape), dtype=self.y.dtype, device=self.y.device)
+
+    def for_solver(self) -> "Problem":
+        """What a solver may see: observation, operator state and noise model, as copies; no clean images."""
+        return Problem(self.task, None, self.y.clone(), list(self.image_ids), self.seed,
+                       {k: v.clone() for k, v in self.state.items()}, self.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) for each row."""
@@ -104,12 +121,13 @@ class Problem:
         """The sub-batch (or re-ordering, or repetition) given by ``rows`` (a list or LongTensor of row indices)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         state = {k: (v[rows.to(v.device)] if k in self.task.per_row_state else v) for k, v in self.state.items()}
-        return Problem(self.task, self.x_true[rows.to(self.x_true.device)], self.y[rows.to(self.y.device)],
-                       [self.image_ids[i] for i in rows.tolist()], self.seed, state)
+        x_true = None if self.x_true is None else self.x_true[rows.to(self.x_true.device)]
+        return Problem(self.task, x_true, self.y[rows.to(self.y.device)],
+                       [self.image_ids[i] for i in rows.tolist()], self.seed, state, self.shape)
 
     def to(self, device) -> "Problem":
-        return Problem(self.task, self.x_true.to(device), self.y.to(device), list(self.image_ids), self.seed,
-                       {k: v.to(device) for k, v in self.state.items()})
+        return Problem(self.task, None if self.x_true is None else self.x_true.to(device), self.y.to(device),
+                       list(self.image_ids), self.seed, {k: v.to(device) for k, v in self.state.items()}, self.shape)
 
 
 class Task:
@@ -129,6 +147,10 @@ class Task:
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
             raise UserError(f"task {self.name!r}: sigma must be a finite number > 0 (the MAP objective's noise "
                             f"likelihood divides by 2*sigma^2), got {sigma!r}")
+
+    def check_shape(self, shape) -> None:
+        """Raise UserError if the task's parameters do not fit images of ``shape`` (C, H, W) (checked when a grid
+        is planned, before any work)."""
 
     def noise_sigma(self, d: int) -> float:
         """Per-entry noise standard deviation for an observation of ``d`` entries (default: ``sigma``)."""
@@ -222,11 +244,15 @@ class CompressedSensing(Task):
         sigma = float(self.params["sigma"])
         return sigma / math.sqrt(d) if self.params["noise"] == "norm" else sigma
 
+    def check_shape(self, shape) -> None:
+        self.m_for(math.prod(shape))
+
     def m_for(self, n: int) -> int:
         m = self.params["m"]
         m = int(m) if m > 1 else max(1, int(round(m * n)))
         if m > n:
-            raise UserError(f"task 'cs': m={m} exceeds n={n}")
+            raise UserError(f"task 'cs': m={m} measurements exceed the n={n} pixels of an image; use m <= {n} or a "
+                            f"fraction in (0, 1]")
         return m
 
     def matrix(self, n: int, seed: int) -> torch.Tensor:
@@ -256,7 +282,7 @@ class CompressedSensing(Task):
         return (x.flatten(1).double() @ self._a64(p).T).to(x.dtype)
 
     def adjoint(self, p, r):
-        return (r.double() @ self._a64(p)).to(r.dtype).view(r.shape[0], *p.x_true.shape[1:])
+        return (r.double() @ self._a64(p)).to(r.dtype).view(r.shape[0], *p.shape)
 
     def project(self, p, x, iters):
         A = self._a64(p)
@@ -272,7 +298,7 @@ class CompressedSensing(Task):
         """A⁺y = Aᵀ(AAᵀ)⁻¹y (A has full row rank m ≤ n with probability 1)."""
         A = self._a64(p)
         G = p.state["gram_inv64"] if "gram_inv64" in p.state else torch.linalg.inv(A @ A.T)
-        return ((p.y.double() @ G) @ A).to(p.y.dtype).view(p.y.shape[0], *p.x_true.shape[1:])
+        return ((p.y.double() @ G) @ A).to(p.y.dtype).view(p.y.shape[0], *p.shape)
 
 
 @TASKS.register("inpaint")
@@ -292,6 +318,13 @@ class Inpaint(Task):
             raise UserError(f"task 'inpaint': frac must be in (0, 1), got {self.params['frac']}")
         if self.params["block"] < 1:
             raise UserError(f"task 'inpaint': block must be >= 1, got {self.params['block']}")
+
+    def check_shape(self, shape) -> None:
+        _, H, W = shape
+        b = self.params["block"]
+        if H % b or W % b:
+            raise UserError(f"task 'inpaint': image size {H}x{W} is not a multiple of block={b}; use a block that "
+                            f"divides {H}")
 
     def mask(self, shape, image_id: str, seed: int) -> torch.Tensor:
         """1 = observed, 0 = missing; same mask for all channels."""

@@ -19,25 +19,41 @@ from bench.errors import UserError
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
+MAX_PIXELS = 50_000_000   # a larger file is refused before it is decoded (a 14000² PNG needs ~2.4 GB as float64)
+
+
 def read_image(path, channels: int = 3) -> np.ndarray:
-    """Read an image file as float64 in [0, 1]: (H, W) when ``channels == 1``, else (H, W, 3)."""
+    """Read an image file as float64 in [0, 1]: (H, W) when ``channels == 1``, else (H, W, 3).
+
+    Integer images are scaled by their type's range (8-bit by 255, 16-bit by 65535, whatever their largest
+    value); float images must already lie in [0, 1] (there is no range to scale by), else the file is refused."""
     from PIL import Image, UnidentifiedImageError
     from skimage.color import rgb2gray
 
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise UserError(f"image {path} is {w}x{h} pixels; at most {MAX_PIXELS:,} are read (resize it first)")
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
-                arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-                arr = np.repeat(arr[..., None], 3, axis=2)
+                lo, hi = float(arr.min()), float(arr.max())
+                if im.mode == "I" and (lo < 0 or hi > 65535):
+                    raise UserError(f"image {path}: 32-bit integer pixels ({lo:g}..{hi:g}) are not supported; "
+                                    f"save it as 8- or 16-bit")
+                arr = np.repeat((arr / 65535.0)[..., None], 3, axis=2)
             elif im.mode == "F":
-                arr = np.repeat(np.asarray(im, dtype=np.float64)[..., None], 3, axis=2)
+                arr = np.asarray(im, dtype=np.float64)
+                lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+                if not np.isfinite(arr).all() or lo < 0 or hi > 1:
+                    raise UserError(f"image {path}: float pixels must lie in [0, 1], got {lo:g}..{hi:g} "
+                                    f"(save it as 8- or 16-bit, or rescale it)")
+                arr = np.repeat(arr[..., None], 3, axis=2)
             else:
                 arr = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise UserError(f"cannot read image {path}: {e}") from None
-    arr = np.clip(arr, 0, 1)
     return rgb2gray(arr) if channels == 1 else arr
 
 

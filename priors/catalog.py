@@ -11,6 +11,7 @@ solvers' backward passes only ever touch x.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,11 @@ def _resolve(spec: str) -> tuple[str, Path]:
                     f"or a path to a .pt checkpoint")
 
 
+def resolve_path(spec: str) -> Path:
+    """The checkpoint file a prior name or path refers to."""
+    return _resolve(spec)[1]
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -70,14 +76,15 @@ def _read_json(path: Path) -> dict:
     return d
 
 
-def read_checkpoint(path) -> tuple[dict, dict]:
-    """(config, state_dict) of a checkpoint file, or a one-line UserError naming the file and what was expected."""
+def read_checkpoint(path, data: bytes | None = None) -> tuple[dict, dict]:
+    """(config, state_dict) of a checkpoint file (or of its bytes ``data``, read earlier from ``path``), or a
+    one-line UserError naming the file and what was expected."""
     path = Path(path)
     expected = "a prior checkpoint written by `python -m bench train-prior` (.pt with config + state_dict)"
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise UserError(f"prior checkpoint {path} not found; expected {expected}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle garbage, unsupported globals, ...
         msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot read {path}: not {expected} ({msg})") from None
@@ -96,13 +103,16 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return cfg, payload["state_dict"]
 
 
-def model_from_checkpoint(path, device="cpu") -> torch.nn.Module:
+def model_from_checkpoint(path, device="cpu", data: bytes | None = None) -> torch.nn.Module:
+    """A frozen (eval, no parameter gradients) model from a checkpoint file or its bytes ``data``. Building it
+    leaves the global torch RNG untouched (layer initialisers draw from it before the weights are loaded)."""
     from bench.priors.presets import build_prior
 
     path = Path(path)
-    cfg, state = read_checkpoint(path)
+    cfg, state = read_checkpoint(path, data)
     try:
-        model = build_prior(cfg)
+        with torch.random.fork_rng(devices=[]):
+            model = build_prior(cfg)
     except UserError as e:
         raise UserError(f"{path}: bad config: {e}") from None
     except (TypeError, ValueError, KeyError) as e:

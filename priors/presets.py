@@ -28,6 +28,8 @@ PRESETS = {
 }
 
 DEFAULT_SHAPE = {"xs": (1, 16, 16), "s": (1, 16, 16), "paper": (3, 64, 64)}
+# Bounds on checkpoint configs (a corrupt or hostile config must not allocate terabytes before failing).
+MAX_HIDDEN, MAX_DEPTH, MAX_SIDE = 4096, 64, 1024
 
 
 def resolve_config(arch: str, image_shape, preset: str | None, overrides: dict) -> dict:
@@ -41,12 +43,16 @@ def resolve_config(arch: str, image_shape, preset: str | None, overrides: dict) 
     for k, v in overrides.items():
         if k not in hp:
             raise UserError(f"unknown hyper-parameter {k!r} for prior {arch!r}; valid: {', '.join(sorted(hp))}")
+        hi = MAX_HIDDEN if k == "hidden" else MAX_DEPTH
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= hi:
+            raise UserError(f"hyper-parameter {k} of prior {arch!r} must be a whole number in 1..{hi}, got {v!r}")
         hp[k] = int(v)
     if image_shape is None:
         image_shape = DEFAULT_SHAPE[preset]
+    if not isinstance(image_shape, (list, tuple)) or len(image_shape) != 3 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE for s in image_shape):
+        raise UserError(f"image_shape must be (C, H, W) with whole numbers in 1..{MAX_SIDE}, got {image_shape!r}")
     image_shape = [int(s) for s in image_shape]
-    if len(image_shape) != 3:
-        raise UserError(f"image_shape must be (C, H, W), got {image_shape}")
     return {"arch": arch, "preset": preset, "image_shape": image_shape, **hp}
 
 

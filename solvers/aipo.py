@@ -67,6 +67,8 @@ class AIPO(MLEStart, Solver):
 
     parameters = {"alpha": 0.05, "K": 40, "r": 0.05, "delta_min0": 0.05, "K_growth": 1.1, "alpha_decay": 0.99,
                   "optimizer": "adam", "adam_reset": False, "mle_lr": 3e-4, "mle_optimizer": "gd"}
+    ranges = {"alpha": ">0", "K": ">=1", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
+              "optimizer": "adam|gd", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
     tunable = ("alpha", "mle_lr")
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     paper = "Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4"

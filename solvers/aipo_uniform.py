@@ -54,6 +54,8 @@ class AIPOUniform(MLEStart, Solver):
 
     parameters = {"stages": 20, "lipschitz_iters": 4, "lipschitz_h": 0.01, "step_scale": 1.0, "mle_lr": 3e-4,
                   "mle_optimizer": "gd"}
+    ranges = {"stages": ">=1", "lipschitz_iters": ">=0", "lipschitz_h": ">0", "step_scale": ">0", "mle_lr": ">0",
+              "mle_optimizer": "adam|gd"}
     tunable = ("step_scale", "mle_lr")
     description = "AIPO Alg. 1: N uniform lambda stages, K GD steps of 1/L each (L estimated per image)"
     paper = "Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1"

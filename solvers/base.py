@@ -21,10 +21,12 @@ scoring.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
+from bench.errors import UserError
 from bench.registry import Registry, format_spec, parse_spec, resolve_params
 from bench.seeding import generator
 
@@ -71,20 +73,42 @@ class SolveResult:
     info: dict = field(default_factory=dict)  # per-row extras: {"iterations": tensor(B)}, {"lam_reached": ...}
 
 
+def check_ranges(name: str, params: dict, ranges: dict) -> None:
+    """Raise UserError for a parameter outside its declared range. Rules: ``">0"``, ``">=0"``, ``">=1"``,
+    ``"(0,1)"``, ``"(0,1]"`` (numbers), or ``"a|b"`` (one of these strings); ``None`` values are not checked."""
+    for k, rule in ranges.items():
+        v = params.get(k)
+        if v is None:
+            continue
+        if "|" in rule:
+            ok = v in rule.split("|")
+            want = "one of " + ", ".join(rule.split("|"))
+        else:
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and {
+                ">0": v > 0, ">=0": v >= 0, ">=1": v >= 1, "(0,1)": 0 < v < 1, "(0,1]": 0 < v <= 1}[rule]
+            want = {">0": "> 0", ">=0": ">= 0", ">=1": ">= 1"}.get(rule, f"in {rule}")
+        if not ok:
+            raise UserError(f"solver {name!r}: parameter {k} must be {want}, got {v!r}")
+
+
 class Solver:
     """Base class; subclasses register with ``@SOLVERS.register(name)``."""
 
     name: str = "?"
     parameters: dict = {}
+    ranges: dict = {}             # declared valid values per parameter (:func:`check_ranges`)
     tunable: tuple = ()           # parameters `bench tune` may search (step sizes)
     uses_prior: bool = True       # False: gets prior=None and no budget (Lasso)
     lam_independent: bool = False  # True: the solution does not depend on λ; the runner solves once per image
+    chaotic: bool = False          # True: last-bit float differences (another CPU) change its answers; `check`
+                                   # judges it against the reference cell's spread instead of paired noise
     description: str = ""
     paper: str = ""
 
     def __init__(self, **overrides):
         self.params = resolve_params("solver", self.name, self.parameters, overrides)
         self.overrides = {k: v for k, v in self.params.items() if self.parameters[k] != v}
+        check_ranges(self.name, self.params, self.ranges)
 
     @property
     def spec(self) -> str:

@@ -383,6 +383,7 @@ class FixedLambdaSolver:
     """
 
     parameters = {"lr": ADAM_LR}
+    ranges = {"lr": ">0", "temperature": ">=0", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
     tunable = ("lr",)
     uses_prior = True
     lam_independent = False

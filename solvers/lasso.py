@@ -119,12 +119,12 @@ def make_basis(kind: str, h: int, w: int, device="cpu", wavelet: str = "haar", l
 
 # ------------------------------------------------------------------------------------------------- objective
 def as_double(problem):
-    """The same problem with images, observations and operator state in float64."""
+    """The same problem with observations and operator state in float64 (no clean images)."""
     from bench.tasks import Problem
 
     state = {k: (v.to(DTYPE) if v.is_floating_point() else v) for k, v in problem.state.items()}
-    return Problem(problem.task, problem.x_true.to(DTYPE), problem.y.to(DTYPE), list(problem.image_ids),
-                   problem.seed, state)
+    return Problem(problem.task, None, problem.y.to(DTYPE), list(problem.image_ids), problem.seed, state,
+                   problem.shape)
 
 
 def lasso_objective(problem, c: torch.Tensor, alpha: float, basis) -> torch.Tensor:
@@ -157,7 +157,7 @@ def operator_norm_sq(problem, iters: int = 100) -> torch.Tensor:
                 _GRAM_CACHE.pop(next(iter(_GRAM_CACHE)))
             _GRAM_CACHE[key] = float(torch.linalg.eigvalsh(G)[-1])
         return torch.full((B,), _GRAM_CACHE[key], dtype=DTYPE, device=A.device)
-    v = torch.ones_like(problem.x_true, dtype=DTYPE)
+    v = torch.ones_like(problem.zeros(), dtype=DTYPE)
     s = torch.zeros(B, dtype=DTYPE, device=v.device)
     done = torch.zeros(B, dtype=torch.bool, device=v.device)
     for _ in range(iters):
@@ -181,15 +181,15 @@ def fista(problem, basis, alpha: float, tol: float = 1e-6, max_iter: int = 5000)
     Returns (c, iterations, converged)."""
     p = as_double(problem)
     B = p.batch_size
-    dev = p.x_true.device
-    c_out = torch.zeros_like(p.x_true)
+    dev = p.y.device
+    c_out = p.zeros()
     iters = torch.zeros(B, dtype=torch.long, device=dev)
     conv = torch.zeros(B, dtype=torch.bool, device=dev)
 
     rows = torch.arange(B, device=dev)
     sub = p
     step = (1.0 / (2.0 * operator_norm_sq(p))).view(-1, 1, 1, 1)
-    c = torch.zeros_like(p.x_true)
+    c = p.zeros()
     z = c.clone()
     t = torch.ones(B, 1, 1, 1, dtype=DTYPE, device=dev)
     for k in range(1, max_iter + 1):
@@ -235,10 +235,10 @@ class LassoSolver(Solver):
         return make_basis(self.basis_kind, h, w, device)
 
     def solve(self, problem, prior, lam, ctx) -> SolveResult:
-        _, _, H, W = problem.x_true.shape
-        basis = self.basis(H, W, problem.x_true.device)
+        _, H, W = problem.shape
+        basis = self.basis(H, W, problem.y.device)
         c, iters, conv = fista(problem, basis, self.params["alpha"], self.params["tol"], self.params["max_iter"])
-        x_hat = basis.synth(c).to(problem.x_true.dtype)   # unclipped: the harness clips before scoring
+        x_hat = basis.synth(c).to(problem.y.dtype)   # unclipped: the harness clips before scoring
         return SolveResult(x_hat, info={"iterations": iters, "converged": conv,
                                         "objective": lasso_objective(as_double(problem), c, self.params["alpha"],
                                                                      basis)})

@@ -50,8 +50,11 @@ class LatentLBFGS(Solver):
 
     parameters = {"lr": None, "steps": None, "gamma": None, "penalty": "l2", "max_iter": 20, "history_size": 100,
                   "tolerance_grad": 1e-7, "tolerance_change": 1e-9}
+    ranges = {"lr": ">0", "steps": ">=1", "gamma": ">=0", "penalty": "|".join(PENALTIES), "max_iter": ">=1",
+              "history_size": ">=1", "tolerance_grad": ">=0", "tolerance_change": ">=0"}
     tunable = ("lr",)
     lam_independent = True
+    chaotic = True   # L-BFGS without a line search: other CPUs' last bits lead to other local minima
     task_defaults = TASK_DEFAULTS
     description = "Asim et al. 2020: LBFGS on min_z ||y - f(G(z))||^2 + gamma ||z|| from z0 = 0 (GlowIP settings)"
     paper = "Asim et al. 2020, sec. 2 and App. A"
@@ -78,7 +81,7 @@ class LatentLBFGS(Solver):
         B = problem.batch_size
         shape = (B, *prior.latent_shape)
         gamma, sq = float(p["gamma"]), p["penalty"] == "l2sq"
-        x_last = torch.zeros_like(problem.x_true)
+        x_last = problem.zeros()
         obj_last = torch.full((B,), float("nan"), dtype=torch.float64, device=dev)
         obj_start = obj_last.clone()
         trace, ticks = Trace(), [0]

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Columns that legitimately differ between two runs of the same cells: timing and provenance (a filtered grid has
 # another hash; the lead may commit between two runs of one test).
 VOLATILE = ("wall_time_s", "started_at", "git_commit", "torch_version", "numpy_version", "grid_name", "grid_hash")
-METRICS = ("map_loss", "data_fit", "log_prior", "psnr", "ssim", "nfe_used", "iterations", "status", "error")
+METRICS = ("map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim", "nfe_used", "iterations",
+           "status", "error")
 
 
 def make_checkpoint(path, arch: str = "realnvp", preset: str = "xs") -> Path:
@@ -75,6 +76,11 @@ def bench_cmd(*args) -> list[str]:
 
 
 def run_bench(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """``python -m bench ARGS`` in the repository; a ``run`` writes no report unless the test asks (--report)."""
+    args = [str(a) for a in args]
+    if args and args[0] == "run" and "--report" not in args:
+        args.append("--no-report")
+    args = [a for a in args if a != "--report"]
     return subprocess.run(bench_cmd(*args), cwd=REPO, env=env or bench_env(), capture_output=True, text=True,
                           timeout=timeout)
 
@@ -105,7 +111,7 @@ FAULTY_PLUGIN = textwrap.dedent('''
         parameters = {}
 
         def solve(self, problem, prior, lam, ctx):
-            return SolveResult(x_hat=torch.full_like(problem.x_true, float("nan")))
+            return SolveResult(x_hat=torch.full_like(problem.zeros(), float("nan")))
 
 
     @SOLVERS.register("test-diverges")
@@ -115,7 +121,7 @@ FAULTY_PLUGIN = textwrap.dedent('''
         parameters = {}
 
         def solve(self, problem, prior, lam, ctx):
-            x = torch.full_like(problem.x_true, 0.5)
+            x = torch.full_like(problem.zeros(), 0.5)
             for _ in range(400):
                 x = x * 1e3 + 1.0
                 if not torch.isfinite(x).all():
@@ -132,14 +138,14 @@ FAULTY_PLUGIN = textwrap.dedent('''
 
         def solve(self, problem, prior, lam, ctx):
             time.sleep(float(self.params["seconds"]))
-            return SolveResult(x_hat=torch.full_like(problem.x_true, 0.5))
+            return SolveResult(x_hat=torch.full_like(problem.zeros(), 0.5))
 ''')
 
 
-def write_plugin(folder, name: str = "faulty_plugin") -> str:
+def write_plugin(folder, name: str = "faulty_plugin", text: str = FAULTY_PLUGIN) -> str:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.py").write_text(FAULTY_PLUGIN)
+    (folder / f"{name}.py").write_text(text)
     return name
 
 

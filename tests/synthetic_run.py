@@ -14,8 +14,8 @@ SOLVER_OFFSET = {"aipo": 0.0, "latent-lbfgs": 3.0, "lasso-dct": 40.0, "x-adam": 
 SOLVER_PSNR = {"aipo": 26.0, "latent-lbfgs": 27.0, "lasso-dct": 22.0, "x-adam": 25.0}
 
 
-def _h(*parts) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:12]
+def _h(*parts, n: int = 12) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:n]
 
 
 def _rng(*parts) -> np.random.Generator:
@@ -41,7 +41,7 @@ def make_run(run_dir, *, tasks=("denoise", "cs[m=0.1628]", "inpaint"), priors=("
                     imgs = [f"{split}-{i:03d}" for i in range(n_images)]
                     x_true = {i: _rng("x", i).uniform(0, 1, (ch, side, side)) for i in imgs}
                     for solver in solvers:
-                        unit = _h(task, prior, split, seed, solver)
+                        unit = _h(task, prior, split, seed, solver, n=20)   # the store's unit-id form
                         rows, trs, rec = [], [], {"cell_id": [], "x_hat": [], "x_true": [], "observed": []}
                         if task.startswith("inpaint"):
                             rec["mask"] = []

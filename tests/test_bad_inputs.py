@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,8 +34,24 @@ def kit(tmp_path_factory):
     torch.save(payload, mismatched)
     a_file = d / "a-file"
     a_file.write_text("x")
+    cfg_huge = json.loads(payload["config"])
+    cfg_huge.update(hidden=10 ** 6)
+    huge = d / "huge.pt"
+    torch.save({**payload, "config": json.dumps(cfg_huge)}, huge)
+    from PIL import Image
+
+    big = d / "big-images"
+    big.mkdir()
+    Image.new("L", (14000, 14000)).save(big / "big.png")
+    flt = d / "float-images"
+    flt.mkdir()
+    Image.fromarray(np.full((32, 32), 200.0, dtype=np.float32)).save(flt / "f.tif")
+    Image.fromarray(np.zeros((32, 32), dtype=np.float32)).save(flt / "g.tif")
+    (d / "plugins").mkdir()
+    (d / "plugins" / "broken_plugin_mod.py").write_text("def oops(:\n    pass\n")
     return {"d": d, "good": str(good), "truncated": str(truncated), "garbage": str(garbage),
-            "mismatched": str(mismatched), "a_file": a_file}
+            "mismatched": str(mismatched), "a_file": a_file, "huge": str(huge), "big_folder": str(big),
+            "float_folder": str(flt)}
 
 
 def _grid(kit, name, **keys):
@@ -114,7 +131,59 @@ CASES = [
      "no-ref"),
     ("report-missing-dir", lambda k: ["report", str(k["d"] / "no-run-dir")], "no-run-dir"),
     ("perf-unknown-grid", lambda k: ["perf", "--grids", "smoke,nosuch"], "nosuch"),
+    # bounds and checks against the image size, before any work (also under --dry-run)
+    ("budget-1e19", lambda k: ["run", "--grid", _grid(k, "b1", budget=10 ** 19), "--out", "OUT"], "budget"),
+    ("budget-1e12", lambda k: ["run", "--grid", _grid(k, "b2", budget=10 ** 12), "--out", "OUT"], "budget"),
+    ("seed-1e30", lambda k: ["run", "--grid", _raw_grid(k, "b3", _base(k) + "seeds = [1000000000000000000000000000000]\n"),
+                             "--out", "OUT"], "seeds"),
+    ("image-size-100000", lambda k: ["run", "--grid", _grid(k, "b4", image_size=100000), "--out", "OUT"],
+     "image_size"),
+    ("negative-alpha", lambda k: ["run", "--grid", _grid(k, "b5", solvers=["aipo[alpha=-1.0]"]), "--out", "OUT"],
+     "alpha"),
+    ("zero-K", lambda k: ["run", "--grid", _grid(k, "b6", solvers=["aipo[K=0]"]), "--out", "OUT"], "K"),
+    ("cs-m-exceeds-n", lambda k: ["run", "--grid", _grid(k, "b7", tasks=["cs[m=300]"]), "--out", "OUT"], "m=300"),
+    ("cs-m-exceeds-n-dry-run", lambda k: ["run", "--grid", _grid(k, "b7d", tasks=["cs[m=300]"]), "--dry-run",
+                                          "--out", "OUT"], "m=300"),
+    ("inpaint-block-5", lambda k: ["run", "--grid", _grid(k, "b8", tasks=["inpaint[block=5]"]), "--out", "OUT"],
+     "block=5"),
+    ("sigma-nan", lambda k: ["run", "--grid", _grid(k, "b9", tasks=["denoise[sigma=nan]"]), "--out", "OUT"],
+     "sigma"),
+    ("sigma-zero", lambda k: ["run", "--grid", _grid(k, "b9z", tasks=["cs[sigma=0.0]"]), "--out", "OUT"], "sigma"),
+    ("workers-1000", lambda k: ["run", "--grid", _grid(k, "b10"), "--workers", "1000", "--out", "OUT"], "1000"),
+    ("unsafe-grid-name", lambda k: ["run", "--grid", _raw_grid(k, "b11", 'name = "../../../tmp/x"\n' + _base(k)),
+                                    "--out", "OUT"], "../../../tmp/x"),
+    ("plugin-syntax-error", lambda k: ["run", "--grid", _grid(k, "b12"), "--plugin", "broken_plugin_mod",
+                                       "--out", "OUT"], "SyntaxError"),
+    ("run-json-not-utf8", lambda k: ["run", "--grid", _grid(k, "b13"), "--out", str(_dir_with(k, "j1", b"\xff\xfe{"))],
+     "run.json"),
+    ("run-json-list", lambda k: ["run", "--grid", _grid(k, "b14"), "--out", str(_dir_with(k, "j2", b"[1, 2]"))],
+     "run.json"),
+    ("checkpoint-huge-hidden", lambda k: ["inspect-prior", k["huge"]], "hidden"),
+    ("checkpoint-huge-hidden-in-grid", lambda k: ["run", "--grid", _grid(k, "b15", priors=[k["huge"]]),
+                                                  "--out", "OUT"], "hidden"),
+    ("image-14000-squared", lambda k: ["run", "--grid", _grid(k, "b16", ood_dataset="image-folder",
+                                                            splits=["ood"]), "--ood-root", k["big_folder"],
+                                       "--out", "OUT"], "big.png"),
+    ("float-tiff-0-255", lambda k: ["run", "--grid", _grid(k, "b17", ood_dataset="image-folder", splits=["ood"]),
+                                    "--ood-root", k["float_folder"], "--out", "OUT"], "float pixels must lie in [0, 1]"),
+    ("train-prior-lr-nan", lambda k: ["train-prior", "--prior", "glow", "--lr", "nan", "--out", str(k["d"])],
+     "--lr"),
+    ("train-prior-zero-images", lambda k: ["train-prior", "--prior", "glow", "--train-images", "0",
+                                           "--out", str(k["d"])], "--train-images"),
+    ("non-run-output-dir", lambda k: ["run", "--grid", _grid(k, "b18"), "--out", str(_dir_with(k, "j3", None))],
+     "not a run directory"),
 ]
+
+
+def _dir_with(kit, name, run_json: bytes | None):
+    """An output folder holding a run.json with these bytes (or, with None, an unrelated file)."""
+    d = kit["d"] / f"outdir-{name}"
+    d.mkdir(exist_ok=True)
+    if run_json is None:
+        (d / "holiday.jpg").write_bytes(b"x")
+    else:
+        (d / "run.json").write_bytes(run_json)
+    return d
 SUBPROCESS = {"unknown-subcommand", "garbage-checkpoint-in-grid", "unknown-key-in-grid"}
 
 
@@ -126,11 +195,13 @@ def _check_out(out: Path):
 
 
 @pytest.mark.parametrize("name,argv,needle", CASES, ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
-def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, capsys):
+def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, capsys, monkeypatch):
     if name == "slurm-without-sbatch" and __import__("shutil").which("sbatch"):
         pytest.skip("sbatch is installed here")
     out = tmp_path / "out"
     args = [str(out) if a == "OUT" else a for a in argv(kit)]
+    if name == "plugin-syntax-error":
+        monkeypatch.syspath_prepend(str(kit["d"] / "plugins"))
     if name in SUBPROCESS:
         r = run_bench(*args)
         code, err, stdout = r.returncode, r.stderr, r.stdout

@@ -1,6 +1,8 @@
 """Regression check: identical runs pass; moved metrics, missing cells, status and winner changes fail."""
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from bench.check import compare, parse_tolerance
@@ -39,11 +41,23 @@ def test_perturbed_solver_fails_naming_cells(ref, tmp_path, capsys):
     assert "denoise" not in out
 
 
-def test_se_tolerance_is_looser(ref, tmp_path, capsys):
+def test_systematic_shift_fails_even_under_se_tolerance(ref, tmp_path, capsys):
+    """A shift that moves every image the same way has paired se 0: k·se never hides it, only a floor does."""
     cur = make_run(tmp_path / "cur", shift=lambda r: 0.5 if r["solver"] == "x-adam" else 0.0, **SMALL)
     assert _check(capsys, cur, ref)[0] == 1
-    rc, out = _check(capsys, cur, ref, "--fail-map-loss", "3se")  # se of 3 images here is ~6 nats
+    assert _check(capsys, cur, ref, "--fail-map-loss", "3se")[0] == 1
+    rc, out = _check(capsys, cur, ref, "--fail-map-loss", "3se+5%")   # |MAP loss| here is ~ 20-60 nats
     assert rc == 0, out
+
+
+def test_noise_that_scatters_both_ways_passes_se_tolerance(ref, tmp_path, capsys):
+    """Per-image differences of both signs (float noise amplified) stay within 3 paired se."""
+    sign = lambda r: 1 if zlib.crc32(f"{r['image_id']}{r['lam']}{r['task']}".encode()) % 2 else -1  # noqa: E731
+    noise = lambda r: 0.05 * sign(r)  # noqa: E731
+    cur = make_run(tmp_path / "cur", shift=lambda r: noise(r) if r["solver"] == "x-adam" else 0.0, **SMALL)
+    rc, out = _check(capsys, cur, ref, "--fail-map-loss", "3se+0%")
+    moved = [line for line in out.splitlines() if " map_loss " in line]
+    assert len(moved) < 4, out   # of 8 x-adam cells, a chance same-sign triple may still exceed 3 se
 
 
 def test_missing_cells_fail(ref, tmp_path, capsys):
@@ -78,21 +92,23 @@ def test_winner_change_fails(ref, tmp_path, capsys):
     assert "aipo" in win[0] and "lasso-dct" in win[0]
 
 
-@pytest.mark.parametrize("text,kind,value", [("3se", "se", 3.0), ("0.2", "abs", 0.2), ("0.01%", "rel", 0.01),
-                                             ("1e-3", "abs", 1e-3)])
-def test_parse_tolerance(text, kind, value):
+@pytest.mark.parametrize("text,k,floor,rel", [("3se", 3.0, 0.0, False), ("0.2", 0.0, 0.2, False),
+                                              ("0.01%", 0.0, 1e-4, True), ("1e-3", 0.0, 1e-3, False),
+                                              ("3se+0.01%", 3.0, 1e-4, True), ("2se+0.05", 2.0, 0.05, False)])
+def test_parse_tolerance(text, k, floor, rel):
     t = parse_tolerance(text)
-    assert (t.kind, t.value) == (kind, value)
+    assert (t.k_se, t.relative) == (k, rel) and t.floor == pytest.approx(floor)
 
 
 def test_tolerance_limits():
     assert parse_tolerance("3se").limit(100.0, 2.0) == pytest.approx(6.0)
-    assert parse_tolerance("3se").limit(100.0, float("nan")) == pytest.approx(1e-4, rel=1e-3)  # floor
+    assert parse_tolerance("3se").limit(100.0, float("nan")) == pytest.approx(0.0, abs=1e-6)
     assert parse_tolerance("1%").limit(-200.0, 1.0) == pytest.approx(2.0)
     assert parse_tolerance("0.2").limit(30.0, 1.0) == pytest.approx(0.2)
+    assert parse_tolerance("3se+1%").limit(-200.0, 1.0) == pytest.approx(5.0)
 
 
-@pytest.mark.parametrize("bad", ["3 sigma", "-1", "abc", ""])
+@pytest.mark.parametrize("bad", ["3 sigma", "-1", "abc", "", "se+"])
 def test_bad_tolerance_is_user_error(bad):
     with pytest.raises(UserError, match="bad tolerance"):
         parse_tolerance(bad, "--fail-psnr")

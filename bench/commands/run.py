@@ -8,8 +8,11 @@ DESCRIPTION = """Run a benchmark grid: every (task, prior, split, λ, solver, se
 (one solver over a split's images × λ values), one Parquet part file per unit under --out.
 
 Rerunning the same command resumes: finished cells are skipped, corrupt part files are recomputed. A different grid,
-code commit or tuned file in the same --out is refused unless --resume-anyway. Exit status: 0 all rows ok, 1 some rows
-failed (status error / overspend / nan; the run goes on), 2 bad input (one line, before any work).
+code commit or tuned file in the same --out is refused unless --resume-anyway; a second run into the same --out
+while one is running is refused. At the end the run writes its report, DIR/LEADERBOARD.md and DIR/figures/
+(unless --no-report). Solver failures (status error / overspend / nan) are results: they are counted in the last
+line and the report, and the exit status is 0 unless --strict. Exit status 2: bad input (one line, before any
+work).
 
 examples:
   python -m bench run --grid smoke --out results/smoke
@@ -39,6 +42,8 @@ def add_arguments(p):
     p.add_argument("--plugin", action="append", metavar="MODULE",
                    help="import MODULE first (it may register extra solvers, tasks or datasets); repeatable")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write DIR/LEADERBOARD.md and figures at the end")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any row failed (for CI)")
 
 
 def import_plugins(modules) -> tuple:
@@ -51,6 +56,9 @@ def import_plugins(modules) -> tuple:
             importlib.import_module(m)
         except ImportError as e:
             raise UserError(f"--plugin {m!r} cannot be imported: {e}") from None
+        except Exception as e:  # noqa: BLE001 -- a plugin's own error (SyntaxError, NameError, ...) in one line
+            where = f" ({e.filename}:{e.lineno})" if isinstance(e, SyntaxError) else ""
+            raise UserError(f"--plugin {m!r} failed while importing: {type(e).__name__}: {e}{where}") from None
     return tuple(modules or ())
 
 
@@ -76,5 +84,10 @@ def main(args) -> int:
                        imports=imports, argv=sys.argv[1:])
     if args.dry_run:
         return 0
-    print(summary.line())
-    return summary.exit_code
+    line = summary.line()
+    if not args.no_report and (out / "rows").is_dir():
+        from bench.report import write_report
+
+        line += f"; leaderboard {write_report(out)}"
+    print(line)
+    return summary.exit_code if args.strict else 0

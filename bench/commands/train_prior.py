@@ -36,7 +36,19 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    import math
+
+    from bench.errors import UserError
     from bench.priors.training import train_prior
+
+    for flag, v, lo in (("--lr", args.lr, 0.0), ("--minutes", args.minutes, 0.0)):
+        if v is not None and (not math.isfinite(v) or v <= lo):
+            raise UserError(f"{flag} must be a finite number > {lo:g}, got {v}")
+    for flag, v in (("--train-images", args.train_images), ("--eval-images", args.eval_images),
+                    ("--steps", args.steps), ("--batch", args.batch), ("--eval-every", args.eval_every),
+                    ("--patience", args.patience), ("--size", args.size)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} must be >= 1, got {v}")
 
     prov = train_prior(args.prior, dataset=args.dataset, size=args.size, preset=args.preset, steps=args.steps,
                        minutes=args.minutes, seed=args.seed, out=args.out, batch=args.batch, lr=args.lr,

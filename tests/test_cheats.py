@@ -1,0 +1,179 @@
+"""Adversarial plugin solvers: each cheat is caught (a failed row) or has no effect on any score, and the honest
+solvers' rows are bit-identical to a run without the cheats — in one process (``--workers 1``), where tampering
+with shared objects would reach later units if it could."""
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pandas as pd
+import pytest
+
+from bench import store
+from gridkit import assert_same_rows, bench_env, comparable, make_checkpoint, run_bench, write_grid, write_plugin
+
+CHEATS = textwrap.dedent('''
+    """Solvers that try to cheat. Those that cannot succeed return the naive estimate, so their rows must score
+    exactly like the honest `observed` solver's."""
+    import torch
+
+    from bench.solvers.base import SOLVERS, SolveResult, Solver
+
+
+    def naive(problem):
+        return problem.naive_estimate()
+
+
+    @SOLVERS.register("cheat-oracle")
+    class Oracle(Solver):
+        """Returns the clean image (problem.x_true) plus a little noise, with 0 passes."""
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            return SolveResult(problem.x_true + 1e-3 * torch.randn_like(problem.x_true))
+
+
+    @SOLVERS.register("cheat-mutate")
+    class Mutate(Solver):
+        """Returns the naive estimate, then writes into every tensor it was given: λ, y and the operator state."""
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            x = naive(problem)
+            lam.mul_(1000)
+            problem.y.zero_()
+            for v in problem.state.values():
+                v.zero_()
+            if problem.x_true is not None:
+                problem.x_true.copy_(x)
+            return SolveResult(x)
+
+
+    class Bypass(Solver):
+        """Tries one way around the budget, then returns the naive estimate."""
+        def attempt(self, problem, prior):
+            raise NotImplementedError
+        def solve(self, problem, prior, lam, ctx):
+            x = naive(problem)
+            self.attempt(problem, prior, x)
+            return SolveResult(x)
+
+
+    @SOLVERS.register("cheat-rows-empty")
+    class RowsEmpty(Bypass):
+        def attempt(self, problem, prior, x):
+            for _ in range(3 * ctx_budget(prior)):
+                prior.log_prob(x, rows=[])        # evaluate the whole batch, charge nobody
+
+
+    @SOLVERS.register("cheat-raw-network")
+    class RawNetwork(Bypass):
+        def attempt(self, problem, prior, x):
+            prior.prior.log_prob(x)
+
+
+    @SOLVERS.register("cheat-reset-used")
+    class ResetUsed(Bypass):
+        def attempt(self, problem, prior, x):
+            for _ in range(3):
+                for _ in range(prior.budget):
+                    prior.log_prob(x)
+                prior.used.zero_()
+
+
+    @SOLVERS.register("cheat-cached-model")
+    class CachedModel(Bypass):
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            from bench import runner
+            model = next(iter(runner._PRIORS.values())).model   # the per-process cache of the old runner
+            model.log_prob(x)
+
+
+    @SOLVERS.register("cheat-raise-budget")
+    class RaiseBudget(Bypass):
+        def attempt(self, problem, prior, x):
+            prior.budget = 10 ** 9
+
+
+    @SOLVERS.register("cheat-negative-charge")
+    class NegativeCharge(Bypass):
+        def attempt(self, problem, prior, x):
+            prior.charge(-10 ** 6)
+
+
+    @SOLVERS.register("cheat-private-budget")
+    class PrivateBudget(Bypass):
+        """Reaches into the name-mangled budget and spends twice the real one: the post-solve check sees it."""
+        def attempt(self, problem, prior, x):
+            real = prior.budget
+            prior._BudgetedPrior__budget = 10 ** 9
+            for _ in range(2 * real):
+                prior.log_prob(x)
+
+
+    @SOLVERS.register("cheat-tamper")
+    class Tamper(Bypass):
+        """Shifts log p of its model (and of any model it can find) by +1e4 for everyone after it."""
+        def attempt(self, problem, prior, x):
+            import gc
+            from bench.priors.base import FlowPrior
+            for obj in gc.get_objects():
+                if isinstance(obj, FlowPrior):
+                    orig = obj.log_prob
+                    obj.log_prob = lambda x, _o=orig: _o(x) + 1e4
+
+
+    def ctx_budget(prior):
+        return prior.budget
+''')
+
+HONEST = ["observed", "zero-init", "aipo", "latent-lbfgs"]
+CAUGHT = {"cheat-oracle": "error", "cheat-rows-empty": "error", "cheat-raw-network": "error",
+          "cheat-reset-used": "overspend", "cheat-cached-model": "error", "cheat-raise-budget": "error",
+          "cheat-negative-charge": "error", "cheat-private-budget": "overspend"}
+NO_EFFECT = ["cheat-mutate", "cheat-tamper"]   # succeed in doing what they do, but no score moves
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cheats")
+    ckpt = make_checkpoint(d / "realnvp-t.pt", "realnvp")
+    plugin = write_plugin(d / "plugins", "cheat_plugin", CHEATS)
+    env = bench_env(PYTHONPATH=os.pathsep.join([str(d / "plugins"), os.environ.get("PYTHONPATH", "")]))
+    common = dict(priors=[ckpt], tasks=["denoise", "cs"], budget=12, mle_steps=4)
+    # cheats first in the solver order, so in one process they run before the honest solvers they might tamper with
+    cheats = write_grid(d / "cheats.toml", solvers=list(CAUGHT) + NO_EFFECT + HONEST, **common)
+    clean = write_grid(d / "clean.toml", solvers=HONEST, **common)
+    out = {}
+    for name, grid, extra in (("cheats", cheats, ["--plugin", plugin]), ("clean", clean, [])):
+        r = run_bench("run", "--grid", grid, "--out", d / name, "--workers", "1", "-q", *extra, env=env)
+        assert r.returncode in (0, 1), r.stderr
+        out[name] = store.read_run(d / name)
+    return out
+
+
+def test_every_cheat_is_caught(runs):
+    df = runs["cheats"]
+    for solver, status in CAUGHT.items():
+        got = df.loc[df["solver"] == solver, "status"]
+        assert len(got) and (got == status).all(), (solver, got.unique(), df.loc[df["solver"] == solver, "error"]
+                                                    .unique())
+
+
+def test_cheats_that_run_score_like_doing_nothing(runs):
+    df = runs["cheats"]
+    key = ["task", "split", "image_id", "lam"]
+    base = df[df["solver"] == "observed"].set_index(key).sort_index()
+    for solver in NO_EFFECT:
+        got = df[df["solver"] == solver].set_index(key).sort_index()
+        assert (got["status"] == "ok").all(), solver
+        for m in ("map_loss", "data_nll", "log_prior", "psnr", "ssim"):
+            pd.testing.assert_series_equal(got[m], base[m], check_exact=True, check_names=False), (solver, m)
+
+
+def test_honest_rows_are_bit_identical_to_a_run_without_cheats(runs):
+    a = runs["cheats"]
+    a = a[a["solver"].isin(HONEST)]
+    drop = ("wall_time_s", "started_at", "git_commit", "grid_name", "grid_hash", "unit_id", "cell_id")
+    got, want = comparable(a, drop), comparable(runs["clean"], drop)
+    order = ["solver", "task", "split", "image_id", "lam"]
+    assert_same_rows(got.sort_values(order).reset_index(drop=True), want.sort_values(order).reset_index(drop=True))
