@@ -68,6 +68,8 @@ def _fmt_param(v) -> str:
 
 def _append_params(df: pd.DataFrame, label: str, cols: list, prefix: str) -> pd.DataFrame:
     """Where one ``label`` value covers several combinations of ``cols``, append the varying ones to it."""
+    if label not in df.columns:
+        return df
     for value, g in df.groupby(label, sort=False):
         varying = [c for c in cols if c in g.columns and g[c].astype(str).nunique() > 1]
         if not varying:

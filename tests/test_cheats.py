@@ -139,7 +139,7 @@ def runs(tmp_path_factory):
     ckpt = make_checkpoint(d / "realnvp-t.pt", "realnvp")
     plugin = write_plugin(d / "plugins", "cheat_plugin", CHEATS)
     env = bench_env(PYTHONPATH=os.pathsep.join([str(d / "plugins"), os.environ.get("PYTHONPATH", "")]))
-    common = dict(priors=[ckpt], tasks=["denoise", "cs"], budget=12, mle_steps=4)
+    common = dict(priors=[str(ckpt)], tasks=["denoise", "cs"], budget=12, mle_steps=4)
     # cheats first in the solver order, so in one process they run before the honest solvers they might tamper with
     cheats = write_grid(d / "cheats.toml", solvers=list(CAUGHT) + NO_EFFECT + HONEST, **common)
     clean = write_grid(d / "clean.toml", solvers=HONEST, **common)
@@ -173,7 +173,4 @@ def test_cheats_that_run_score_like_doing_nothing(runs):
 def test_honest_rows_are_bit_identical_to_a_run_without_cheats(runs):
     a = runs["cheats"]
     a = a[a["solver"].isin(HONEST)]
-    drop = ("wall_time_s", "started_at", "git_commit", "grid_name", "grid_hash", "unit_id", "cell_id")
-    got, want = comparable(a, drop), comparable(runs["clean"], drop)
-    order = ["solver", "task", "split", "image_id", "lam"]
-    assert_same_rows(got.sort_values(order).reset_index(drop=True), want.sort_values(order).reset_index(drop=True))
+    assert_same_rows(comparable(a), comparable(runs["clean"]))

@@ -296,9 +296,15 @@ def test_cli_exit_codes(priors, test_solvers, tmp_path, capsys):
                     'solvers = ["t-grad", "t-boom"]\nbudget = 10\nmle_steps = 0\nimages_per_split = 2\n')
     out = tmp_path / "out"
     # --workers 1: the t-* test solvers are registered in this process only (plugins for workers go via --plugin)
-    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q", "--workers", "1"]) == 1
+    # solver failures are results: exit 0, counted in the last line; --strict makes them exit 1
+    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q", "--workers", "1",
+                     "--no-report"]) == 0
     line = capsys.readouterr().out.strip()
     assert "4 rows written" in line and "2 failures" in line and str(out) in line
+    assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q", "--workers", "1",
+                     "--strict"]) == 1
+    line = capsys.readouterr().out.strip()
+    assert "leaderboard" in line and (out / "LEADERBOARD.md").is_file()
     assert cli_main(["run", "--grid", str(path), "--out", str(out), "--device", "cpu", "-q", "--workers", "1",
                      "--solver", "t-grad"]) == 0
     assert cli_main(["run", "--grid", str(path), "--out", str(out), "--solver", "nope"]) == 2

@@ -160,7 +160,7 @@ def test_bad_params(spec, match):
 
 
 def test_bad_params_at_make():
-    with pytest.raises(UserError, match="exceeds"):
+    with pytest.raises(UserError, match="exceed"):
         make_task("cs[m=300]").make(_x(1), _ids(1), 0)
     with pytest.raises(UserError, match="block"):
         make_task("inpaint[block=5]").make(_x(1), _ids(1), 0)
