@@ -185,3 +185,23 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="x.png"):
         load_dataset("image-folder", "test", 16, root=str(tmp_path / "bad"))
+
+
+def test_images_load_by_their_bit_depth(tmp_path):
+    """8-bit by 255 and 16-bit by 65535 whatever the largest value (a dark 16-bit image stays dark); float images
+    must already lie in [0, 1]."""
+    from PIL import Image
+
+    from bench.datasets.image_folder import read_image
+    from bench.errors import UserError
+
+    dark16 = np.full((8, 8), 200, dtype=np.uint16)
+    Image.fromarray(dark16).save(tmp_path / "dark16.png")
+    np.testing.assert_allclose(read_image(tmp_path / "dark16.png", channels=1), 200 / 65535, rtol=1e-6)
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(tmp_path / "u8.png")
+    np.testing.assert_allclose(read_image(tmp_path / "u8.png", channels=1), 200 / 255, rtol=1e-3)
+    Image.fromarray(np.full((8, 8), 0.25, dtype=np.float32)).save(tmp_path / "ok.tif")
+    np.testing.assert_allclose(read_image(tmp_path / "ok.tif", channels=1), 0.25, rtol=1e-6)
+    Image.fromarray(np.full((8, 8), 200.0, dtype=np.float32)).save(tmp_path / "f255.tif")
+    with pytest.raises(UserError, match=r"float pixels must lie in \[0, 1\]"):
+        read_image(tmp_path / "f255.tif")
