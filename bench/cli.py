@@ -17,6 +17,7 @@ COMMANDS = {
     "run": "run",
     "report": "report",
     "check": "check",
+    "reference": "reference",
     "tune": "tune",
     "train-prior": "train_prior",
     "inspect-prior": "inspect_prior",

@@ -88,8 +88,12 @@ def anytime_curves(rows: pd.DataFrame, traces: pd.DataFrame) -> dict:
             wide = g.pivot_table(index="nfe", columns="kid", values="gap", aggfunc="mean")
             wide = wide.reindex(np.union1d(wide.index.to_numpy(), grid[-1:])).ffill()  # own points + task end
             full = wide.dropna()  # from the first pass count at which every problem has a record
-            frames[solver] = full.mean(axis=1) if len(full) else wide.mean(axis=1)
-        out[task] = pd.DataFrame(frames).sort_index()
+            use = full if len(full) else wide
+            frames[solver] = use.mean(axis=1)
+            frames[(solver, "se")] = use.std(axis=1, ddof=1) / np.sqrt(use.count(axis=1))
+        c = pd.DataFrame({k: v for k, v in frames.items() if not isinstance(k, tuple)}).sort_index()
+        c.attrs["se"] = pd.DataFrame({k[0]: v for k, v in frames.items() if isinstance(k, tuple)}).sort_index()
+        out[task] = c
     return out
 
 
@@ -108,12 +112,17 @@ def plot_anytime(rows, traces, path: Path, meta=None) -> str | None:
     colors = {s: f"C{i % 10}" for i, s in enumerate(solvers_all)}
     for ax, task in zip(flat, tasks):
         c = curves[task]
+        se = c.attrs.get("se", pd.DataFrame())
         for s in solver_order(c.columns, meta):
             y = c[s].dropna().clip(lower=GAP_FLOOR)
             if len(y) == 1:
                 ax.plot(y.index, y.values, "o", color=colors[s], label=s)
             else:
                 ax.plot(y.index, y.values, "-", color=colors[s], label=s, lw=1.4)
+                if s in se.columns:
+                    e = se[s].reindex(y.index).fillna(0).to_numpy()
+                    ax.fill_between(y.index, np.clip(y.values - e, GAP_FLOOR, None), y.values + e,
+                                    color=colors[s], alpha=0.15, lw=0)
         ax.set_yscale("log")
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("prior passes per image")
@@ -125,10 +134,84 @@ def plot_anytime(rows, traces, path: Path, meta=None) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     no_trace = [s for s in solvers_all if not any(s in curves[t].columns for t in curves)]
-    return ("Anytime curves: mean over problems (prior, split, λ, seed, image) of L(x_t) − L*, L* = lowest MAP "
-            f"loss any solver reached on that problem; log scale, floored at {GAP_FLOOR:g}; a stopped solver's "
-            "curve is carried forward at its last value."
+    return ("Anytime curves: mean over problems (prior, split, λ, seed, image) of the gap L(x_t) − f_ref, f_ref = "
+            "lowest MAP loss any solver reached on that problem (every trace point is the harness's score of the "
+            f"clipped iterate), shaded ± se over problems; log scale, floored at {GAP_FLOOR:g}; a stopped "
+            "solver's curve is carried forward at its last value."
             + (f" No traces for: {', '.join(no_trace)}." if no_trace else ""))
+
+
+# ---------------------------------------------------------------------------------------------------- profiles
+def plot_profiles(prof: dict, path: Path, meta=None) -> str | None:
+    """Data profiles (rows: τ) and target ECDFs (last row) per task (columns), passes on a log axis."""
+    from bench.profiles import N_TARGETS, TAUS
+
+    if not prof:
+        return None
+    tasks = task_order(prof)
+    algos = sorted({a for d in prof.values() for a in d["ecdf"].columns})
+    colors = {a: f"C{i % 10}" for i, a in enumerate(algos)}
+    fig, axes = plt.subplots(len(TAUS) + 1, len(tasks), figsize=(3.6 * len(tasks), 2.6 * (len(TAUS) + 1)),
+                             squeeze=False, sharey=True)
+    for j, task in enumerate(tasks):
+        d = prof[task]
+        panels = [(d["data"][tau], f"{task}: solved at τ = {tau:g}") for tau in TAUS]
+        panels.append((d["ecdf"], f"{task}: target ECDF ({N_TARGETS} targets)"))
+        for i, (frame, title) in enumerate(panels):
+            ax = axes[i][j]
+            for a in frame.columns:
+                ax.step(d["grid"], frame[a].to_numpy(), where="post", color=colors[a], label=a, lw=1.3)
+            ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+            if i == len(panels) - 1:
+                ax.set_xlabel("prior passes per image")
+    for i in range(len(TAUS) + 1):
+        axes[i][0].set_ylabel("fraction" if i < len(TAUS) else "fraction of (instance, target)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    left = sorted({s for d in prof.values() for s in d["left_out"]})
+    return ("Data profiles (Moré & Wild 2009; rows 1–3): fraction of instances (prior, split, image, λ, seed) a "
+            "solver has solved after p passes, f(x0) − f_best(p) ≥ (1 − τ)(f(x0) − f_ref), f(x0) = MAP loss of doing "
+            "nothing, f_ref = best-known optimum. Bottom row: ECDF of (instance, target) pairs reached, targets f_ref "
+            "+ Δf with Δf log-spaced over the task's observed gaps (COCO)."
+            + (f" Prior-free solvers (no passes) are left out: {', '.join(left)}." if left else ""))
+
+
+def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
+    """Mean rank (MAP loss) and mean PSNR per solver against the budget, when the run has several budgets."""
+    from bench.report import rank_cells
+
+    if "budget" not in rows.columns or rows["budget"].nunique() < 2:
+        return None
+    df = rows.copy()
+    df["task"] = df["task_spec"] if "task_spec" in df.columns else df["task"]
+    solvers = solver_order(df["solver"].unique(), meta)
+    budgets = sorted(df["budget"].unique())
+    rank, psnr = {}, {}
+    for b in budgets:
+        sub = df[df["budget"] == b]
+        rank[b] = rank_cells(sub, "map_loss", solvers).mean()
+        ok = sub[is_ok(sub)]
+        psnr[b] = ok.groupby("solver")["psnr"].mean()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for i, s in enumerate(solvers):
+        axes[0].plot(budgets, [rank[b].get(s, np.nan) for b in budgets], "o-", color=f"C{i % 10}", label=s)
+        axes[1].plot(budgets, [psnr[b].get(s, np.nan) for b in budgets], "o-", color=f"C{i % 10}", label=s)
+    for ax, lab in zip(axes, ("mean rank by MAP loss (1 = best)", "mean PSNR (dB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("budget (prior passes per image)")
+        ax.set_ylabel(lab)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].invert_yaxis()
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "Rankings against the budget: where lines cross, the budget decides the winner."
 
 
 # ---------------------------------------------------------------------------------------------------- recon grid
@@ -319,13 +402,14 @@ def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> s
 
 
 # ---------------------------------------------------------------------------------------------------- all
-def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Path) -> dict:
-    """Write every figure into ``fig_dir``; return {"anytime"|"recon"|"cs_sweep": [(caption, relative path)]}.
+def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Path, prof: dict | None = None) -> dict:
+    """Write every figure into ``fig_dir``; return {"anytime"|"profiles"|"budget"|"recon"|"cs_sweep":
+    [(caption, relative path)]}. ``prof``: :func:`bench.profiles.profiles` of the run (drawn when given).
 
     A figure that fails is skipped with a warning on stderr (the tables are still written)."""
     run_dir, fig_dir = Path(run_dir), Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    out = {"anytime": [], "recon": [], "cs_sweep": []}
+    out = {"anytime": [], "profiles": [], "budget": [], "recon": [], "cs_sweep": []}
 
     def rel(p: Path) -> str:
         try:
@@ -344,6 +428,9 @@ def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Pat
 
     traces = load_traces(run_dir)
     attempt("anytime", lambda p: plot_anytime(rows, traces, p, meta), fig_dir / "anytime.png")
+    if prof:
+        attempt("profiles", lambda p: plot_profiles(prof, p, meta), fig_dir / "profiles.png")
+    attempt("budget", lambda p: plot_budget_axis(rows, p, meta), fig_dir / "budget_axis.png")
     for task in task_order(rows["task"].unique()):
         attempt("recon", lambda p, t=task: plot_recon(run_dir, rows, t, p, meta),
                 fig_dir / f"recon_{_safe(task)}.png")

@@ -83,7 +83,7 @@ class Grid:
     ood_dataset: str
     image_size: int
     images_per_split: dict        # split -> first k images of its dataset's test split (None = all)
-    budget: int
+    budget: int                   # the largest budget (the only one unless ``budgets`` lists several)
     mle_steps: int
     blocks: tuple                 # (main Block, *extra Blocks)
     description: str = ""
@@ -93,6 +93,11 @@ class Grid:
     source: str = ""              # preset name or file path it came from
     filters: dict = field(default_factory=dict)   # filters applied by apply_filters (axis -> values)
     unfiltered: dict | None = None                # resolved() of the grid before filters
+    budgets: tuple = ()                           # every budget of the grid's budget axis, ascending
+
+    def __post_init__(self):
+        if not self.budgets:
+            object.__setattr__(self, "budgets", (self.budget,))
 
     @property
     def main(self) -> Block:
@@ -120,7 +125,7 @@ class Grid:
             "name": self.name, "description": self.description, "dataset": self.dataset,
             "ood_dataset": self.ood_dataset, "image_size": self.image_size,
             "images_per_split": {k: "all" if v is None else v for k, v in sorted(self.images_per_split.items())},
-            "budget": self.budget, "mle_steps": self.mle_steps,
+            "budget": self.budget if len(self.budgets) == 1 else list(self.budgets), "mle_steps": self.mle_steps,
             "blocks": [b.as_dict() for b in self.blocks],
         }
 
@@ -369,12 +374,16 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
         ips = {s: _images_count(f"images_per_split.{s}", ips.get(s, 8)) for s in SPLITS}
     else:
         ips = dict.fromkeys(SPLITS, _images_count("images_per_split", ips))
-    budget = _int("budget", raw["budget"])
-    if budget <= 0 or budget > MAX_BUDGET:
-        _fail("budget", f"must be in 1..{MAX_BUDGET:,} prior passes per image, got {budget}")
+    raw_b = raw["budget"]
+    budgets = _list("budget", raw_b, _int) if isinstance(raw_b, list) else [_int("budget", raw_b)]
     mle = _int("mle_steps", raw["mle_steps"], lo=0)
-    if budget < mle:
-        _fail("budget", f"budget {budget} is smaller than mle_steps {mle} (the budget includes the MLE stage)")
+    for budget in budgets:
+        if budget <= 0 or budget > MAX_BUDGET:
+            _fail("budget", f"must be in 1..{MAX_BUDGET:,} prior passes per image, got {budget}")
+        if budget < mle:
+            _fail("budget", f"budget {budget} is smaller than mle_steps {mle} (the budget includes the MLE stage)")
+    budgets = tuple(sorted(budgets))
+    budget = budgets[-1]
     recipes = raw.get("prior_recipes", {})
     if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
         _fail("prior_recipes", "must be a table of checkpoint path = \"command line\"")
@@ -394,7 +403,7 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
                 raise UserError(f"unknown key {k!r} in extra[{i}]; valid keys: {', '.join(EXTRA_KEYS)}")
         blocks.append(_block(f"extra[{i}].", {"label": f"extra{i}", **e}, base))
     return Grid(name=name, dataset=dataset, ood_dataset=ood, image_size=size, images_per_split=ips, budget=budget,
-                mle_steps=mle, blocks=tuple(blocks), description=description.strip(), prior_recipes=dict(recipes),
+                budgets=budgets, mle_steps=mle, blocks=tuple(blocks), description=description.strip(), prior_recipes=dict(recipes),
                 **roots)
 
 

@@ -87,6 +87,7 @@ def disambiguate_tasks(df: pd.DataFrame) -> pd.DataFrame:
     and untuned), they are appended to the solver. So rows of different cells are never averaged together."""
     df = df.copy()
     df = _append_params(df, "task", [c for c in df.columns if c.startswith("p_task_")], "p_task_")
+    df["task_spec"] = df["task"]   # the task alone: what defines an optimisation instance (bench.profiles)
     df = _append_params(df, "task", ["budget", "mle_steps"], "")
     return _append_params(df, "solver", [c for c in df.columns if c.startswith("p_solver_")], "p_solver_")
 
@@ -175,11 +176,66 @@ def best_mask(means: pd.Series, metric: str) -> pd.Series:
     return r == best
 
 
+ALPHA = 0.05   # family-wise level of the verdicts, Holm-corrected across the cells of one table
+
+
+def holm(pvalues: dict, alpha: float = ALPHA) -> dict:
+    """{key: rejected?} by Holm's step-down procedure over the p-values of one family."""
+    order = sorted(pvalues, key=lambda k: pvalues[k])
+    out, m, still = {}, len(order), True
+    for i, k in enumerate(order):
+        still = still and pvalues[k] <= alpha / (m - i)
+        out[k] = still
+    return out
+
+
+def _paired_p(sub: pd.DataFrame, metric: str, a: str, b: str) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of a − b over the (image, seed) pairs ok for both (1 if < 2 pairs or
+    all differences are 0)."""
+    from scipy.stats import wilcoxon
+
+    ok = sub[is_ok(sub)]
+    key = ["image_id", "seed"]
+    x = ok[ok["solver"] == a].set_index(key)[metric].astype(float)
+    y = ok[ok["solver"] == b].set_index(key)[metric].astype(float)
+    d = (x - y).dropna()
+    d = d[np.isfinite(d)]
+    if len(d) < 2 or not (d != 0).any():
+        return 1.0
+    return float(wilcoxon(d.to_numpy()).pvalue)
+
+
+def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list) -> dict:
+    """Per (prior, split, λ) of one task's rows: {"best", "runner_up", "p", "win"}; ``win`` after Holm's correction
+    across the table's cells. Solvers with failed rows in a cell are not eligible (their mean covers fewer images)."""
+    st = cell_stats(sub, metric, ["prior", "split", "lam", "solver"])
+    mean = st["mean"].where(st["failed"] == 0).dropna()
+    hib = HIGHER_IS_BETTER.get(metric, False)
+    out, pv = {}, {}
+    for key, g in mean.groupby(level=["prior", "split", "lam"], sort=False):
+        g = g.droplevel(["prior", "split", "lam"])
+        g = g[[s for s in g.index if s in solvers]].sort_values(ascending=not hib)
+        if len(g) < 2:
+            continue
+        best, second = g.index[0], g.index[1]
+        cell = sub[(sub["prior"] == key[0]) & (sub["split"] == key[1]) & (sub["lam"] == key[2])]
+        pv[key] = _paired_p(cell, metric, best, second)
+        out[key] = {"best": best, "runner_up": second, "p": pv[key]}
+    for key, rejected in holm(pv).items():
+        out[key]["win"] = rejected
+    return out
+
+
 def metric_table(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tuple[list[str], list[list[str]]]:
-    """Headers and string rows of one AIPO-style table (task fixed, rows prior × split × λ, columns solvers)."""
+    """Headers and string rows of one AIPO-style table (task fixed, rows prior × split × λ, columns solvers).
+
+    Bold: the best solver when its paired difference against the runner-up is significant (Wilcoxon signed-rank,
+    Holm-corrected over the table's cells at ``ALPHA``), else every solver of the tie (the best and the runner-up,
+    and any whose displayed mean equals the best's). The last column states the verdict."""
     sub = df[df["task"] == task]
     st = cell_stats(sub, metric)
-    headers = ["prior", "split", "λ"] + list(solvers)
+    verdicts = cell_verdicts(sub, metric, solvers)
+    headers = ["prior", "split", "λ"] + list(solvers) + ["verdict"]
     rows = []
     for prior in sorted(sub["prior"].unique()):
         for split in split_order(sub.loc[sub["prior"] == prior, "split"]):
@@ -195,6 +251,12 @@ def metric_table(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tup
                         means[s] = r["mean"] if int(r["failed"]) == 0 else np.nan
                         cells[s] = r
                 bold = best_mask(pd.Series(means, dtype=float), metric) if means else pd.Series(dtype=bool)
+                v = verdicts.get((prior, split, lam))
+                if v is not None:
+                    bold = bold & False if v["win"] else bold
+                    bold[v["best"]] = True
+                    if not v["win"]:
+                        bold[v["runner_up"]] = True
                 line = [str(prior), str(split), f"{lam:g}"]
                 for s in solvers:
                     if s not in cells:
@@ -207,8 +269,21 @@ def metric_table(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tup
                     if int(r["failed"]):
                         text += f" ({int(r['failed'])} failed)"
                     line.append(text)
+                line.append("" if v is None else (f"{v['best']} (p = {v['p']:.2g})" if v["win"]
+                                                  else f"tie (p = {v['p']:.2g})"))
                 rows.append(line)
     return headers, rows
+
+
+def significant_wins(df: pd.DataFrame, metric: str, solvers: list) -> tuple[pd.Series, int]:
+    """Per solver, the table cells it wins significantly (see :func:`metric_table`); and the number of cells."""
+    wins, n = pd.Series(0, index=pd.Index(solvers)), 0
+    for task in task_order(df["task"].unique()):
+        for v in cell_verdicts(df[df["task"] == task], metric, solvers).values():
+            n += 1
+            if v.get("win"):
+                wins[v["best"]] += 1
+    return wins, n
 
 
 def markdown(headers, rows) -> str:
@@ -386,6 +461,13 @@ def summary_text(df: pd.DataFrame, solvers: list, baseline: str = BASELINE) -> s
         parts.append(f"{top} has {word} in {int(wins.iloc[0])} of {n_cells} cells"
                      + (f" (others: {others})" if others else ""))
     text = "Over " + str(n_cells) + " cells (task × prior × split × λ × seed), " + "; ".join(parts) + "."
+    for metric, word in (("map_loss", "MAP loss"), ("psnr", "PSNR")):
+        wins, n_tab = significant_wins(df, metric, solvers)
+        wins = wins[wins > 0].sort_values(ascending=False)
+        text += (f" Significant {word} wins (Wilcoxon signed-rank against the runner-up, Holm-corrected per table, "
+                 f"α = {ALPHA}) in {int(wins.sum())} of {n_tab} table cells"
+                 + (": " + ", ".join(f"{s} {int(w)}" for s, w in wins.items()) if len(wins) else "")
+                 + "; the rest are ties.")
     mr = rank_cells(df, "map_loss", solvers).mean().sort_values()
     text += (f" By mean MAP-loss rank the order is {', '.join(f'{s} ({r:.2f})' for s, r in mr.items())}.")
     if baseline in solvers:
@@ -432,9 +514,10 @@ def trivial_text(df: pd.DataFrame, solvers: list, trivial: str = TRIVIAL) -> str
 
 
 # ---------------------------------------------------------------------------------------------------- document
-def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, problems=()) -> str:
+def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, problems=(), anytime=()) -> str:
     """The whole LEADERBOARD.md text. ``figures``: {"anytime": [(caption, relpath)], "recon": [...],
-    "cs_sweep": [...]}; ``problems``: what :func:`bench.integrity.run_problems` found (shown first)."""
+    "cs_sweep": [...]}; ``problems``: what :func:`bench.integrity.run_problems` found (shown first); ``anytime``:
+    the lines of :func:`anytime_section`."""
     solvers = solver_order(df["solver"].unique(), meta)
     tasks = task_order(df["task"].unique())
     name = run_info(df, meta)["name"]
@@ -461,6 +544,7 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
             out += [f"### {task}", ""]
             h, r = metric_table(df, task, metric, solvers)
             out += [markdown(h, r), ""]
+    out += list(anytime)
     rk = ranking(df, solvers)
     out += ["## Ranking", "",
             f"Over {rk.attrs['cells']} cells (task × prior × split × λ × seed); a solver is ranked by its mean "
@@ -477,7 +561,8 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
         out += [f"`{BASELINE}` is not in this run: paired comparison skipped.", ""]
     if figures:
         out += ["## Figures", ""]
-        for key, title in (("anytime", "Anytime curves"), ("recon", "Reconstructions"),
+        for key, title in (("anytime", "Anytime curves"), ("profiles", "Data profiles and target ECDFs"),
+                           ("budget", "Rankings against the budget"), ("recon", "Reconstructions"),
                            ("cs_sweep", "PSNR vs m (compressed sensing sweep)")):
             items = figures.get(key) or []
             if not items:
@@ -488,18 +573,62 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_report(run_dir, out: str | Path | None = None, make_figures: bool = True) -> Path:
-    """Write LEADERBOARD.md (default ``run_dir/LEADERBOARD.md``) and its PNG figures in ``<out dir>/figures``."""
+REFERENCE_TABLE = "reference.parquet"   # written by `bench reference` into a run directory (best-known optima)
+
+
+def anytime_section(df: pd.DataFrame, prof: dict, fref_source: str) -> list[str]:
+    """Markdown of the anytime-score table (area under each solver's target ECDF) and how to read it."""
+    from bench.profiles import TAUS, anytime_scores
+
+    if not prof:
+        return []
+    sc = anytime_scores(prof)
+    order = sc.sort_values("mean", ascending=False).index
+    rows = [[a] + [f"{sc.loc[a, c]:.3f}" if np.isfinite(sc.loc[a, c]) else "—" for c in sc.columns] for a in order]
+    left = sorted({s for d in prof.values() for s in d["left_out"]})
+    out = ["## Anytime performance", "",
+           f"Best-known optimum f_ref per instance (task, prior, split, image, λ, seed): {fref_source}. Every row's "
+           "gap = map_loss − f_ref is in `profiles/gaps.parquet` beside this file, f_ref in `profiles/f_ref.parquet`. "
+           f"Data profiles at τ = {', '.join(f'{t:g}' for t in TAUS)} and target ECDFs are in the figure below; "
+           "the anytime score is the area under a solver's target ECDF over log10(passes) from 1 to the largest "
+           "budget, normalised to [0, 1] (higher is better: targets reached earlier and more often)."
+           + (f" Prior-free solvers ({', '.join(left)}) spend no passes and are left out." if left else ""), "",
+           markdown(["solver"] + list(sc.columns), rows), ""]
+    return out
+
+
+def write_report(run_dir, out: str | Path | None = None, make_figures: bool = True, also=()) -> Path:
+    """Write LEADERBOARD.md (default ``run_dir/LEADERBOARD.md``), its PNG figures in ``<out dir>/figures`` and the
+    best-known optima and gaps in ``<out dir>/profiles``. ``also``: more run directories whose rows and traces
+    count towards f_ref (the same instances run elsewhere)."""
     from bench.integrity import run_problems
+    from bench.profiles import f_ref, profiles, with_gaps
+    from bench.store import write_parquet
 
     run_dir = Path(run_dir)
     df, meta = load_run(run_dir)
     out = Path(out) if out else run_dir / "LEADERBOARD.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    traces = load_traces(run_dir)
+    pool_rows, pool_traces = [df], [traces]
+    for d in also:
+        pool_rows.append(load_run(d)[0])
+        pool_traces.append(load_traces(d))
+    ref_path = run_dir / REFERENCE_TABLE
+    reference = pd.read_parquet(ref_path) if ref_path.is_file() else None
+    fref = f_ref(pd.concat(pool_rows, ignore_index=True), pd.concat(pool_traces, ignore_index=True), reference)
+    source = ("the lowest MAP loss any solver reached on it, over final results and trace points"
+              + (f" of this run and {len(also)} more" if also else " of this run")
+              + (f", and the long multi-start solves of `{REFERENCE_TABLE}`" if reference is not None else ""))
+    prof = profiles(df, traces, fref)
+    pdir = out.parent / "profiles"
+    pdir.mkdir(exist_ok=True)
+    write_parquet(pdir / "f_ref.parquet", fref.reset_index())
+    write_parquet(pdir / "gaps.parquet", with_gaps(df, fref)[["cell_id", "f_ref", "gap", "rel_gap"]])
     figures = None
     if make_figures:
         from bench.figures import make_all
 
-        figures = make_all(run_dir, df, meta, out.parent / "figures", rel_to=out.parent)
-    out.write_text(build_markdown(df, meta, figures, run_problems(run_dir)))
+        figures = make_all(run_dir, df, meta, out.parent / "figures", rel_to=out.parent, prof=prof)
+    out.write_text(build_markdown(df, meta, figures, run_problems(run_dir), anytime_section(df, prof, source)))
     return out

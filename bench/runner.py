@@ -297,15 +297,16 @@ def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, pr
                 for task in b.tasks:
                     for seed in b.seeds:
                         for solver in b.solvers:
-                            keys.setdefault((split, prior, task, seed, solver), set()).update(b.lams)
+                            for budget in grid.budgets:   # each budget is its own cell (AIPO's schedule uses it)
+                                keys.setdefault((split, prior, task, seed, solver, budget), set()).update(b.lams)
     units = []
-    for (split, prior, task, seed, solver), lams in keys.items():
+    for (split, prior, task, seed, solver, budget), lams in keys.items():
         ds, root = grid.dataset_for(split)
         units.append(make_unit(
             task=task, prior_spec=resolve_prior(prior, prior_dir), prior=priors[prior], dataset=ds,
             dataset_split="test", split=split, data_root=root, image_size=grid.image_size, image_ids=images[split],
             lams=lams, solver=solver, tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed,
-            budget=grid.budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports))
+            budget=budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports))
     return units
 
 
@@ -568,7 +569,7 @@ def remove_unit(out_dir: Path, uid: str) -> None:
             p.unlink()
 
 
-KEY_COLUMNS = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]  # a cell × image, readable
+KEY_COLUMNS = ["task", "prior", "split", "lam", "solver", "seed", "budget", "image_id"]  # a cell × image, readable
 
 
 def _check_unit_files(out_dir: Path, uid: str) -> pd.DataFrame:
@@ -625,18 +626,20 @@ def clean_dir(out_dir, scan: Scan, warn) -> None:
 
 
 def planned_keys(units) -> dict:
-    """{(task, prior, split, lam, solver, seed, image_id): cell_id} of planned units."""
-    return {(u["task"], u["prior_name"], u["split"], float(lam), u["solver"], u["seed"], i): cell_id(u, i, lam)
-            for u in units for i in u["image_ids"] for lam in u["lams"]}
+    """{(task, prior, split, lam, solver, seed, budget, image_id): cell_id} of planned units."""
+    return {(u["task"], u["prior_name"], u["split"], float(lam), u["solver"], u["seed"], u["budget"], i):
+            cell_id(u, i, lam) for u in units for i in u["image_ids"] for lam in u["lams"]}
 
 
 def stale_rows(scan: Scan, keys: dict) -> pd.DataFrame:
-    """Finished rows for the same (task, prior, split, λ, solver, seed, image) as a planned cell but another cell id:
+    """Finished rows for the same (task, prior, split, λ, solver, seed, budget, image) as a planned cell but another
+    cell id:
     computed with other solver parameters or another prior checkpoint (code or checkpoint changed since)."""
     r = scan.rows
     if r.empty:
         return r
-    k = list(zip(r["task"], r["prior"], r["split"], r["lam"].astype(float), r["solver"], r["seed"], r["image_id"]))
+    k = list(zip(r["task"], r["prior"], r["split"], r["lam"].astype(float), r["solver"], r["seed"],
+                 r["budget"].astype(int), r["image_id"]))
     mask = [key in keys and keys[key] != c for key, c in zip(k, r["cell_id"])]
     return r[mask]
 

@@ -87,7 +87,10 @@ def test_bold_marks_best_in_metric_direction(run, md):
         header = _header(sec)
         row = _table_row(sec, "realnvp-xs", "ood", "0.5")
         bold = [header[i] for i, c in enumerate(row) if c.startswith("**")]
-        assert bold == [best]
+        order = means[metric].sort_values(ascending=metric == "map_loss").index
+        verdict = row[header.index("verdict")]
+        # 3 images cannot give a significant Wilcoxon test: a tie of the best and the runner-up, both bold
+        assert verdict.startswith("tie") and sorted(bold) == sorted(order[:2])
 
 
 def test_failures_counted_and_excluded(run, md):

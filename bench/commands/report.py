@@ -4,7 +4,9 @@ from __future__ import annotations
 HELP = "write LEADERBOARD.md tables and figures from a run directory"
 DESCRIPTION = """Write DIR/LEADERBOARD.md from a run directory: MAP-loss, PSNR and SSIM tables (mean ± se over
 (image, seed), best in bold), a ranking with paired comparisons against aipo, a generated summary, and PNG figures
-(anytime curves, reconstructions, PSNR vs m) in figures/ beside the markdown file. Prints the file's path."""
+(anytime curves with the gap to the best-known optimum, data profiles and target ECDFs, rankings against the
+budget, reconstructions, PSNR vs m) in figures/ beside the markdown file, and the best-known optima and every
+row's gap in profiles/. Table verdicts are significance-tested (Wilcoxon signed-rank, Holm). Prints the path."""
 
 
 def add_arguments(p):
@@ -12,11 +14,14 @@ def add_arguments(p):
     p.add_argument("--out", metavar="FILE", default=None,
                    help="markdown file to write (default DIR/LEADERBOARD.md); figures go to its folder's figures/")
     p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.add_argument("--with", dest="also", action="append", default=[], metavar="DIR",
+                   help="another run directory of the same instances whose rows and traces count towards the "
+                        "best-known optimum f_ref (repeatable)")
 
 
 def main(args) -> int:
     from bench.report import write_report
 
-    path = write_report(args.dir, args.out, make_figures=not args.no_figures)
+    path = write_report(args.dir, args.out, make_figures=not args.no_figures, also=args.also)
     print(path)
     return 0
