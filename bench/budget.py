@@ -1,4 +1,4 @@
-"""Counted prior passes (DESIGN contract 2).
+"""Counted prior passes (README contract 2).
 
 The unit of compute is one pass of the prior (forward *or* inverse, with its backward) on one image. A solver
 never sees the raw prior: it gets a :class:`BudgetedPrior`, which charges every call to each row that takes part

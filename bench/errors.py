@@ -9,7 +9,7 @@ class UserError(Exception):
 
 
 class BudgetExceeded(RuntimeError):
-    """A solver asked the prior for more passes than its per-image budget allows (DESIGN contract 2)."""
+    """A solver asked the prior for more passes than its per-image budget allows (README contract 2)."""
 
     def __init__(self, rows, used, budget):
         self.rows, self.used, self.budget = list(rows), used, budget

@@ -1,4 +1,4 @@
-"""``--executor dask``: run work units on a Dask distributed cluster (issue 6).
+"""``--executor dask``: run work units on a Dask distributed cluster.
 
 - ``--scheduler tcp://host:port``: submit to an existing cluster (its workers must have flowprior-bench installed
   and see ``--out`` at the same path, e.g. a shared file system).

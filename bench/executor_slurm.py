@@ -1,4 +1,4 @@
-"""``--executor slurm``: run work units as a Slurm job array through submitit (issue 6).
+"""``--executor slurm``: run work units as a Slurm job array through submitit.
 
 One array task per work unit (``executor.map_array``), ``--slurm-array-parallelism`` of them at once; results
 are yielded as jobs finish (polling), and a job that fails on the cluster (time limit, node failure, out of memory)

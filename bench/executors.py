@@ -7,7 +7,7 @@ function that loads everything it needs from names and writes its own part files
 same rows. A unit whose call raises (it should not: ``execute_unit`` turns failures into rows) is yielded as
 ``(spec, exc)`` and the runner writes error rows for it.
 
-To add an engine (issue 6: ``dask``, ``slurm``): put it in its own module ``bench/executor_<name>.py`` (found by
+To add an engine (``dask``, ``slurm``): put it in its own module ``bench/executor_<name>.py`` (found by
 :func:`discover_executors`, so no edit here), subclass :class:`Executor`, register it with
 ``@EXECUTORS.register("name")``, declare its flags in ``add_arguments`` (they appear in ``run --help``) and build it
 from the parsed arguments in ``from_args``. Import optional engines (dask, submitit) lazily, inside ``map``.

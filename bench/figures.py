@@ -247,12 +247,24 @@ def _load_recon(run_dir: Path, rows: pd.DataFrame, unit_ids) -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 
+def _failed(ax, text: str = "failed"):
+    """A hatched tile for a row without a finite reconstruction (never a white or black image)."""
+    ax.add_patch(plt.Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="#f2dede", hatch="///",
+                               edgecolor="#a94442", lw=0))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, color="#a94442", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def _show(ax, img):
     a = np.asarray(img, dtype=float)
     if a.ndim == 3 and a.shape[0] in (1, 3):
         a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
     if a.ndim not in (2, 3):
         ax.text(0.5, 0.5, "y ∈ R^m", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+    elif not np.isfinite(a).all():
+        _failed(ax)
+        return
     else:
         ax.imshow(np.clip(a, 0, 1), cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1,
                   interpolation="nearest")
@@ -298,10 +310,11 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
         any_rec = ri.iloc[0]
         for c, (key, title) in enumerate((("x_true", "clean"), ("observed", "observed"))):
             ax = axes[r][c]
-            if key in any_rec and isinstance(any_rec[key], np.ndarray):
-                _show(ax, any_rec[key])
+            arr = any_rec[key] if key in any_rec and isinstance(any_rec[key], np.ndarray) else None
+            if arr is None or (key == "observed" and not np.any(arr)):   # y is not an image (cs, older runs)
+                _show(ax, np.zeros(1))
             else:
-                _show(ax, np.zeros((1, 1, 1)) + 1)
+                _show(ax, arr)
             if r == 0:
                 ax.set_title(title, fontsize=8)
         axes[r][0].set_ylabel(img, fontsize=6)
@@ -311,11 +324,15 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
             if rs.empty:
                 ax.axis("off")
             else:
-                _show(ax, rs.iloc[0]["x_hat"])
                 ok = rs.iloc[0]["status"] == "ok"
+                if ok:
+                    _show(ax, rs.iloc[0]["x_hat"])
+                else:
+                    _failed(ax, f"failed ({rs.iloc[0]['status']})")
                 ax.set_xlabel(f"{rs.iloc[0]['psnr']:.2f} dB" if ok else str(rs.iloc[0]["status"]), fontsize=7)
             if r == 0:
                 ax.set_title(s, fontsize=8)
+    fig.suptitle(f"{task} — prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

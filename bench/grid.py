@@ -20,7 +20,7 @@ empty axis, a bad type... raises one :class:`~bench.errors.UserError` naming the
     lams             = [0.3, 0.5, 1.0, 1.5, 2.0]
     solvers          = "all"                # or specs: ["aipo", "aipo[alpha=0.01]", "lasso-dct"]
     seeds            = [0]
-    budget           = 600                  # prior passes per image, the MLE stage included (DESIGN contract 2)
+    budget           = 600                  # prior passes per image, the MLE stage included (README contract 2)
     mle_steps        = 100                  # passes of the MLE stage x*(0) (AIPO §4.1: 500 at paper scale)
 
     [prior_recipes]                         # optional: checkpoint path -> command line that makes it

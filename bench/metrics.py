@@ -1,4 +1,4 @@
-"""Metrics computed by the harness, never by the solver (DESIGN contract 1).
+"""Metrics computed by the harness, never by the solver (README contract 1).
 
 Pure functions over batches. Images are scored clipped to [0, 1]; PSNR and SSIM use ``skimage.metrics`` with
 ``data_range = 1``. ``map_loss`` is AIPO eq. (3) as :mod:`bench.objective` defines it:

@@ -1,9 +1,9 @@
-"""``python -m bench perf``: how fast the harness is on this machine (issue 6 "Performance suite").
+"""``python -m bench perf``: how fast the harness is on this machine (README "Performance").
 
 Three measurements, one markdown table each (paste into README):
 
 1. Prior pass throughput, per shipped prior: one *prior pass* is forward + backward of ``log_prob`` w.r.t. x (what
-   a solver step costs, DESIGN contract 2). Image-steps per second batched (batch 256 and the default grid's work
+   a solver step costs, README contract 2). Image-steps per second batched (batch 256 and the default grid's work
    unit batch = images per split × λ values) against a loop of batch-1 passes over the same images; the ratio is
    the per-image speed-up batching buys (target >= 10× at 16×16).
 2. Grid wall time: ``python -m bench run --grid G`` in a child process into a temporary directory (every unit

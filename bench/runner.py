@@ -1,6 +1,6 @@
 """The grid runner: grid → work units → Parquet part files, with resume and provenance.
 
-Data path (DESIGN "The data path"): a validated :class:`~bench.grid.Grid` is expanded by :func:`plan_units` into
+Data path (README "Layout" and "Results"): a validated :class:`~bench.grid.Grid` is expanded by :func:`plan_units` into
 *work units*: one solver over all images of one split × the λ values of one (task, prior, split, seed). A unit is a
 plain JSON-able dict (its *spec*) and :func:`execute_unit` — a top-level function that loads dataset, prior, task and
 solver from their names and caches them per process — runs it and writes the unit's files with
@@ -524,11 +524,12 @@ def _run_unit(spec: dict):
 
 
 def _recon(full, x_hat, cids) -> dict:
-    """Arrays for figures: cell_id, x_hat, x_true, observed (y where it is an image, else zeros), mask."""
+    """Arrays for figures: cell_id, x_hat, x_true, observed (y where it is an image, else clip(A⁺y)), mask."""
     x_true = full.x_true.detach().cpu().float().numpy()
     xh = x_hat.detach().cpu().float().numpy() if x_hat is not None else np.full_like(x_true, np.nan)
     y = full.y.detach().cpu().float()
-    observed = y.numpy() if tuple(y.shape) == x_true.shape else np.zeros_like(x_true)
+    # what y shows as an image: y itself, or (cs) the clipped least-norm solution A⁺y
+    observed = y.numpy() if tuple(y.shape) == x_true.shape else full.least_norm().clamp(0, 1).cpu().float().numpy()
     mask = full.state.get("mask")
     mask = mask.detach().cpu().float().numpy() if mask is not None else np.ones_like(x_true)
     return {"cell_id": np.asarray(cids), "x_hat": xh.astype(np.float32), "x_true": x_true.astype(np.float32),

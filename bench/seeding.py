@@ -1,4 +1,4 @@
-"""Randomness derived from cell identity (DESIGN contract 4).
+"""Randomness derived from cell identity (README contract 4).
 
 Every random draw (noise, sensing matrix, mask, solver init) takes a ``torch.Generator`` seeded from a hash of the
 *identity* of what it is for — task name and parameters, image id, seed index — never from a global RNG or from the

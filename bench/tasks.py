@@ -272,7 +272,7 @@ class CompressedSensing(Task):
 
     # Products with A are accumulated in float64 and rounded back to the input dtype: float32 GEMM results depend on
     # the number of rows in the batch (MKL/cuBLAS pick different kernels), which breaks "batched equals single"
-    # (DESIGN contract 3) once an optimiser amplifies the 1e-7 differences; rounded float64 results do not.
+    # (README contract 3) once an optimiser amplifies the 1e-7 differences; rounded float64 results do not.
     @staticmethod
     def _a64(p):
         A = p.state.get("A64", p.state["A"])

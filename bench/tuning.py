@@ -1,4 +1,4 @@
-"""Step-size tuning on validation images (DESIGN contract 5: declared parameters, an explicit protocol).
+"""Step-size tuning on validation images (README contract 5: declared parameters, an explicit protocol).
 
 Protocol (``python -m bench tune --grid NAME``)
 - **What is tuned:** only the parameters a solver lists in its ``tunable`` attribute (step sizes), separately for

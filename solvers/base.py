@@ -11,8 +11,8 @@ A solver is a class with declared ``parameters`` (defaults from its paper) and o
 - ``ctx``: :class:`SolveContext` with the per-row budget, the MLE stage length, the seed index and the device.
 
 It returns a :class:`SolveResult`: ``x_hat`` (B, C, H, W), and an anytime ``trace``. The harness — not the
-solver — scores ``x_hat`` (DESIGN contract 1). Batched must equal single: row i's result may depend only on row
-i's data, λ and seed (DESIGN contract 3). Randomness comes from :func:`row_generator` (cell identity).
+solver — scores ``x_hat`` (README contract 1). Batched must equal single: row i's result may depend only on row
+i's data, λ and seed (README contract 3). Randomness comes from :func:`row_generator` (cell identity).
 
 Box rule (applies to every x-space solver): iterates are projected onto [0,1]^n after every step (AIPO App. A's
 box; the logit preprocessing of the priors is undefined far outside it). Latent-space solvers return G(z), which

@@ -1,11 +1,11 @@
 """Shared maths of the prior-based solvers: one counted evaluation, Adam/GD steps, the MLE stage, a trace helper
 and a batched L-BFGS. Not a solver itself (it registers nothing).
 
-Budget accounting (DESIGN contract 2): every call to :func:`evaluate` or :meth:`BudgetedPrior.decode*` costs one
+Budget accounting (README contract 2): every call to :func:`evaluate` or :meth:`BudgetedPrior.decode*` costs one
 pass per row taking part. The helpers here never call the prior more often than the caller asked for, so a solver
 counts its passes by construction; the budget exception is a safety net, never a control-flow mechanism.
 
-Rows are independent (DESIGN contract 3): Adam and GD are elementwise; the L-BFGS keeps history, ρ, γ (H_diag),
+Rows are independent (README contract 3): Adam and GD are elementwise; the L-BFGS keeps history, ρ, γ (H_diag),
 step and counters per row and reduces only within a row.
 
 Box rule: x-space iterates are clamped to [0, 1] after every step (:func:`clamp01`); the MLE stage ends each step
@@ -21,8 +21,8 @@ from bench import objective
 from bench.errors import UserError
 from bench.solvers.base import Trace
 
-# Tasks whose constraint set {x : f(x) = y} is a single point: x*(0) = Proj(y) without any prior pass (DESIGN,
-# "Where the AIPO paper is ambiguous"; AIPO §4.1 runs the MLE only on NCS and inpainting).
+# Tasks whose constraint set {x : f(x) = y} is a single point: x*(0) = Proj(y) without any prior pass (AIPO §4.1
+# runs the MLE only on NCS and inpainting; README "Solvers").
 POINT_CONSTRAINT_TASKS = ("denoise",)
 
 

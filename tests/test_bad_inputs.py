@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 6): every bad input across the CLI, grid files, dataset paths and checkpoints
+"""The bad-input catalogue: every bad input across the CLI, grid files, dataset paths and checkpoints
 gives ONE line naming the bad value, exit status 2, no traceback, and nothing half-written.
 
 Cases run in-process through ``bench.cli.main`` (fast); a few also run as real subprocesses to prove the whole

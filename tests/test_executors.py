@@ -1,4 +1,4 @@
-"""Executor equivalence (issue 6): the same grid under local, dask and slurm (submitit's debug / local executors)
+"""Executor equivalence: the same grid under local, dask and slurm (submitit's debug / local executors)
 writes the same Parquet rows, value for value; executors isolate failing units and explain missing packages."""
 from __future__ import annotations
 

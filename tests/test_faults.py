@@ -1,4 +1,4 @@
-"""Surviving faults (issue 6): kill -9 and resume, failing solvers isolated, corrupt part files recomputed, an
+"""Surviving faults: kill -9 and resume, failing solvers isolated, corrupt part files recomputed, an
 unwritable output directory refused before any work."""
 from __future__ import annotations
 

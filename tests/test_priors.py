@@ -1,4 +1,4 @@
-"""Contract tests of the flow priors (issue 3), parametrized over every registered flow architecture and preset.
+"""Contract tests of the flow priors, parametrized over every registered flow architecture and preset.
 
 Randomly initialised models are used for the maths contracts: actnorm is initialised on a random batch, then every
 parameter is perturbed so that the zero-initialised couplings and split priors are not the identity.

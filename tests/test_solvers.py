@@ -1,4 +1,4 @@
-"""The solver contract, parametrized over every registered solver (issue 4), and the algorithm details of the
+"""The solver contract, parametrized over every registered solver, and the algorithm details of the
 prior-based solvers (AIPO Alg. 1/2, the MLE stage, the batched L-BFGS).
 
 Prior: the shipped ``realnvp-xs`` checkpoint if present, else a RealNVP xs at 8×8 with seeded random weights
