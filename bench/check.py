@@ -14,8 +14,9 @@ leaderboard tables. The check fails when
   run by more than ``WINNER_TOLERANCE`` on the paired differences (otherwise the two are tied within noise).
 
 Tolerances (``--fail-map-loss`` etc.): ``<k>se+<x>%``, ``<k>se+<x>``, ``<k>se``, ``<x>%`` or a plain number
-(absolute units: nats, dB). Solvers that declare ``chaotic = True`` (latent-lbfgs: L-BFGS without a line search
-amplifies last-bit differences between CPUs into other local minima) are judged against k standard errors of the
+(absolute units: nats, dB); the command's defaults are in ``bench.commands.check.DEFAULTS``. Solvers that declare
+``chaotic = True`` (latent-lbfgs: L-BFGS without a line search amplifies last-bit differences between CPUs into
+other local minima) are judged against k standard errors of the
 *reference cell* (the image-to-image spread) instead of the paired se, so a chaotic solver's cell fails only when it
 moves by much more than its images differ from each other, and the other solvers keep tight tolerances.
 
@@ -33,7 +34,6 @@ import pandas as pd
 from bench.errors import UserError
 from bench.report import ROW_KEY, TABLE_CELL, cell_stats, is_ok
 
-DEFAULTS = {"map_loss": "3se+0.01%", "psnr": "3se+0.05", "ssim": "3se+0.002"}
 WINNER_CELL = ["task", "prior", "split", "lam"]
 WINNER_TOLERANCE = "3se+0.01%"   # a winner change counts when the new winner is better by more than this
 HEADERS = ["cell", "metric", "reference", "current", "delta", "tolerance"]
@@ -230,5 +230,5 @@ def provenance_notes(cur, ref) -> list[str]:
     return notes
 
 
-__all__ = ["DEFAULTS", "Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok", "provenance_notes",
+__all__ = ["Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok", "provenance_notes",
            "exact_problems"]

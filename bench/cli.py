@@ -34,21 +34,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; only the subcommand named in ``argv`` gets its arguments (each command's ``add_arguments``
+    may import what its defaults need), so ``--help`` and unrelated commands stay fast. ``None``: all of them."""
     parser = _Parser(prog="python -m bench",
                      description="Benchmark MAP solvers for imaging inverse problems with normalizing-flow priors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name, module in COMMANDS.items():
         mod = importlib.import_module(f"bench.commands.{module}")
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        mod.add_arguments(p)
+        if wanted is None or wanted == name:
+            mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

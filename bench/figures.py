@@ -33,6 +33,13 @@ MAX_IMAGES = 4
 _PROBLEM = ["task", "prior", "split", "lam", "seed"]
 
 
+def _scope_title(what: str, rows: pd.DataFrame) -> str:
+    """A figure title naming what it aggregates over: priors, splits and λ of the run."""
+    lams = ", ".join(f"{v:g}" for v in sorted(rows["lam"].astype(float).unique()))
+    return (f"{what} — priors {', '.join(sorted(map(str, rows['prior'].unique())))}; splits "
+            f"{', '.join(split_order(rows['split'].unique()))}; λ ∈ {{{lams}}}")
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)).strip("_")
 
@@ -130,6 +137,7 @@ def plot_anytime(rows, traces, path: Path, meta=None) -> str | None:
     for row in axes:
         row[0].set_ylabel("mean MAP loss − best reached")
     flat[0].legend(fontsize=7)
+    fig.suptitle(_scope_title("Anytime gap to the best-known optimum", rows), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -142,7 +150,7 @@ def plot_anytime(rows, traces, path: Path, meta=None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------- profiles
-def plot_profiles(prof: dict, path: Path, meta=None) -> str | None:
+def plot_profiles(prof: dict, path: Path, title: str = "Data profiles and target ECDFs") -> str | None:
     """Data profiles (rows: τ) and target ECDFs (last row) per task (columns), passes on a log axis."""
     from bench.profiles import N_TARGETS, TAUS
 
@@ -170,6 +178,7 @@ def plot_profiles(prof: dict, path: Path, meta=None) -> str | None:
     for i in range(len(TAUS) + 1):
         axes[i][0].set_ylabel("fraction" if i < len(TAUS) else "fraction of (instance, target)")
     axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -208,6 +217,7 @@ def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
         ax.grid(alpha=0.3, which="both")
     axes[0].invert_yaxis()
     axes[1].legend(fontsize=7)
+    fig.suptitle(_scope_title("Rankings against the budget", rows), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -446,7 +456,8 @@ def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Pat
     traces = load_traces(run_dir)
     attempt("anytime", lambda p: plot_anytime(rows, traces, p, meta), fig_dir / "anytime.png")
     if prof:
-        attempt("profiles", lambda p: plot_profiles(prof, p, meta), fig_dir / "profiles.png")
+        title = _scope_title("Data profiles and target ECDFs", rows)
+        attempt("profiles", lambda p: plot_profiles(prof, p, title), fig_dir / "profiles.png")
     attempt("budget", lambda p: plot_budget_axis(rows, p, meta), fig_dir / "budget_axis.png")
     for task in task_order(rows["task"].unique()):
         attempt("recon", lambda p, t=task: plot_recon(run_dir, rows, t, p, meta),

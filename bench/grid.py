@@ -434,7 +434,9 @@ def apply_filters(grid: Grid, task=None, prior=None, solver=None, lam=None, spli
     """Narrow every block to the given values (lists, or comma-separated strings; None = no filter).
 
     A value that matches nothing in the grid is a UserError naming it and the grid's values. Blocks left with an
-    empty axis are dropped; if nothing is left, that is a UserError too.
+    empty axis are dropped; if nothing is left, that is a UserError too. A ``--solver`` value with parameters that
+    is not in the grid (``aipo[alpha=0.01]``) is a *variant*: validated (an unknown parameter or a wrong type is a
+    UserError naming it and the valid ones) and added to every block that runs its solver.
     """
     from bench.solvers.base import make_solver
     from bench.tasks import make_task
@@ -453,10 +455,18 @@ def apply_filters(grid: Grid, task=None, prior=None, solver=None, lam=None, spli
 
     matchers = {"tasks": match_task, "solvers": match_solver, "lams": match_lam,
                 "priors": lambda v, p: v == p, "splits": lambda v, s: v == s}
+    from bench.registry import parse_spec
+
+    variants = {}   # canonical variant spec -> its solver name
+    for v in wanted["solvers"] or []:
+        name, params = parse_spec(v)
+        if params and not any(match_solver(v, p) for p in grid.values("solvers")) and any(
+                parse_spec(p)[0] == name for p in grid.values("solvers")):
+            variants[make_solver(v).spec] = name   # raises the parameter's own one-line UserError
     for axis, values in wanted.items():
         if not values:
             continue
-        present = grid.values(axis)
+        present = grid.values(axis) + (list(variants) if axis == "solvers" else [])
         for v in values:
             if not any(matchers[axis](v, p) for p in present):
                 raise UserError(f"{flag[axis]} {v!r} is not in grid {grid.name!r}; valid: "
@@ -470,6 +480,9 @@ def apply_filters(grid: Grid, task=None, prior=None, solver=None, lam=None, spli
         vals = {}
         for axis in AXES:
             cur = getattr(b, axis)
+            if axis == "solvers":   # variants join the blocks that run their solver
+                cur = cur + tuple(v for v, name in variants.items()
+                                  if any(parse_spec(p)[0] == name for p in cur) and v not in cur)
             if axis in tests:
                 cur = tuple(p for p in cur if any(matchers[axis](v, p) for v in tests[axis]))
             vals[axis] = cur

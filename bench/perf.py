@@ -73,6 +73,31 @@ def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images:
     return out
 
 
+def flops_per_image(model, batch: int = 64) -> float:
+    """FLOPs of one prior pass (forward + backward of log_prob w.r.t. x) per image, as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls and convolutions; elementwise ops are free)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+    x = x.to(next(model.parameters()).device).requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:
+        torch.autograd.grad(model.log_prob(x).sum(), x)
+    return fc.get_total_flops() / batch
+
+
+def reference_rates(device, min_time: float = 1.0) -> dict:
+    """FLOP/s of a large float32 matmul (2048²) and of a 3×3 convolution (batch 64, 64 → 64 channels, 32×32) on
+    ``device`` with the current thread count: the machine's practical peak for the two kinds of work a flow does."""
+    g = torch.Generator().manual_seed(0)
+    n = 2048
+    a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
+    mm = _rate(lambda: torch.mm(a, b), 1, min_time) * 2 * n ** 3
+    x = torch.randn(64, 64, 32, 32, generator=g).to(device)
+    w = torch.randn(64, 64, 3, 3, generator=g).to(device)
+    conv = _rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 1, min_time) * 2 * 64 * 64 * 32 * 32 * 64 * 9
+    return {"matmul": mm, "conv": conv}
+
+
 @dataclass
 class GridTiming:
     grid: str
@@ -93,7 +118,7 @@ def time_grid(grid: str, device: str = "auto", workdir=None, extra_args=()) -> G
     child's own peak RSS (``os.wait4``)."""
     with tempfile.TemporaryDirectory(prefix=f"bench-perf-{Path(grid).stem}-", dir=workdir) as tmp:
         cmd = [sys.executable, "-m", "bench", "run", "--grid", grid, "--out", str(Path(tmp) / "out"),
-               "--device", device, "-q", *extra_args]
+               "--device", device, "-q", "--no-report", *extra_args]
         t0 = time.perf_counter()
         proc = subprocess_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -203,11 +228,18 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
     result = {"machine": facts, "priors": {}, "grids": {}}
 
     if priors:
-        rows = []
+        ref = reference_rates(device, min_time=min_time)
+        result["reference_flops"] = ref
+        rows, frows = [], []
         for name in priors:
             lp = load_prior(name, device)
             r = prior_pass_rates(lp.model, batches, device, min_time=min_time)
+            r["flops_per_image"] = flops_per_image(lp.model)
             result["priors"][name] = r
+            for b in batches:
+                achieved = r["flops_per_image"] * r[f"batch {b}"]
+                frows.append([name, b, f"{r['flops_per_image'] / 1e6:,.2f}", f"{achieved / 1e9:,.2f}",
+                              f"{achieved / ref['conv']:.1%}", f"{achieved / ref['matmul']:.1%}"])
             for b in batches:
                 ratio = r[f"batch {b}"] / r["loop"]
                 shown = math.floor(ratio * 100) / 100  # floored: 9.998 must not print as a met 10.00
@@ -217,6 +249,11 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
         out(tabulate(rows, headers=["prior", "batch", "batched img/s", "batch-1 loop img/s", "speed-up",
                                     f"≥ {TARGET_RATIO:.0f}×"], tablefmt="github", disable_numparse=True))
         out(f"(batch {ub} = one work unit of the default grid: images per split × λ values)")
+        out(f"\n### Achieved FLOP rate of a batched prior pass against this machine's measured rates "
+            f"(conv 3×3 64→64 @ 32×32, batch 64: {ref['conv'] / 1e9:,.1f} GFLOP/s; matmul 2048²: "
+            f"{ref['matmul'] / 1e9:,.1f} GFLOP/s)\n")
+        out(tabulate(frows, headers=["prior", "batch", "MFLOP per image-pass", "achieved GFLOP/s", "of conv rate",
+                                     "of matmul rate"], tablefmt="github", disable_numparse=True))
 
     if grids:
         rows = []
@@ -229,7 +266,7 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
             ok_wall = "" if target is None else ("yes" if t.wall_s <= target else "NO")
             rows.append([g, f"{t.wall_s:,.1f}", f"≤ {target:,.0f} s" if target else "-", ok_wall,
                          f"{t.peak_rss_mb:,.0f}", "yes" if t.peak_rss_mb <= TARGET_RSS_MB else "NO",
-                         "ok" if t.exit_code == 0 else "rows failed"])
+                         "rows failed" if " 0 failures" not in t.summary else "ok"])
         out("\n### Grid runs (`python -m bench run --grid G`, fresh output directory, child process)\n")
         out(tabulate(rows, headers=["grid", "wall s", "target", "met", "peak RSS MB", f"≤ {TARGET_RSS_MB:.0f} MB",
                                     "status"], tablefmt="github", disable_numparse=True))

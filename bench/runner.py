@@ -552,6 +552,45 @@ def execute_unit(spec: dict, out_dir) -> dict:
     return summarize(spec["unit_id"], rows, time.perf_counter() - t0)
 
 
+OVERHEAD = 1.25      # solver arithmetic, scoring and writing on top of the prior passes (default grid, measured)
+UNIT_OVERHEAD_S = 0.15   # per unit: building its two models, the problem, scoring and writing (smoke grid, measured)
+
+
+def estimate_wall(units: list[dict], workers: int) -> tuple[int, float]:
+    """(image-passes, estimated seconds) of running ``units`` with ``workers`` parallel workers: each unit's passes
+    at the cost of one pass of its prior at its batch, timed here (3 passes after a warm-up per prior and batch).
+    Budget-spending solvers are charged their full budget, λ-independent ones half of it, prior-free ones nothing."""
+    from bench.solvers.base import SOLVERS
+
+    cost, passes, secs = {}, 0, 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as every unit runs (several threads on small batches oversubscribe the cores)
+    try:
+        for u in units:
+            cls = SOLVERS.get(u["solver"].split("[")[0])
+            if cls.uses_prior:
+                passes, secs = _charge_unit(u, cls, cost, passes, secs)
+    finally:
+        torch.set_num_threads(threads)
+    return passes, (secs * OVERHEAD + UNIT_OVERHEAD_S * len(units)) / max(1, int(workers))
+
+
+def _charge_unit(u, cls, cost, passes, secs):
+    B = len(u["image_ids"]) * (1 if cls.lam_independent else len(u["lams"]))
+    n = u["budget"] // 2 if cls.lam_independent else u["budget"]
+    key = (u["prior"], u["prior_sha256"], B, u["image_size"])
+    if key not in cost:
+        model = fresh_model(u["prior"], u["device"], u["prior_sha256"])
+        x = torch.rand((B, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+        x = x.to(u["device"]).requires_grad_(True)
+        torch.autograd.grad(model.log_prob(x).sum(), x)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            torch.autograd.grad(model.log_prob(x).sum(), x)
+        cost[key] = (time.perf_counter() - t0) / 3
+    return passes + B * n, secs + cost[key] * n
+
+
 def summarize(uid: str, rows: pd.DataFrame, wall_s: float) -> dict:
     counts = rows["status"].value_counts().to_dict()
     return {"unit_id": uid, "rows": int(len(rows)), "status": {k: int(v) for k, v in counts.items()},
@@ -857,8 +896,10 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     if dry_run:
         to_run, skipped = reduce_to_missing(units, scan.done)
         rows = sum(len(u["image_ids"]) * len(u["lams"]) for u in to_run)
-        log(f"grid {grid.name!r} (hash {grid.hash}): {len(units)} units, {len(to_run)} to run ({rows} rows), "
-            f"{len(skipped)} already done; executor {executor.describe()}, device {device}")
+        passes, est = estimate_wall(to_run, getattr(executor, "workers", 1))
+        log(f"grid {grid.name!r} (hash {grid.hash}): {len(units)} units, {len(to_run)} to run ({rows} rows, "
+            f"{passes:,} image-passes of the prior), {len(skipped)} already done; executor {executor.describe()}, "
+            f"device {device}; estimated wall time {est / 60:.1f} min (from a short calibration on this machine)")
         summary.units_skipped = len(skipped)
         return summary
 

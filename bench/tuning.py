@@ -40,7 +40,7 @@ from bench.grid import Grid
 
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_IMAGES = 4
-OBJECTIVE = ("mean MAP loss L(x; lam) = ||y - f(x)||^2 - lam * log p_G(x) (AIPO eq. 3) over validation images x "
+OBJECTIVE = ("mean MAP loss L(x; lam) = -log p_e(y - f(x)) - lam * log p_G(x) (AIPO eq. 3) over validation images x "
              "the grid's lam values; candidates with any failed row are discarded")
 
 

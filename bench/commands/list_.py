@@ -31,9 +31,14 @@ def _print_solvers():
 
     for name, cls in SOLVERS.items():
         print(f"{name}  {cls.description}")
+        task_defaults = getattr(cls, "task_defaults", {})
         for k, v in cls.parameters.items():
             tun = " (tunable)" if k in cls.tunable else ""
-            print(f"    {k} = {v!r}{tun}")
+            if v is None and any(k in d for d in task_defaults.values()):
+                per = ", ".join(f"{t}: {d[k]!r}" for t, d in task_defaults.items() if k in d)
+                print(f"    {k} = task default ({per}){tun}")
+            else:
+                print(f"    {k} = {v!r}{tun}")
 
 
 def _priors():
