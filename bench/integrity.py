@@ -1,7 +1,7 @@
 """Is a run directory complete and consistent? (what ``report`` puts in the leaderboard header and ``check`` fails on)
 
-A run directory is *complete* when every unit any invocation planned (``run.json``: ``runs[*].planned_units``) has
-a rows file, and *consistent* when every unit's three files pass :func:`bench.store.verify_unit`, no cell id
+A run directory is *complete* when every cell any invocation planned (``run.json``: ``runs[*].planned_cells``) has a
+row, and *consistent* when every unit's three files pass :func:`bench.store.verify_unit`, no cell id
 appears in two units, and rows/, traces/ and recon/ hold no file this harness did not write. Each problem is one
 line naming the file or the units concerned.
 """
@@ -28,13 +28,7 @@ def run_problems(run_dir, limit: int = 5) -> list[str]:
     planned = set()
     for r in runs or []:
         if isinstance(r, dict):
-            planned.update(r.get("planned_units") or [])
-    missing = sorted(planned - present)
-    if missing:
-        out.append(f"incomplete: {len(missing)} of {len(planned)} planned units have no rows (e.g. "
-                   f"{', '.join(missing[:limit])}); rerun the same command to finish it")
-    if runs and isinstance(runs[-1], dict) and "finished_at" not in runs[-1] and not missing:
-        out.append(f"the last run (started {runs[-1].get('started_at', '?')}) did not finish")
+            planned.update(r.get("planned_cells") or [])
     seen: dict = {}
     for uid in sorted(present):
         try:
@@ -44,6 +38,12 @@ def run_problems(run_dir, limit: int = 5) -> list[str]:
             continue
         for c in df["cell_id"]:
             seen.setdefault(c, []).append(uid)
+    missing = sorted(planned - set(seen))
+    if missing:
+        out.append(f"incomplete: {len(missing)} of {len(planned)} planned cells have no row (e.g. cell "
+                   f"{', '.join(missing[:limit])}); rerun the same command to finish it")
+    if runs and isinstance(runs[-1], dict) and "finished_at" not in runs[-1] and not missing:
+        out.append(f"the last run (started {runs[-1].get('started_at', '?')}) did not finish")
     dup = {c: u for c, u in seen.items() if len(u) > 1}
     if dup:
         c, u = next(iter(dup.items()))

@@ -1,9 +1,11 @@
 """Anytime performance the way optimisation benchmarks report it (pure functions over rows and traces).
 
-- **Instance**: one optimisation problem, (task, prior, split, image, λ, seed); budgets are not part of it.
+- **Instance**: one optimisation problem, (task, prior and its checkpoint sha256, dataset, image size, split, image,
+  λ, seed); budgets are not part of it.
 - **Best-known optimum** ``f_ref``: the lowest MAP loss any solver reached on the instance, over final results
   and every trace point, across all runs given (and a ``bench reference`` table when one is present). Every row
-  gets ``gap`` = map_loss − f_ref and ``rel_gap`` = gap / |f_ref|.
+  gets ``gap`` = map_loss − f_ref and ``rel_gap`` = gap / (f(x0) − f_ref), the share of the possible decrease from
+  doing nothing that is still left (the MAP loss itself can be near 0, so gap/|f_ref| would mean nothing).
 - **Data profiles** (Moré & Wild 2009): an instance counts as solved at tolerance τ by a solver after p passes once
   f(x0) − f_best(p) ≥ (1 − τ)(f(x0) − f_L), f_L = f_ref. Solvers start from different points here, so f(x0) is one
   common start per instance: the MAP loss of doing nothing (the ``observed`` solver's x̂), else the worst first
@@ -14,13 +16,14 @@
   [0, 1] (1: every target reached at the first pass).
 - f_best(p) of a (solver, budget, instance) is the running minimum of its trace, and its final harness-scored
   result from the pass it used on. Prior-free solvers (no passes) are left out of the curves (noted by the report).
+  A (solver, budget, instance) whose row failed counts as never solved, so failures lower a solver's curves.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-INSTANCE = ["task_spec", "prior", "split", "image_id", "lam", "seed"]
+INSTANCE = ["task_spec", "prior", "prior_sha256", "dataset", "image_size", "split", "image_id", "lam", "seed"]
 ALGO = ["solver", "budget"]
 TAUS = (1e-1, 1e-2, 1e-3)
 N_TARGETS = 21
@@ -57,13 +60,16 @@ def f_ref(rows: pd.DataFrame, traces: pd.DataFrame, reference: pd.DataFrame | No
     if reference is not None and len(reference):
         ref = reference.copy()
         ref["lam"] = ref["lam"].astype(float)
-        ref = ref.groupby(INSTANCE)["map_loss"].min().reindex(best.index)
-        best = pd.concat([best, ref], axis=1).min(axis=1)
+        on = [c for c in INSTANCE if c in ref.columns]   # tables of older versions hold fewer instance columns
+        ref = ref.groupby(on)["map_loss"].min().rename("ref")
+        cand = best.reset_index().join(ref, on=on).set_index(INSTANCE)
+        best = cand[["map_loss", "ref"]].min(axis=1)
     return best.rename("f_ref")
 
 
-def with_gaps(rows: pd.DataFrame, fref: pd.Series) -> pd.DataFrame:
-    """``rows`` with ``f_ref``, ``gap`` = map_loss − f_ref and ``rel_gap`` = gap/|f_ref| (NaN for failed rows)."""
+def with_gaps(rows: pd.DataFrame, fref: pd.Series, f0: pd.Series | None = None) -> pd.DataFrame:
+    """``rows`` with ``f_ref``, ``gap`` = map_loss − f_ref and ``rel_gap`` = gap / (f0 − f_ref) (module
+    docstring; NaN for failed rows and where f0 − f_ref is not positive)."""
     out = rows.copy()
     if "task_spec" not in out.columns:
         out["task_spec"] = out["task"]
@@ -71,7 +77,8 @@ def with_gaps(rows: pd.DataFrame, fref: pd.Series) -> pd.DataFrame:
     out = out.join(fref, on=INSTANCE)
     ok = out["status"].astype(str) == "ok"
     out["gap"] = (pd.to_numeric(out["map_loss"], errors="coerce") - out["f_ref"]).where(ok)
-    out["rel_gap"] = out["gap"] / out["f_ref"].abs()
+    span = (out.join(f0, on=INSTANCE)["f0"] - out["f_ref"]) if f0 is not None else pd.Series(np.nan, out.index)
+    out["rel_gap"] = out["gap"] / span.where(span > 0)
     return out
 
 
@@ -114,11 +121,18 @@ def profiles(rows: pd.DataFrame, traces: pd.DataFrame, fref: pd.Series | None = 
     used = p.groupby("solver")["nfe"].max()
     prior_free = sorted(s for s, n in used.items() if n == 0)
     p = p[~p["solver"].isin(prior_free)]
+    every = rows.copy()   # every (instance, algorithm) that was run, failed ones included: they count as unsolved
+    if "task_spec" not in every.columns:
+        every["task_spec"] = every["task"]
+    every["lam"] = every["lam"].astype(float)
+    every = every[every["solver"].isin(p["solver"].unique())][INSTANCE + ALGO].drop_duplicates()
     budgets = sorted(p["budget"].unique())
     out = {}
     for task, pt in p.groupby("task_spec", sort=False):
         grid = pass_grid(int(pt["budget"].max()))
         bsf = best_so_far(pt, grid)
+        full = pd.MultiIndex.from_frame(every[every["task_spec"] == task])
+        bsf = bsf.reindex(bsf.index.union(full))
         inst = bsf.index.droplevel(ALGO)
         fl = fref.reindex(inst).to_numpy(float)
         x0 = f0.reindex(inst).to_numpy(float)

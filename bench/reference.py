@@ -47,10 +47,12 @@ def _prior_spec(name: str, meta: dict) -> str:
 
 
 def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2, device: str = "cpu",
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True, data_root=None, ood_root=None, prior_dir=None) -> pd.DataFrame:
+    """The reference table of ``run_dir`` (module docstring). ``data_root``/``ood_root``: the dataset folders the
+    run used (folder datasets only); ``prior_dir``: what relative checkpoint paths of its grid resolve against."""
     from bench.budget import BudgetedPrior
     from bench.report import is_ok, load_run
-    from bench.runner import fresh_model, get_images
+    from bench.runner import fresh_model, get_images, resolve_prior
     from bench.solvers.common import Adam, clamp01, evaluate
     from bench.tasks import make_task
 
@@ -64,7 +66,7 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
         raise UserError(f"{str(run_dir)!r} has no reconstructions to restart from (recon/*.npz)")
     steps = max(1, int(round(factor * int(ok["budget"].max()))))
     grid = meta.get("grid") or {}
-    root = {"id": grid.get("data_root"), "ood": grid.get("ood_data_root")}
+    root = {"id": data_root or grid.get("data_root"), "ood": ood_root or grid.get("ood_data_root") or data_root}
     groups = list(ok.groupby(["task_spec", "prior", "prior_sha256", "dataset", "split", "seed", "image_size"]))
     bar = None
     if progress:
@@ -81,7 +83,7 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
         full = problem.take([ids.index(i) for i in best["image_id"]])
         lam = torch.tensor(best["lam"].to_numpy(), dtype=torch.float32, device=device)
         x0 = torch.from_numpy(np.stack([recon[c] for c in best["cell_id"]])).to(device).clamp(0, 1)
-        model = fresh_model(_prior_spec(prior, meta), device, sha)
+        model = fresh_model(resolve_prior(_prior_spec(prior, meta), prior_dir), device, sha)
         for lr in lrs:
             bp = BudgetedPrior(model, steps + 1, full.batch_size)
             x, opt = x0.clone(), Adam(lr)

@@ -190,8 +190,8 @@ def holm(pvalues: dict, alpha: float = ALPHA) -> dict:
 
 
 def _paired_p(sub: pd.DataFrame, metric: str, a: str, b: str) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of a − b over the (image, seed) pairs ok for both (1 if < 2 pairs or
-    all differences are 0)."""
+    """One-sided Wilcoxon signed-rank p-value that ``a`` is better than ``b`` (lower, or higher where the metric is
+    higher-is-better) over the (image, seed) pairs ok for both (1 if < 2 pairs or all differences are 0)."""
     from scipy.stats import wilcoxon
 
     ok = sub[is_ok(sub)]
@@ -202,7 +202,8 @@ def _paired_p(sub: pd.DataFrame, metric: str, a: str, b: str) -> float:
     d = d[np.isfinite(d)]
     if len(d) < 2 or not (d != 0).any():
         return 1.0
-    return float(wilcoxon(d.to_numpy()).pvalue)
+    better = "greater" if HIGHER_IS_BETTER.get(metric, False) else "less"
+    return float(wilcoxon(d.to_numpy(), alternative=better).pvalue)
 
 
 def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list) -> dict:
@@ -229,8 +230,8 @@ def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list) -> dict:
 def metric_table(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tuple[list[str], list[list[str]]]:
     """Headers and string rows of one AIPO-style table (task fixed, rows prior × split × λ, columns solvers).
 
-    Bold: the best solver when its paired difference against the runner-up is significant (Wilcoxon signed-rank,
-    Holm-corrected over the table's cells at ``ALPHA``), else every solver of the tie (the best and the runner-up,
+    Bold: the best solver when its paired difference against the runner-up is significant (one-sided Wilcoxon
+    signed-rank in the best's favour, Holm-corrected over the table's cells at ``ALPHA``), else every solver of the tie (the best and the runner-up,
     and any whose displayed mean equals the best's). The last column states the verdict."""
     sub = df[df["task"] == task]
     st = cell_stats(sub, metric)
@@ -604,7 +605,7 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
     best-known optima and gaps in ``<out dir>/profiles``. ``also``: more run directories whose rows and traces
     count towards f_ref (the same instances run elsewhere)."""
     from bench.integrity import run_problems
-    from bench.profiles import f_ref, profiles, with_gaps
+    from bench.profiles import f_ref, profiles, start_values, with_gaps
     from bench.store import write_parquet
 
     run_dir = Path(run_dir)
@@ -626,7 +627,8 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
     pdir = out.parent / "profiles"
     pdir.mkdir(exist_ok=True)
     write_parquet(pdir / "f_ref.parquet", fref.reset_index())
-    write_parquet(pdir / "gaps.parquet", with_gaps(df, fref)[["cell_id", "f_ref", "gap", "rel_gap"]])
+    write_parquet(pdir / "gaps.parquet", with_gaps(df, fref, start_values(df, traces))[["cell_id", "f_ref", "gap",
+                                                                                        "rel_gap"]])
     figures = None
     if make_figures:
         from bench.figures import make_all

@@ -402,7 +402,7 @@ def _per_row(value, n: int):
         return None
     if isinstance(value, (list, tuple, np.ndarray)) and len(value) == n:
         arr = np.asarray(value)
-        return arr if arr.dtype.kind in "biuf" else None
+        return arr if arr.ndim == 1 and arr.dtype.kind in "biuf" else None
     return None
 
 
@@ -478,7 +478,10 @@ def _run_unit(spec: dict):
         trace, info = res.trace, res.info or {}
         scorer = fresh_model(spec["prior"], device, spec["prior_sha256"])
         if trace is not None and trace.x:
-            trace, trace_rows = _score_trace(trace, full, scorer, lam_full, expand)
+            try:
+                trace, trace_rows = _score_trace(trace, full, scorer, lam_full, expand)
+            except Exception:  # noqa: BLE001 -- a trace that cannot be scored never costs the rows
+                trace = None
     except BudgetExceeded as e:
         status, error = ["overspend"] * N, [_one_line(e)] * N
     except (Exception, SystemExit) as e:  # noqa: BLE001 -- failure isolation: the run goes on
@@ -583,10 +586,13 @@ def _charge_unit(u, cls, cost, passes, secs):
         model = fresh_model(u["prior"], u["device"], u["prior_sha256"])
         x = torch.rand((B, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
         x = x.to(u["device"]).requires_grad_(True)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
         torch.autograd.grad(model.log_prob(x).sum(), x)
+        sync()
         t0 = time.perf_counter()
         for _ in range(3):
             torch.autograd.grad(model.log_prob(x).sum(), x)
+        sync()
         cost[key] = (time.perf_counter() - t0) / 3
     return passes + B * n, secs + cost[key] * n
 
@@ -754,11 +760,14 @@ class RunLock:
     def release(self) -> None:
         import fcntl
 
+        try:   # remove a directory this lock created and nothing else wrote into, while still holding the lock
+            if self.created and [p.name for p in self.out_dir.iterdir()] == [LOCK_NAME]:
+                self.path.unlink()
+                self.out_dir.rmdir()
+        except OSError:
+            pass
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
-        if self.created and [p.name for p in self.out_dir.iterdir()] == [LOCK_NAME]:
-            self.path.unlink()
-            self.out_dir.rmdir()
 
 
 def refuse_foreign_dir(out_dir: Path) -> None:
@@ -908,7 +917,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
                 "filters": grid.filters, "argv": list(argv or []),
                 "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,
-                "planned_units": sorted(u["unit_id"] for u in units)}
+                "planned_cells": sorted(c for u in units for c in cell_ids(u))}
     if problems:
         this_run["resumed_anyway_despite"] = problems
     record["created_at"] = (prev or {}).get("created_at", started)

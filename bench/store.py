@@ -30,7 +30,7 @@ import pandas as pd
 
 META_KEY = b"flowbench"
 UNIT_ID = re.compile(r"^[0-9a-f]{20}$")
-TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+TEMP_NAME = re.compile(r"^\.([0-9a-f]{20}\.(parquet|npz)|run\.json)\.[A-Za-z0-9_]+\.tmp$")
 
 # Columns every row has (later modules and the regression check rely on these names).
 IDENTITY_COLUMNS = ["cell_id", "unit_id", "task", "prior", "prior_sha256", "dataset", "split", "image_id",

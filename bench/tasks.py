@@ -15,6 +15,7 @@ Conventions
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -64,8 +65,9 @@ class Problem:
         return torch.zeros((self.batch_size, *self.shape), dtype=self.y.dtype, device=self.y.device)
 
     def for_solver(self) -> "Problem":
-        """What a solver may see: observation, operator state and noise model, as copies; no clean images."""
-        return Problem(self.task, None, self.y.clone(), list(self.image_ids), self.seed,
+        """What a solver may see: observation, operator state and noise model, as copies (the task object too, so
+        nothing the solver changes reaches the harness's scoring); no clean images."""
+        return Problem(copy.deepcopy(self.task), None, self.y.clone(), list(self.image_ids), self.seed,
                        {k: v.clone() for k, v in self.state.items()}, self.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

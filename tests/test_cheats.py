@@ -34,7 +34,8 @@ CHEATS = textwrap.dedent('''
 
     @SOLVERS.register("cheat-mutate")
     class Mutate(Solver):
-        """Returns the naive estimate, then writes into every tensor it was given: λ, y and the operator state."""
+        """Returns the naive estimate, then writes into everything it was given: λ, y, the operator state, the
+        task's noise level."""
         uses_prior = False
         def solve(self, problem, prior, lam, ctx):
             x = naive(problem)
@@ -42,6 +43,7 @@ CHEATS = textwrap.dedent('''
             problem.y.zero_()
             for v in problem.state.values():
                 v.zero_()
+            problem.task.params["sigma"] = 1e6      # the noise model the harness scores with
             if problem.x_true is not None:
                 problem.x_true.copy_(x)
             return SolveResult(x)

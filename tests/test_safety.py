@@ -125,7 +125,7 @@ def test_report_and_check_flag_an_incomplete_run(kit, tmp_path, capsys):
         (out / sub / f"{uid}.{ext}").unlink(missing_ok=True)
     assert cli(["report", str(out), "--no-figures"]) == 0
     text = (out / "LEADERBOARD.md").read_text()
-    assert "incomplete" in text and "1 of" in text
+    assert "incomplete:" in text and "planned cells have no row" in text
     assert cli(["check", str(out), "--reference", str(kit["ref"])]) == 1
     assert "incomplete" in capsys.readouterr().out
 
@@ -189,4 +189,4 @@ def test_exact_self_check(kit, tmp_path, capsys):
     df.loc[0, "psnr"] = np.nextafter(df.loc[0, "psnr"], np.inf)
     p.write_bytes(store.parquet_bytes(df, dict(store.unit_meta(p), rows_hash=store.frame_hash(df))))
     assert cli(["check", str(out), "--reference", str(kit["ref"]), "--exact"]) == 1
-    assert json.loads((out / "run.json").read_text())["runs"][-1]["planned_units"]
+    assert json.loads((out / "run.json").read_text())["runs"][-1]["planned_cells"]

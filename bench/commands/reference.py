@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--lrs", default="0.01", help="comma list of Adam step sizes (default 0.01)")
     p.add_argument("--starts", type=int, default=2, help="restart from the best N solvers' x̂ (default 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--data-root", metavar="PATH", help="the dataset folder the run used (folder datasets only)")
+    p.add_argument("--ood-root", metavar="PATH", help="the OOD dataset folder the run used")
+    p.add_argument("--prior-dir", metavar="DIR", help="what the grid's relative checkpoint paths resolve against")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -41,9 +44,11 @@ def main(args) -> int:
         raise UserError(f"--factor must be in (0, 100], got {args.factor}")
     if args.starts < 1:
         raise UserError(f"--starts must be >= 1, got {args.starts}")
-    table = reference_solves(args.dir, args.factor, lrs, args.starts, args.device, progress=not args.quiet)
+    table = reference_solves(args.dir, args.factor, lrs, args.starts, args.device, progress=not args.quiet,
+                             data_root=args.data_root, ood_root=args.ood_root, prior_dir=args.prior_dir)
     path = Path(args.dir) / REFERENCE_TABLE
     write_parquet(path, table)
-    print(f"{len(table)} reference solves for {table.groupby(['task_spec', 'prior', 'split', 'image_id', 'lam', 'seed']).ngroups} "
-          f"instances written to {path}")
+    from bench.profiles import INSTANCE
+
+    print(f"{len(table)} reference solves for {table.groupby(INSTANCE).ngroups} instances written to {path}")
     return 0
