@@ -572,13 +572,15 @@ def estimate_wall(units: list[dict], workers: int) -> tuple[int, float]:
         for u in units:
             cls = SOLVERS.get(u["solver"].split("[")[0])
             if cls.uses_prior:
-                passes, secs = _charge_unit(u, cls, cost, passes, secs)
+                n, t = _unit_cost(u, cls, cost)
+                passes, secs = passes + n, secs + t
     finally:
         torch.set_num_threads(threads)
     return passes, (secs * OVERHEAD + UNIT_OVERHEAD_S * len(units)) / max(1, int(workers))
 
 
-def _charge_unit(u, cls, cost, passes, secs):
+def _unit_cost(u, cls, cost: dict) -> tuple[int, float]:
+    """(image-passes, seconds of prior passes) of one unit; ``cost`` caches the timed pass per (prior, batch)."""
     B = len(u["image_ids"]) * (1 if cls.lam_independent else len(u["lams"]))
     n = u["budget"] // 2 if cls.lam_independent else u["budget"]
     key = (u["prior"], u["prior_sha256"], B, u["image_size"])
@@ -594,7 +596,7 @@ def _charge_unit(u, cls, cost, passes, secs):
             torch.autograd.grad(model.log_prob(x).sum(), x)
         sync()
         cost[key] = (time.perf_counter() - t0) / 3
-    return passes + B * n, secs + cost[key] * n
+    return B * n, cost[key] * n
 
 
 def summarize(uid: str, rows: pd.DataFrame, wall_s: float) -> dict:
