@@ -31,11 +31,17 @@ N_GRID = 60
 TRIVIAL = "observed"
 
 
-def _ok(rows: pd.DataFrame) -> pd.DataFrame:
-    out = rows[rows["status"].astype(str) == "ok"].copy()
+def _keyed(rows: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``rows`` with the INSTANCE columns in canonical form (``task_spec``, float λ)."""
+    out = rows.copy()
     if "task_spec" not in out.columns:
         out["task_spec"] = out["task"]
     out["lam"] = out["lam"].astype(float)
+    return out
+
+
+def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    out = _keyed(rows[rows["status"].astype(str) == "ok"])
     out["map_loss"] = pd.to_numeric(out["map_loss"], errors="coerce")
     return out
 
@@ -70,11 +76,7 @@ def f_ref(rows: pd.DataFrame, traces: pd.DataFrame, reference: pd.DataFrame | No
 def with_gaps(rows: pd.DataFrame, fref: pd.Series, f0: pd.Series | None = None) -> pd.DataFrame:
     """``rows`` with ``f_ref``, ``gap`` = map_loss − f_ref and ``rel_gap`` = gap / (f0 − f_ref) (module
     docstring; NaN for failed rows and where f0 − f_ref is not positive)."""
-    out = rows.copy()
-    if "task_spec" not in out.columns:
-        out["task_spec"] = out["task"]
-    out["lam"] = out["lam"].astype(float)
-    out = out.join(fref, on=INSTANCE)
+    out = _keyed(rows).join(fref, on=INSTANCE)
     ok = out["status"].astype(str) == "ok"
     out["gap"] = (pd.to_numeric(out["map_loss"], errors="coerce") - out["f_ref"]).where(ok)
     span = (out.join(f0, on=INSTANCE)["f0"] - out["f_ref"]) if f0 is not None else pd.Series(np.nan, out.index)
@@ -121,10 +123,7 @@ def profiles(rows: pd.DataFrame, traces: pd.DataFrame, fref: pd.Series | None = 
     used = p.groupby("solver")["nfe"].max()
     prior_free = sorted(s for s, n in used.items() if n == 0)
     p = p[~p["solver"].isin(prior_free)]
-    every = rows.copy()   # every (instance, algorithm) that was run, failed ones included: they count as unsolved
-    if "task_spec" not in every.columns:
-        every["task_spec"] = every["task"]
-    every["lam"] = every["lam"].astype(float)
+    every = _keyed(rows)   # every (instance, algorithm) that was run, failed ones included: they count as unsolved
     every = every[every["solver"].isin(p["solver"].unique())][INSTANCE + ALGO].drop_duplicates()
     budgets = sorted(p["budget"].unique())
     out = {}
