@@ -16,3 +16,9 @@ class BudgetExceeded(RuntimeError):
         super().__init__(f"overspend: solver asked for pass {used + 1} of a budget of {budget} "
                          f"(rows {self.rows[:8]}{'...' if len(self.rows) > 8 else ''})")
 
+
+
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """``Type: message`` of an exception on one line, at most ``limit`` characters (what result rows record)."""
+    msg = f"{type(e).__name__}: {e}".replace("\r", " ").replace("\n", " ")
+    return msg if len(msg) <= limit else msg[:limit - 3] + "..."

@@ -2,7 +2,7 @@
 
 The runner hands an executor a list of unit specs (plain JSON-able dicts) and a function; the executor calls
 ``fn(spec, out_dir)`` for each — in this process, in worker processes, or on a cluster — and yields
-``(spec, summary)`` pairs as units finish (any order). ``fn`` is :func:`bench.runner.execute_unit`, a top-level
+``(spec, summary)`` pairs as units finish (any order). ``fn`` is :func:`bench.unit.execute_unit`, a top-level
 function that loads everything it needs from names and writes its own part files, so every executor produces the
 same rows. A unit whose call raises (it should not: ``execute_unit`` turns failures into rows) is yielded as
 ``(spec, exc)`` and the runner writes error rows for it.

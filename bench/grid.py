@@ -38,7 +38,6 @@ directory). Filters (``--task --prior --solver --lam --split``) narrow every blo
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.identity import sha256_json
 
 PRESET_DIR = Path(__file__).resolve().parent / "grids"
 SPLITS = ("id", "ood")
@@ -139,8 +139,7 @@ class Grid:
         d = dict(self.resolved_unfiltered())
         for k in ("name", "description"):
             d.pop(k)
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return sha256_json(d, 16)
 
 
 # ----------------------------------------------------------------------------------------------- type checks

@@ -48,7 +48,8 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     run used (folder datasets only); ``prior_dir``: what relative checkpoint paths of its grid resolve against."""
     from bench.budget import BudgetedPrior
     from bench.report import is_ok, load_run
-    from bench.runner import fresh_model, get_images, resolve_prior
+    from bench.loading import fresh_model, get_images
+    from bench.planning import resolve_prior
     from bench.solvers.common import Adam, clamp01, evaluate
     from bench.tasks import make_task
 

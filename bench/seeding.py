@@ -8,15 +8,15 @@ any machine.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import torch
+
+from bench.identity import canonical_json
 
 
 def derive_seed(*parts) -> int:
     """A 63-bit seed from a canonical JSON encoding of ``parts`` (dicts are key-sorted)."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+    return int.from_bytes(hashlib.sha256(canonical_json(parts)).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def generator(*parts) -> torch.Generator:

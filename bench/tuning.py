@@ -25,7 +25,6 @@ interrupted tuning run resumes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -56,7 +55,9 @@ class Tuned:
 
 
 def params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    from bench.identity import sha256_json
+
+    return sha256_json(params, 16)
 
 
 def normalize_params(params: dict, where: str = "tuned file") -> dict:
@@ -137,8 +138,10 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     from bench.datasets.base import DATASETS
     from bench.executors import LocalExecutor
     from bench.registry import parse_spec
-    from bench.runner import (check_writable, execute_unit, get_images, get_prior, git_commit, make_unit, now_iso,
-                              preflight, prepare_out_dir, remove_unit, resolve_prior, versions)
+    from bench.loading import get_images, get_prior
+    from bench.manifest import check_writable, prepare_out_dir
+    from bench.planning import make_unit, preflight, resolve_prior
+    from bench.provenance import git_commit, now_iso, row_provenance, versions
     from bench.solvers.base import SOLVERS
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -163,8 +166,7 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     seed = grid.main.seeds[0]
     commit, _ = git_commit()
     vers = versions()
-    prov = {"git_commit": commit, "torch_version": vers["torch"], "numpy_version": vers["numpy"],
-            "started_at": now_iso(), "grid_name": f"tune:{grid.name}", "grid_hash": grid.hash}
+    prov = row_provenance(commit, vers, now_iso(), f"tune:{grid.name}", grid.hash)
 
     priors = {p: get_prior(resolve_prior(p, prior_dir), "cpu") for p in grid.values("priors")}
     combos: dict = {}
@@ -201,11 +203,11 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
                 jobs.append(((solver, task, prior), param, start, v, spec))
         if not jobs:
             break
-        results = _run_jobs([j[-1] for j in jobs], work_dir, executor, execute_unit, remove_unit, progress,
+        results = _run_jobs([j[-1] for j in jobs], work_dir, executor, progress,
                             desc=f"tune {grid.name} stage {stage + 1}")
         by_combo: dict = {}
         for combo, param, start, v, spec in jobs:
-            obj, fails = _objective(results[spec["unit_id"]])
+            obj, fails = _objective(results[spec.unit_id])
             by_combo.setdefault((combo, param, start), []).append({"value": v, "objective": obj, "failures": fails})
         for (combo, param, start), cands in by_combo.items():
             best = _pick(cands, start)
@@ -237,34 +239,20 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     return record
 
 
-def _run_jobs(specs, work_dir, executor, execute_unit, remove_unit, progress, desc) -> dict:
+def _run_jobs(specs, work_dir, executor, progress, desc) -> dict:
     """Run the specs not already finished in ``work_dir``; return {unit_id: rows DataFrame}."""
+    from bench.resume import remove_unit
+    from bench.runner import run_units
+
     out, todo = {}, []
-    seen = set()
-    for s in specs:
-        if s["unit_id"] in seen:
-            continue
-        seen.add(s["unit_id"])
+    for s in {s.unit_id: s for s in specs}.values():
         try:
-            out[s["unit_id"]] = store.read_unit(work_dir, s["unit_id"])
+            out[s.unit_id] = store.read_unit(work_dir, s.unit_id)
         except FileNotFoundError:
             todo.append(s)
         except Exception:  # noqa: BLE001 -- corrupt part file: recompute
-            remove_unit(Path(work_dir), s["unit_id"])
+            remove_unit(Path(work_dir), s.unit_id)
             todo.append(s)
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="unit", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    try:
-        for spec, result in executor.map(execute_unit, todo, work_dir):
-            if isinstance(result, BaseException):
-                raise UserError(f"tuning unit {spec['unit_id']} failed in the executor: {result}")
-            out[spec["unit_id"]] = store.read_unit(work_dir, spec["unit_id"])
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    for spec, _ in run_units(executor, todo, work_dir, progress=progress, desc=desc):
+        out[spec.unit_id] = store.read_unit(work_dir, spec.unit_id)
     return out

@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 from bench.errors import UserError
 from bench.priors.base import ARCHS, GaussianLogitPrior, to_logit
 from bench.priors.presets import n_params
+from bench.provenance import git_commit
 from bench.seeding import derive_seed, generator
 
 FORMAT = "flowprior-checkpoint"
@@ -78,14 +78,6 @@ def fit_gaussian_baseline(train_images: torch.Tensor) -> GaussianLogitPrior:
     u, _ = to_logit(centres(quantize(train_images)).double())
     mean, std = u.mean(0), u.std(0, unbiased=False).clamp_min(1e-3)
     return GaussianLogitPrior(tuple(train_images.shape[1:]), mean.float(), std.float())
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def sha256_file(path) -> str:
@@ -232,7 +224,7 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
         **{k: round(v, 4) for k, v in result.items()},
         "gaussian_baseline_test_bpd": round(evaluate_bpd(baseline, test), 4),
         "bpd_convention": BPD_CONVENTION, "history": history,
-        "git_commit": git_commit(), "sha256": sha, "file_size": pt.stat().st_size,
+        "git_commit": git_commit()[0], "sha256": sha, "file_size": pt.stat().st_size,
         "torch_version": torch.__version__, "device": str(dev), "wall_time_s": round(time.time() - t0, 1),
     }
     with open(out / f"{name}.json", "w") as f:

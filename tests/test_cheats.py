@@ -85,8 +85,8 @@ CHEATS = textwrap.dedent('''
     class CachedModel(Bypass):
         uses_prior = False
         def attempt(self, problem, prior, x):
-            from bench import runner
-            model = next(iter(runner._PRIORS.values())).model   # the per-process cache of the old runner
+            from bench import loading
+            model = next(iter(loading._PRIORS.values())).model   # the per-process cache of the old runner
             model.log_prob(x)
 
 

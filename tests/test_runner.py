@@ -1,150 +1,33 @@
 """The grid runner: unit expansion, rows for every cell, resume, corrupt files, failure isolation, determinism,
-batch-order independence, refusal to mix runs. Priors are analytic GaussianLogitPrior checkpoints written to a
-temporary folder (loaded by path through the real catalog); solvers are tiny test solvers registered per test."""
+batch-order independence. Priors are analytic GaussianLogitPrior checkpoints written to a temporary folder (loaded
+by path through the real catalog); solvers are tiny test solvers registered per test (tests/runkit.py)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
 
-from bench import runner, store
+from bench import store
 from bench.cli import main as cli_main
-from bench.errors import UserError
-from bench.grid import apply_filters, load_grid, parse_grid
-from bench.solvers.base import SOLVERS, SolveResult, Solver, Trace
-
-
-# ------------------------------------------------------------------------------------------ test solvers
-def _grad_steps(problem, prior, lam, lr, passes):
-    """``passes`` gradient steps on L(x; λ) from clamp(fᵀy), one counted prior pass each; rows independent."""
-    x = problem.adjoint(problem.y).clamp(0, 1)
-    trace = Trace()
-    for _ in range(passes):
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_(True)
-            loss = problem.data_fit(xr) - lam * prior.log_prob(xr)
-            (g,) = torch.autograd.grad(loss.sum(), xr)
-        trace.record(prior.used.clone(), loss.detach())
-        x = (x - lr * g).clamp(0, 1)
-    return x.detach(), trace
-
-
-class GradSolver(Solver):
-    """Counts its solve calls and batch sizes (class attributes)."""
-
-    parameters = {"lr": 0.01, "passes": 3}
-    tunable = ("lr",)
-    calls: list = []
-
-    def solve(self, problem, prior, lam, ctx):
-        type(self).calls.append(problem.batch_size)
-        x, trace = _grad_steps(problem, prior, lam, self.params["lr"], self.params["passes"])
-        return SolveResult(x, trace, {"iterations": torch.full((problem.batch_size,), self.params["passes"])})
-
-
-class BoomSolver(Solver):
-    parameters = {}
-
-    def solve(self, problem, prior, lam, ctx):
-        raise RuntimeError("kaboom\nsecond line of the message")
-
-
-class NanSolver(Solver):
-    """NaN for the rows with λ > 1, a fine answer otherwise."""
-
-    parameters = {}
-
-    def solve(self, problem, prior, lam, ctx):
-        x, trace = _grad_steps(problem, prior, lam, 0.01, 2)
-        x[lam > 1] = float("nan")
-        return SolveResult(x, trace)
-
-
-class GreedySolver(Solver):
-    parameters = {}
-
-    def solve(self, problem, prior, lam, ctx):
-        x = problem.adjoint(problem.y).clamp(0, 1)
-        for _ in range(ctx.budget + 1):
-            prior.log_prob(x)
-        return SolveResult(x)
-
-
-class LamFreeSolver(Solver):
-    """λ-independent and prior-free (like Lasso): the runner must solve once per image and replicate across λ."""
-
-    parameters = {"shift": 0.0}
-    uses_prior = False
-    lam_independent = True
-    calls: list = []
-
-    def solve(self, problem, prior, lam, ctx):
-        assert prior is None
-        type(self).calls.append(problem.batch_size)
-        return SolveResult((problem.adjoint(problem.y) + self.params["shift"]).clamp(0, 1))
-
-
-TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
-                "t-lamfree": LamFreeSolver}
-
-
-@pytest.fixture
-def test_solvers():
-    SOLVERS.names()  # discover the real plugins first
-    for name, cls in TEST_SOLVERS.items():
-        SOLVERS.register(name)(cls)
-    GradSolver.calls, LamFreeSolver.calls = [], []
-    yield
-    for name in TEST_SOLVERS:
-        SOLVERS._items.pop(name, None)
-
-
-@pytest.fixture(scope="module")
-def priors(tmp_path_factory):
-    """Two analytic priors saved as checkpoints (loaded by path through bench.priors.catalog)."""
-    from bench.priors.base import GaussianLogitPrior
-    from bench.priors.training import save_checkpoint
-
-    d = tmp_path_factory.mktemp("priors")
-    save_checkpoint(GaussianLogitPrior((1, 16, 16)), d / "gauss-a.pt")
-    save_checkpoint(GaussianLogitPrior((1, 16, 16), torch.full((1, 16, 16), 0.3), torch.full((1, 16, 16), 1.5)),
-                    d / "gauss-b.pt")
-    return [str(d / "gauss-a.pt"), str(d / "gauss-b.pt")]
-
-
-def make_grid(priors, **changes):
-    raw = {"name": "tiny", "priors": priors, "tasks": ["denoise", "cs[m=0.1628]"], "lams": [0.5, 2.0],
-           "solvers": ["t-grad"], "budget": 10, "mle_steps": 2, "images_per_split": 2, "splits": ["id", "ood"]}
-    raw.update(changes)
-    return parse_grid(raw)
-
-
-def run(grid, out, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("log", lambda m: None)
-    return runner.run_grid(grid, out, **kw)
-
-
-def rows_of(out) -> pd.DataFrame:
-    return store.read_run(out).sort_values("cell_id").reset_index(drop=True)
+from bench.grid import apply_filters
+from bench.planning import plan_units
+from bench.unit import execute_unit
+from runkit import GradSolver, LamFreeSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------- expansion
 def test_unit_expansion_counts(priors, test_solvers):
     g = make_grid(priors, solvers=["t-grad", "t-lamfree"], seeds=[0, 1],
                   extra=[{"tasks": ["cs[m=0.05]", "denoise"], "lams": [1.0], "priors": priors[:1]}])
-    units = runner.plan_units(g)
+    units = plan_units(g)
     # main: 2 splits x 2 priors x 2 tasks x 2 seeds x 2 solvers = 32; extra adds cs[m=0.05] for 1 prior: 8 more
     assert len(units) == 40
-    assert len({u["unit_id"] for u in units}) == 40
-    den = [u for u in units if u["task"] == "denoise" and u["prior"] == priors[0]]
-    assert all(u["lams"] == [0.5, 1.0, 2.0] for u in den)  # λ merged over blocks, one unit per key
-    assert all(len(u["image_ids"]) == 2 for u in units)
-    cells = [c for u in units for c in runner.cell_ids(u)]
+    assert len({u.unit_id for u in units}) == 40
+    den = [u for u in units if u.task == "denoise" and u.prior == priors[0]]
+    assert all(u.lams == (0.5, 1.0, 2.0) for u in den)  # λ merged over blocks, one unit per key
+    assert all(len(u.image_ids) == 2 for u in units)
+    cells = [c for u in units for c in u.cell_ids()]
     assert len(cells) == len(set(cells))
 
 
@@ -325,13 +208,13 @@ def test_determinism_two_dirs(priors, test_solvers, tmp_path):
 
 def test_batch_order_independence(priors, test_solvers, tmp_path):
     g = make_grid(priors[:1], splits=["id"], tasks=["cs[m=0.1628]"], images_per_split=4, lams=[0.5, 1.0, 2.0])
-    (spec,) = runner.plan_units(g)
-    rev = dict(spec, image_ids=spec["image_ids"][::-1], lams=spec["lams"][::-1], unit_id="reversed")
-    small = dict(spec, image_ids=spec["image_ids"][1:2], lams=[1.0], unit_id="single")
+    (spec,) = plan_units(g)
+    rev = replace(spec, image_ids=spec.image_ids[::-1], lams=spec.lams[::-1])
+    small = replace(spec, image_ids=spec.image_ids[1:2], lams=(1.0,))
     for s in (spec, rev, small):
-        runner.execute_unit(s, tmp_path)
-    d = {u: store.read_unit(tmp_path, u).set_index("cell_id") for u in (spec["unit_id"], "reversed", "single")}
-    a, b, c = d[spec["unit_id"]], d["reversed"].loc[d[spec["unit_id"]].index], d["single"]
+        execute_unit(s, tmp_path)
+    a, b, c = (store.read_unit(tmp_path, s.unit_id).set_index("cell_id") for s in (spec, rev, small))
+    b = b.loc[a.index]
     np.testing.assert_allclose(a["map_loss"], b["map_loss"], rtol=1e-5)
     np.testing.assert_allclose(a.loc[c.index, "map_loss"], c["map_loss"], rtol=1e-5)
 
@@ -339,132 +222,9 @@ def test_batch_order_independence(priors, test_solvers, tmp_path):
 def test_unit_ids_stable_and_grid_independent(priors, test_solvers):
     g1 = make_grid(priors)
     g2 = make_grid(priors, name="renamed", solvers=["t-grad", "t-lamfree"])
-    ids1 = {u["unit_id"] for u in runner.plan_units(g1)}
-    ids2 = {u["unit_id"] for u in runner.plan_units(g2)}
+    ids1 = {u.unit_id for u in plan_units(g1)}
+    ids2 = {u.unit_id for u in plan_units(g2)}
     assert ids1 <= ids2
-    assert ids1 == {u["unit_id"] for u in runner.plan_units(g1)}
+    assert ids1 == {u.unit_id for u in plan_units(g1)}
     g3 = make_grid(priors, budget=11)
-    assert not ids1 & {u["unit_id"] for u in runner.plan_units(g3)}
-
-
-# ---------------------------------------------------------------------------------------- run.json & refusal
-def test_run_json_and_refusals(priors, test_solvers, tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    g = make_grid(priors)
-    run(g, out)
-    rec = json.loads((out / "run.json").read_text())
-    assert rec["grid_hash"] == g.hash and rec["grid"]["blocks"][0]["lams"] == [0.5, 2.0]
-    assert rec["git_commit"] and "torch" in rec["versions"] and len(rec["runs"]) == 1
-    df = store.read_run(out)
-    assert (df["grid_hash"] == g.hash).all() and (~df["tuned"]).all()
-
-    changed = make_grid(priors, lams=[0.5, 1.0])
-    with pytest.raises(UserError, match="grid") as e:
-        run(changed, out)
-    assert "--resume-anyway" in str(e.value)
-    assert len(store.read_run(out)) == 32  # nothing written
-    run(changed, out, resume_anyway=True)
-    rec = json.loads((out / "run.json").read_text())
-    assert rec["grid_hash"] == changed.hash and "resumed_anyway_despite" in rec["runs"][-1]
-
-    monkeypatch.setattr(runner, "git_commit", lambda: ("f" * 40, False))
-    with pytest.raises(UserError, match="commit"):
-        run(changed, out)
-
-
-def test_changed_solver_default_is_detected(priors, test_solvers, tmp_path, monkeypatch):
-    """Uncommitted code changes that alter a solver's parameters give the same cells other cell ids: refused, not
-    mixed (the commit check cannot see them)."""
-    out = tmp_path / "out"
-    run(make_grid(priors), out)
-    monkeypatch.setattr(GradSolver, "parameters", {"lr": 0.02, "passes": 3})
-    with pytest.raises(UserError, match="other solver parameters") as e:
-        run(make_grid(priors), out)
-    assert "t-grad" in str(e.value)
-    assert len(store.read_run(out)) == 32
-    GradSolver.calls.clear()
-    run(make_grid(priors), out, resume_anyway=True)
-    assert len(GradSolver.calls) == 8 and len(store.read_run(out)) == 64
-
-
-def test_unwritable_out_dir(priors, test_solvers, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(UserError, match="not a directory"):
-        run(make_grid(priors), blocker / "out")
-    with pytest.raises(UserError, match="not a directory"):
-        run(make_grid(priors), blocker)
-    assert GradSolver.calls == []
-
-
-def test_images_per_split_larger_than_split(priors, test_solvers, tmp_path):
-    with pytest.raises(UserError, match="images_per_split = 50"):
-        run(make_grid(priors, images_per_split=50), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-def test_paper_grid_stops_with_what_is_missing(tmp_path, capsys):
-    assert cli_main(["run", "--grid", "paper", "--out", str(tmp_path / "p")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert "--data-root" in err and "glow-paper.pt" in err and "train-prior" in err
-    assert not (tmp_path / "p").exists()
-
-
-def test_dry_run_writes_nothing(priors, test_solvers, tmp_path):
-    s = run(make_grid(priors), tmp_path / "out", dry_run=True)
-    assert s.units_planned == 8 and GradSolver.calls == [] and not (tmp_path / "out").exists()
-
-
-# --------------------------------------------------------------------------------------------- executors
-@pytest.mark.slow  # two spawned workers each import torch and the plugins: ~10-20 s on a loaded 2-core box
-def test_process_pool_matches_serial(priors, tmp_path):
-    """--workers 2 (spawned processes) writes the same numbers as in-process execution (real registered solvers):
-    every unit runs 1 torch thread either way, so float summation order is the same."""
-    from bench.executors import LocalExecutor
-
-    g = make_grid(priors, solvers=["lasso-dct", "mle-init"], tasks=["cs[m=0.1628]", "inpaint"], budget=10,
-                  mle_steps=4)
-    before = torch.get_num_threads()
-    run(g, tmp_path / "serial", executor=LocalExecutor(workers=1))
-    assert torch.get_num_threads() == before  # the in-process run restores the caller's thread count
-    run(g, tmp_path / "pool", executor=LocalExecutor(workers=2))
-    a, b = rows_of(tmp_path / "serial"), rows_of(tmp_path / "pool")
-    assert len(a) == len(b) == 64 and (a["cell_id"] == b["cell_id"]).all()
-    assert (a["torch_threads"] == 1).all() and (b["torch_threads"] == 1).all()
-    assert a["cpu_isa"].nunique() == 1 and (a["cpu_isa"] == b["cpu_isa"]).all()
-    for col in ("map_loss", "psnr", "nfe_used"):
-        np.testing.assert_array_equal(a[col].to_numpy(), b[col].to_numpy())
-
-
-# ------------------------------------------------------------------------------------------- shipped smoke
-SHIPPED_XS = [Path(__file__).resolve().parents[1] / "priors" / "checkpoints" / f"{n}.pt"
-              for n in ("realnvp-xs", "glow-xs")]
-needs_xs = pytest.mark.skipif(not all(p.is_file() for p in SHIPPED_XS), reason="shipped xs priors not trained yet")
-
-
-@needs_xs
-def test_smoke_grid_slice_with_shipped_priors(tmp_path):
-    g = apply_filters(load_grid("smoke"), task=["inpaint"], lam=["2.0"], split=["id"])
-    s = run(g, tmp_path / "smoke", device="cpu")
-    df = store.read_run(tmp_path / "smoke")
-    assert len(df) == s.rows_written == 2 * len(g.main.solvers) * 2  # 2 priors x solvers x 2 images
-    assert (df["status"] == "ok").all(), df.loc[df.status != "ok", ["solver", "error"]].to_string()
-    assert (df["nfe_used"] <= df["budget"]).all()
-
-
-@needs_xs
-@pytest.mark.slow
-def test_smoke_grid_complete_and_resumes(tmp_path):
-    import time
-
-    g = load_grid("smoke")
-    t = time.perf_counter()
-    s = run(g, tmp_path / "smoke", device="cpu")
-    wall = time.perf_counter() - t
-    df = store.read_run(tmp_path / "smoke")
-    n = len(g.main.priors) * len(g.main.tasks) * len(g.main.lams) * len(g.main.solvers) * 2 * 2
-    assert len(df) == n and s.exit_code == 0, df.loc[df.status != "ok", ["solver", "error"]].to_string()
-    assert wall < 120  # the target is < 60 s on an idle 2-core machine; leave room for a loaded CI box
-    s2 = run(g, tmp_path / "smoke", device="cpu")
-    assert s2.units_run == 0 and s2.units_skipped == s.units_run
+    assert not ids1 & {u.unit_id for u in plan_units(g3)}

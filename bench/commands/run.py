@@ -1,4 +1,4 @@
-"""``python -m bench run --grid NAME``: run a benchmark grid into a results directory (see bench/runner.py)."""
+"""``python -m bench run --grid NAME``: run a benchmark grid into a results directory (see docs/ARCHITECTURE.md)."""
 from __future__ import annotations
 
 import sys

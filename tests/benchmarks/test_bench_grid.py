@@ -17,7 +17,8 @@ import pytest
 
 from bench.grid import load_grid
 from bench.priors.catalog import CHECKPOINT_DIR
-from bench.runner import clear_caches, run_grid
+from bench.loading import clear_caches
+from bench.runner import run_grid
 from bench.store import read_run
 
 

@@ -1,0 +1,180 @@
+"""Planning: a validated grid → frozen :class:`UnitSpec` work units, after checking everything it needs from outside.
+
+A *unit* is one solver over all images of one split × the λ values of one (task, prior, split, seed, budget). Its
+spec is plain data (names and numbers, picklable), so any executor can ship it to another process or machine;
+:func:`bench.unit.execute_unit` runs it. λ values of several grid blocks for the same unit are merged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.grid import Grid, is_prior_path
+from bench.identity import cell_ids, unit_id
+from bench.loading import get_images, get_prior
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """One work unit. Identity fields (:data:`bench.identity.IDENTITY_KEYS`) decide ``unit_id`` and the cell ids;
+    ``prior`` (the resolved checkpoint path or shipped name), ``data_root``, ``device``, ``provenance`` and
+    ``imports`` (plugin modules the executing process imports first) say where and how to run it."""
+
+    task: str                     # task spec, e.g. "cs[m=0.1628]"
+    task_params: dict
+    prior: str
+    prior_name: str
+    prior_sha256: str
+    dataset: str
+    dataset_split: str
+    split: str
+    data_root: str | None
+    image_size: int
+    image_ids: tuple
+    lams: tuple                   # sorted floats
+    solver: str                   # solver spec as in the grid, e.g. "aipo[alpha=0.01]"
+    solver_overrides: dict        # grid overrides + tuned values, what the solver is built with
+    solver_params: dict           # every resolved parameter (part of the identity)
+    tuned: bool
+    seed: int
+    budget: int                   # prior passes per row, MLE stage included
+    mle_steps: int
+    device: str = "cpu"
+    provenance: dict = field(default_factory=dict)
+    imports: tuple = ()
+    unit_id: str = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "unit_id", unit_id(self))
+
+    @property
+    def rows(self) -> int:
+        return len(self.image_ids) * len(self.lams)
+
+    def cell_ids(self) -> list[str]:
+        return cell_ids(self)
+
+    def with_lams(self, lams) -> "UnitSpec":
+        """The same unit restricted to ``lams`` (a new unit id; cell ids unchanged)."""
+        return dataclasses.replace(self, lams=tuple(float(x) for x in lams))
+
+
+def resolve_prior(spec: str, prior_dir: str | None) -> str:
+    """Shipped names pass through; relative checkpoint paths resolve against ``prior_dir`` (default: cwd)."""
+    if not is_prior_path(spec):
+        return spec
+    p = Path(spec).expanduser()
+    if not p.is_absolute():
+        p = Path(prior_dir or ".") / p
+    return str(p.resolve())
+
+
+def preflight(grid: Grid, prior_dir: str | None = None) -> None:
+    """Everything a grid needs from outside (data folders, checkpoint files), checked at once: one UserError that
+    lists what is missing and how to get it."""
+    from bench.datasets.base import DATASETS
+
+    problems = []
+    for split in grid.values("splits"):
+        ds, root = grid.dataset_for(split)
+        cls = DATASETS.get(ds)
+        flag = "--data-root" if split == "id" else "--ood-root"
+        if cls.needs_root and not root:
+            problems.append(f"{flag} (dataset {ds!r} for split {split!r} reads images from a folder)")
+        elif root and not Path(root).expanduser().is_dir():
+            problems.append(f"{flag} {root!r} is not a folder")
+    missing = []
+    for spec in grid.values("priors"):
+        if is_prior_path(spec) and not Path(resolve_prior(spec, prior_dir)).is_file():
+            recipe = grid.prior_recipes.get(spec)
+            missing.append(f"{spec}" + (f" (make it with: {recipe})" if recipe else ""))
+    if missing:
+        where = (f" under --prior-dir {prior_dir}" if prior_dir
+                 else " (relative to the current directory or --prior-dir)")
+        problems.append(f"prior checkpoint(s){where}: " + ", ".join(missing))
+    if problems:
+        raise UserError(f"grid {grid.name!r} cannot start, missing: " + "; ".join(problems))
+
+
+def split_images(grid: Grid, split: str) -> list[str]:
+    """Image ids of a grid split (first ``images_per_split`` of the dataset's test split, id order)."""
+    ds, root = grid.dataset_for(split)
+    iset = get_images(ds, "test", grid.image_size, root)
+    k = grid.images_per_split[split]
+    if k is not None and k > len(iset):
+        raise UserError(f"images_per_split = {k} exceeds the {len(iset)} images of {ds}/test (split {split!r}); "
+                        f"use at most {len(iset)} or \"all\"")
+    return list(iset.ids if k is None else iset.ids[:k])
+
+
+def image_channels(grid: Grid, split: str) -> tuple:
+    ds, root = grid.dataset_for(split)
+    return tuple(get_images(ds, "test", grid.image_size, root).images.shape[1:])
+
+
+def lookup_tuned(tuned: dict | None, solver: str, task: str, prior: str) -> dict:
+    if not tuned:
+        return {}
+    return dict(tuned.get(solver, {}).get(task, {}).get(prior, {}))
+
+
+def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split: str, split: str, data_root,
+              image_size: int, image_ids, lams, solver: str, tuned_params: dict, seed: int, budget: int,
+              mle_steps: int, device: str, provenance: dict, imports=()) -> UnitSpec:
+    """A unit spec with the task's and solver's parameters resolved (a bad parameter is a UserError here)."""
+    from bench.registry import parse_spec
+    from bench.solvers.base import SOLVERS
+    from bench.tasks import make_task
+
+    t = make_task(task)
+    name, overrides = parse_spec(solver)
+    overrides = {**overrides, **tuned_params}
+    inst = SOLVERS.get(name)(**overrides)
+    return UnitSpec(
+        task=t.spec, task_params=dict(t.params), prior=prior_spec, prior_name=prior.name, prior_sha256=prior.sha256,
+        dataset=dataset, dataset_split=dataset_split, split=split, data_root=data_root, image_size=image_size,
+        image_ids=tuple(image_ids), lams=tuple(sorted(float(x) for x in lams)), solver=solver,
+        solver_overrides=overrides, solver_params=dict(inst.params), tuned=bool(tuned_params), seed=int(seed),
+        budget=int(budget), mle_steps=int(mle_steps), device=str(device), provenance=dict(provenance),
+        imports=tuple(imports))
+
+
+def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, prior_dir: str | None = None,
+               provenance: dict | None = None, imports=()) -> list[UnitSpec]:
+    """Expand a grid into unit specs: one per (split, prior, task, seed, solver, budget), λ merged over blocks."""
+    from bench.tasks import make_task
+
+    provenance = provenance or {}
+    images = {s: split_images(grid, s) for s in grid.values("splits")}
+    for s in images:
+        for t in grid.values("tasks"):
+            make_task(t).check_shape(image_channels(grid, s))
+    priors = {}
+    for spec in grid.values("priors"):
+        lp = get_prior(resolve_prior(spec, prior_dir), "cpu")
+        for s in images:
+            shape = image_channels(grid, s)
+            if lp.image_shape != shape:
+                raise UserError(f"prior {spec!r} models images of shape {lp.image_shape} but grid "
+                                f"{grid.name!r} gives {shape} (image_size {grid.image_size}, split {s!r})")
+        priors[spec] = lp
+    keys: dict = {}
+    for b in grid.blocks:
+        for split in b.splits:
+            for prior in b.priors:
+                for task in b.tasks:
+                    for seed in b.seeds:
+                        for solver in b.solvers:
+                            for budget in grid.budgets:   # each budget is its own cell (AIPO's schedule uses it)
+                                keys.setdefault((split, prior, task, seed, solver, budget), set()).update(b.lams)
+    units = []
+    for (split, prior, task, seed, solver, budget), lams in keys.items():
+        ds, root = grid.dataset_for(split)
+        units.append(make_unit(
+            task=task, prior_spec=resolve_prior(prior, prior_dir), prior=priors[prior], dataset=ds,
+            dataset_split="test", split=split, data_root=root, image_size=grid.image_size, image_ids=images[split],
+            lams=lams, solver=solver, tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed,
+            budget=budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports))
+    return units

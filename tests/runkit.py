@@ -1,0 +1,126 @@
+"""Test solvers, two analytic priors and a tiny grid for the runner tests (tests/test_runner*.py)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import store
+from bench.grid import parse_grid
+from bench.runner import run_grid
+from bench.solvers.base import SOLVERS, SolveResult, Solver, Trace
+
+
+# ------------------------------------------------------------------------------------------ test solvers
+def _grad_steps(problem, prior, lam, lr, passes):
+    """``passes`` gradient steps on L(x; λ) from clamp(fᵀy), one counted prior pass each; rows independent."""
+    x = problem.adjoint(problem.y).clamp(0, 1)
+    trace = Trace()
+    for _ in range(passes):
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            loss = problem.data_fit(xr) - lam * prior.log_prob(xr)
+            (g,) = torch.autograd.grad(loss.sum(), xr)
+        trace.record(prior.used.clone(), loss.detach())
+        x = (x - lr * g).clamp(0, 1)
+    return x.detach(), trace
+
+
+class GradSolver(Solver):
+    """Counts its solve calls and batch sizes (class attributes)."""
+
+    parameters = {"lr": 0.01, "passes": 3}
+    tunable = ("lr",)
+    calls: list = []
+
+    def solve(self, problem, prior, lam, ctx):
+        type(self).calls.append(problem.batch_size)
+        x, trace = _grad_steps(problem, prior, lam, self.params["lr"], self.params["passes"])
+        return SolveResult(x, trace, {"iterations": torch.full((problem.batch_size,), self.params["passes"])})
+
+
+class BoomSolver(Solver):
+    parameters = {}
+
+    def solve(self, problem, prior, lam, ctx):
+        raise RuntimeError("kaboom\nsecond line of the message")
+
+
+class NanSolver(Solver):
+    """NaN for the rows with λ > 1, a fine answer otherwise."""
+
+    parameters = {}
+
+    def solve(self, problem, prior, lam, ctx):
+        x, trace = _grad_steps(problem, prior, lam, 0.01, 2)
+        x[lam > 1] = float("nan")
+        return SolveResult(x, trace)
+
+
+class GreedySolver(Solver):
+    parameters = {}
+
+    def solve(self, problem, prior, lam, ctx):
+        x = problem.adjoint(problem.y).clamp(0, 1)
+        for _ in range(ctx.budget + 1):
+            prior.log_prob(x)
+        return SolveResult(x)
+
+
+class LamFreeSolver(Solver):
+    """λ-independent and prior-free (like Lasso): the runner must solve once per image and replicate across λ."""
+
+    parameters = {"shift": 0.0}
+    uses_prior = False
+    lam_independent = True
+    calls: list = []
+
+    def solve(self, problem, prior, lam, ctx):
+        assert prior is None
+        type(self).calls.append(problem.batch_size)
+        return SolveResult((problem.adjoint(problem.y) + self.params["shift"]).clamp(0, 1))
+
+
+TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
+                "t-lamfree": LamFreeSolver}
+
+
+@pytest.fixture
+def test_solvers():
+    SOLVERS.names()  # discover the real plugins first
+    for name, cls in TEST_SOLVERS.items():
+        SOLVERS.register(name)(cls)
+    GradSolver.calls, LamFreeSolver.calls = [], []
+    yield
+    for name in TEST_SOLVERS:
+        SOLVERS._items.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def priors(tmp_path_factory):
+    """Two analytic priors saved as checkpoints (loaded by path through bench.priors.catalog)."""
+    from bench.priors.base import GaussianLogitPrior
+    from bench.priors.training import save_checkpoint
+
+    d = tmp_path_factory.mktemp("priors")
+    save_checkpoint(GaussianLogitPrior((1, 16, 16)), d / "gauss-a.pt")
+    save_checkpoint(GaussianLogitPrior((1, 16, 16), torch.full((1, 16, 16), 0.3), torch.full((1, 16, 16), 1.5)),
+                    d / "gauss-b.pt")
+    return [str(d / "gauss-a.pt"), str(d / "gauss-b.pt")]
+
+
+def make_grid(priors, **changes):
+    raw = {"name": "tiny", "priors": priors, "tasks": ["denoise", "cs[m=0.1628]"], "lams": [0.5, 2.0],
+           "solvers": ["t-grad"], "budget": 10, "mle_steps": 2, "images_per_split": 2, "splits": ["id", "ood"]}
+    raw.update(changes)
+    return parse_grid(raw)
+
+
+def run(grid, out, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("log", lambda m: None)
+    return run_grid(grid, out, **kw)
+
+
+def rows_of(out) -> pd.DataFrame:
+    return store.read_run(out).sort_values("cell_id").reset_index(drop=True)
