@@ -10,7 +10,8 @@ import torch
 
 from bench.errors import UserError
 from bench.executors import EXECUTORS, LocalExecutor
-from bench.grid import apply_filters, load_grid
+from bench.filters import apply_filters
+from bench.grid import load_grid
 from bench.runner import run_grid
 from bench.store import read_run
 from gridkit import assert_same_rows, comparable, make_checkpoint, write_grid

@@ -5,7 +5,8 @@ import pytest
 
 from bench.cli import main as cli_main
 from bench.errors import UserError
-from bench.grid import SPLITS, apply_filters, load_grid, parse_grid, preset_names, print_presets
+from bench.filters import apply_filters
+from bench.grid import SPLITS, load_grid, parse_grid, preset_names
 
 BASE = {
     "name": "t", "priors": ["realnvp-xs"], "tasks": ["denoise", "cs[m=0.1628]"], "lams": [0.5, 2.0],
@@ -163,8 +164,8 @@ def test_filters_apply_to_extra_blocks():
         apply_filters(g, task=["cs[m=0.05]"], solver=["aipo"])
 
 
-def test_print_presets(capsys):
-    print_presets()
+def test_list_grids(capsys):
+    assert cli_main(["list", "grids"]) == 0
     out = capsys.readouterr().out
     for name in preset_names():
         assert name in out

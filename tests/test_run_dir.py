@@ -12,7 +12,8 @@ import torch
 from bench import runner, store
 from bench.cli import main as cli_main
 from bench.errors import UserError
-from bench.grid import apply_filters, load_grid
+from bench.filters import apply_filters
+from bench.grid import load_grid
 from runkit import GradSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
 
 

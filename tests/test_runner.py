@@ -10,7 +10,7 @@ import pytest
 
 from bench import store
 from bench.cli import main as cli_main
-from bench.grid import apply_filters
+from bench.filters import apply_filters
 from bench.planning import plan_units
 from bench.unit import execute_unit
 from runkit import GradSolver, LamFreeSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401

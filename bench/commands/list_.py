@@ -48,9 +48,25 @@ def _priors():
 
 
 def _grids():
-    from bench.grid import print_presets
+    """One paragraph per preset (parsed without name validation)."""
+    from bench.grid import AXES, PRESET_DIR, SPLITS, preset_names, read_toml
 
-    print_presets()
+    for name in preset_names():
+        path = PRESET_DIR / f"{name}.toml"
+        raw = read_toml(path)
+        main = {a: raw.get(a) for a in AXES}
+        ips = raw.get("images_per_split", 8)
+        if isinstance(ips, dict):
+            ips = " / ".join(f"{v} {k}" for k, v in ips.items())
+        extra = raw.get("extra", [])
+        print(f"{name:8s} {raw.get('description', '')}")
+        print(f"         priors: {', '.join(main['priors'] or [])}; splits: {', '.join(main['splits'] or SPLITS)}; "
+              f"{ips} images per split at {raw.get('image_size', 16)}x{raw.get('image_size', 16)}")
+        print(f"         tasks: {', '.join(main['tasks'] or [])}; λ: {', '.join(str(x) for x in main['lams'] or [])}")
+        solvers = main["solvers"]
+        print(f"         solvers: {solvers if isinstance(solvers, str) else ', '.join(solvers)}; "
+              f"seeds: {', '.join(str(s) for s in (main['seeds'] or [0]))}; budget {raw.get('budget')} passes/image "
+              f"(MLE {raw.get('mle_steps')})" + (f"; + {len(extra)} extra block(s)" if extra else ""))
 
 
 def main(args) -> int:

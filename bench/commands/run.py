@@ -22,7 +22,7 @@ examples:
 
 def add_arguments(p):
     from bench.executors import add_arguments as add_executor_arguments
-    from bench.grid import add_filter_arguments
+    from bench.filters import add_filter_arguments
 
     p.add_argument("--grid", required=True, metavar="NAME|FILE", help="preset name (see `list grids`) or a .toml file")
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/<grid name>)")
@@ -67,7 +67,8 @@ def main(args) -> int:
 
     from bench.device import resolve_device
     from bench.executors import make_executor
-    from bench.grid import apply_filters, filters_of, load_grid
+    from bench.filters import apply_filters, filters_of
+    from bench.grid import load_grid
     from bench.runner import run_grid
     from bench.tuning import load_tuned
 

@@ -13,7 +13,7 @@ examples:
 
 def add_arguments(p):
     from bench.executors import add_arguments as add_executor_arguments
-    from bench.grid import add_filter_arguments
+    from bench.filters import add_filter_arguments
     from bench.tuning import DEFAULT_FACTORS, DEFAULT_IMAGES
 
     p.add_argument("--grid", required=True, metavar="NAME|FILE", help="preset name or .toml grid file")
@@ -40,7 +40,8 @@ def main(args) -> int:
     from bench.device import resolve_device
     from bench.errors import UserError
     from bench.executors import make_executor
-    from bench.grid import apply_filters, load_grid
+    from bench.filters import apply_filters
+    from bench.grid import load_grid
     from bench.tuning import tune_grid
 
     imports = import_plugins(args.plugin)
