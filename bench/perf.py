@@ -98,6 +98,33 @@ def reference_rates(device, min_time: float = 1.0) -> dict:
     return {"matmul": mm, "conv": conv}
 
 
+def compile_rates(model, batch: int, device, min_time: float = 1.0) -> dict:
+    """torch.compile (inductor) against eager for one prior pass at ``batch``: seconds to the first compiled pass
+    (compilation, or loading inductor's on-disk cache), image-steps/s of both (eager timed before and after the
+    compiled run, averaged, to even out drift on a shared machine) and the largest relative differences of log p
+    and of its gradient."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, *model.image_shape), generator=gen).clamp(0.02, 0.98).to(device)
+
+    def run(f):
+        xr = x.detach().requires_grad_(True)
+        lp = f(xr)
+        (g,) = torch.autograd.grad(lp.sum(), xr)
+        return lp.detach(), g
+
+    lp_e, g_e = run(model.log_prob)
+    eager = _rate(lambda: run(model.log_prob), batch, min_time)
+    t0 = time.perf_counter()
+    compiled = torch.compile(model.log_prob)
+    lp_c, g_c = run(compiled)
+    first = time.perf_counter() - t0
+    fast = _rate(lambda: run(compiled), batch, min_time)
+    eager = (eager + _rate(lambda: run(model.log_prob), batch, min_time)) / 2
+    return {"first_pass_s": first, "eager": eager, "compiled": fast,
+            "logp_rel_diff": float((lp_c - lp_e).abs().max() / lp_e.abs().max()),
+            "grad_rel_diff": float((g_c - g_e).abs().max() / g_e.abs().max())}
+
+
 @dataclass
 class GridTiming:
     grid: str
@@ -208,7 +235,8 @@ def available_priors(names) -> list[str]:
     return [n for n in names if (CHECKPOINT_DIR / f"{n}.pt").is_file() or Path(n).is_file()]
 
 
-def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print, threads: int = 1) -> dict:
+def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print, threads: int = 1,
+             with_compile: bool = False) -> dict:
     """Measure and print the tables; returns the numbers (for tests and --json)."""
     from tabulate import tabulate
 
@@ -254,6 +282,20 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
             f"{ref['matmul'] / 1e9:,.1f} GFLOP/s)\n")
         out(tabulate(frows, headers=["prior", "batch", "MFLOP per image-pass", "achieved GFLOP/s", "of conv rate",
                                      "of matmul rate"], tablefmt="github", disable_numparse=True))
+        if with_compile:
+            crows = []
+            for name in priors:
+                model = load_prior(name, device).model
+                for b in batches:
+                    c = compile_rates(model, b, device, min_time=min_time)
+                    result["priors"][name][f"compile batch {b}"] = c
+                    crows.append([name, b, f"{c['first_pass_s']:.1f}", f"{c['eager']:,.0f}", f"{c['compiled']:,.0f}",
+                                  f"{c['compiled'] / c['eager']:.2f}×", f"{c['logp_rel_diff']:.1e}",
+                                  f"{c['grad_rel_diff']:.1e}"])
+            out("\n### torch.compile (inductor) against eager, one prior pass\n")
+            out(tabulate(crows, headers=["prior", "batch", "first pass s", "eager img/s", "compiled img/s",
+                                         "speed-up", "max rel. diff log p", "max rel. diff ∇"],
+                         tablefmt="github", disable_numparse=True))
 
     if grids:
         rows = []

@@ -14,7 +14,8 @@ Prior passes are measured with --threads torch threads (default 1, what each wor
 examples:
   python -m bench perf --skip-default        # priors + smoke grid (about 2 minutes)
   python -m bench perf                       # everything (adds the default grid: up to 15 minutes)
-  python -m bench perf --grids none --priors realnvp-s,glow-s"""
+  python -m bench perf --grids none --priors realnvp-s,glow-s
+  python -m bench perf --grids none --compile   # torch.compile against eager for every shipped prior"""
 
 DEFAULT_GRIDS = ("smoke", "default")
 
@@ -30,6 +31,8 @@ def add_arguments(p):
                    help="torch threads for the prior passes and per grid work unit (default 1, as in `run`)")
     p.add_argument("--min-time", type=float, default=1.0, metavar="S",
                    help="seconds each throughput measurement runs at least (default 1)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile (inductor) against eager per prior and batch (minutes on a cold cache)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
 
 
@@ -68,7 +71,8 @@ def main(args) -> int:
         if missing:
             raise UserError(f"--priors: {', '.join(missing)} not found (shipped present: "
                             f"{', '.join(shipped_names()) or 'none'}; or a path to a .pt checkpoint)")
-    result = run_perf(grids, priors, device_name=args.device, min_time=args.min_time, threads=args.threads)
+    result = run_perf(grids, priors, device_name=args.device, min_time=args.min_time, threads=args.threads,
+                      with_compile=args.compile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=str)
