@@ -47,9 +47,10 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     """The reference table of ``run_dir`` (module docstring). ``data_root``/``ood_root``: the dataset folders the
     run used (folder datasets only); ``prior_dir``: what relative checkpoint paths of its grid resolve against."""
     from bench.budget import BudgetedPrior
-    from bench.report import is_ok, load_run
+    from bench.report import load_run
     from bench.runner import fresh_model, get_images, resolve_prior
     from bench.solvers.common import Adam, clamp01, evaluate
+    from bench.tables import is_ok
     from bench.tasks import make_task
 
     run_dir = Path(run_dir)
