@@ -47,11 +47,6 @@ def exact_columns() -> tuple:
     return (*METRICS, "nfe_used", "iterations", "status")
 
 
-def default_tolerances() -> dict:
-    """{metric: tolerance text} of every metric the check compares by default (those declaring a tolerance)."""
-    return {m.name: m.tolerance for m in METRICS.values() if m.tolerance is not None}
-
-
 class Comparison(NamedTuple):
     problems: list      # rows for HEADERS; the check fails when there are any
     compared: int       # table cells present on both sides
@@ -227,4 +222,4 @@ def provenance_notes(cur, ref) -> list[str]:
 
 
 __all__ = ["Tolerance", "parse_tolerance", "compare", "Comparison", "winners", "HEADERS", "is_ok",
-           "provenance_notes", "exact_problems", "exact_columns", "default_tolerances"]
+           "provenance_notes", "exact_problems", "exact_columns"]

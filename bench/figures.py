@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.figures_recon import cs_sweep, plot_cs_sweep, plot_recon, select_recon  # noqa: E402,F401
+from bench.figures_recon import plot_cs_sweep, plot_recon  # noqa: E402
 from bench.store import read_traces  # noqa: E402
 from bench.tables import is_ok, rank_cells, solver_order, split_order, task_order  # noqa: E402
 

@@ -3,7 +3,8 @@
 Images are scored clipped to [0, 1]; PSNR and SSIM use ``skimage.metrics`` with ``data_range = 1``. ``map_loss``
 is AIPO eq. (3) as :mod:`bench.objective` defines it: L(x; λ) = −log p_e(y − f(x)) − λ·log p_G(x), the Gaussian
 noise likelihood of the task and the discretised (8-bit) log-density of the prior, in nats. ``data_fit`` =
-||y − f(x)||², ``data_nll`` = −log p_e(y − f(x)), ``log_prior`` = log p_G(x), ``bits_per_dim`` = −log p_G(x)/(n ln 2).
+||y − f(x)||², ``data_nll`` = −log p_e(y − f(x)), ``log_prior`` = log p_G(x),
+``bits_per_dim`` = −log p_G(x)/(n ln 2).
 
 :data:`METRICS` maps each metric's name to its :class:`Metric` (direction, displayed decimals, default regression
 tolerance, leaderboard table), in the order of the result rows' columns. Everything that names metrics iterates

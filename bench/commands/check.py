@@ -8,7 +8,7 @@ from bench.metrics import METRICS
 DEFAULTS = {m.name: m.tolerance for m in METRICS.values() if m.tolerance is not None}
 
 HELP = "compare a run against a reference run (regression check)"
-DESCRIPTION = f"""Compare run DIR against REF_DIR cell by cell (task, prior, split, λ, solver; samples matched on
+DESCRIPTION = """Compare run DIR against REF_DIR cell by cell (task, prior, split, λ, solver; samples matched on
 seed and image). Fails (exit 1, table of what moved) when a metric moves beyond its tolerance, when cells of
 REF_DIR or rows are missing on either side, when a row's status changes, when the winner (lowest mean MAP loss) of
 a (task, prior, split, λ) row changes significantly, or when either directory is incomplete or inconsistent
