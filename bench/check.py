@@ -3,7 +3,8 @@
 A table cell is (task, prior, split, λ, solver), its samples the (image, seed) rows — the cells of the
 leaderboard tables. The check fails when
 
-- a cell (or an image/seed row of a cell) exists on one side only;
+- a cell of the reference is missing from the run, or an (image, seed) row of a cell exists on one side only
+  (cells only the run has — a solver, task or λ added since the reference — are listed as new, not compared);
 - a row's ``status`` changed (matched on task, prior, split, λ, solver, seed, image);
 - a metric moved by more than its tolerance — judged on the *paired* per-image differences d_i = current −
   reference of the cell's ok rows: |mean d| ≤ k·se(d) + floor, where se(d) = std(d)/√n (a change that moves every
@@ -13,8 +14,9 @@ leaderboard tables. The check fails when
   (task, prior, split, λ) row changed *significantly*: the new winner beats the reference's winner in the current
   run by more than ``WINNER_TOLERANCE`` on the paired differences (otherwise the two are tied within noise).
 
-Tolerances (``--fail-map-loss`` etc.): ``<k>se+<x>%``, ``<k>se+<x>``, ``<k>se``, ``<x>%`` or a plain number
-(absolute units: nats, dB); the command's defaults are in ``bench.commands.check.DEFAULTS``. Solvers that declare
+Tolerances (``--fail-map-loss`` etc., :mod:`bench.tolerance`): ``<k>se+<x>%``, ``<k>se+<x>``, ``<k>se``, ``<x>%``
+or a plain number (absolute units: nats, dB); the metrics compared and their default tolerances are declared in
+:data:`bench.metrics.METRICS` (``Metric.tolerance``). Solvers that declare
 ``chaotic = True`` (latent-lbfgs: L-BFGS without a line search amplifies last-bit differences between CPUs into
 other local minima) are judged against k standard errors of the
 *reference cell* (the image-to-image spread) instead of the paired se, so a chaotic solver's cell fails only when it
@@ -25,46 +27,30 @@ moves by much more than its images differ from each other, and the other solvers
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from bench.errors import UserError
-from bench.report import ROW_KEY, TABLE_CELL, cell_stats, is_ok
+from bench.metrics import METRICS
+from bench.tables import ROW_KEY, TABLE_CELL, cell_stats, is_ok
+from bench.tolerance import Tolerance, parse_tolerance
 
 WINNER_CELL = ["task", "prior", "split", "lam"]
 WINNER_TOLERANCE = "3se+0.01%"   # a winner change counts when the new winner is better by more than this
 HEADERS = ["cell", "metric", "reference", "current", "delta", "tolerance"]
-EXACT_COLUMNS = ("map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim", "nfe_used",
-                 "iterations", "status")
-_NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-_TOL = re.compile(rf"^\s*(?:{_NUM}\s*se)?\s*\+?\s*(?:{_NUM}\s*(%)?)?\s*$")
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    k_se: float        # standard errors allowed (0: none)
-    floor: float       # relative (fraction of |reference mean|) when ``relative``, else absolute
-    relative: bool
-    text: str
-
-    def limit(self, ref_mean: float, se: float) -> float:
-        floor = self.floor * abs(ref_mean) if self.relative else self.floor
-        return self.k_se * (se if np.isfinite(se) else 0.0) + floor + 1e-9 * abs(ref_mean) + 1e-12
+def exact_columns() -> tuple:
+    """What the bit-for-bit self-check compares: every metric of :data:`bench.metrics.METRICS`, the passes and
+    iterations spent and the status."""
+    return (*METRICS, "nfe_used", "iterations", "status")
 
 
-def parse_tolerance(text: str, flag: str = "tolerance") -> Tolerance:
-    """``"3se+0.01%"`` | ``"3se"`` | ``"0.01%"`` | ``"0.2"`` -> :class:`Tolerance`; anything else is a UserError."""
-    m = _TOL.match(str(text))
-    if not m or (m.group(1) is None and m.group(2) is None):
-        raise UserError(f"{flag}: bad tolerance {text!r}; use <k>se+<x>% (e.g. 3se+0.01%), <k>se, <x>% or an "
-                        "absolute number (e.g. 0.2)")
-    k = float(m.group(1)) if m.group(1) else 0.0
-    x = float(m.group(2)) if m.group(2) else 0.0
-    rel = m.group(3) == "%"
-    return Tolerance(k, x / 100.0 if rel else x, rel, str(text).strip())
+class Comparison(NamedTuple):
+    problems: list      # rows for HEADERS; the check fails when there are any
+    compared: int       # table cells present on both sides
+    new: list           # labels of the cells present in the current run only (new, not compared)
 
 
 def chaotic_solvers(names) -> set:
@@ -113,8 +99,12 @@ def _status_text(counts: pd.Series) -> str:
     return ", ".join(f"{k} ×{v}" for k, v in counts.items())
 
 
-def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) -> tuple[list[list[str]], int]:
-    """Problems (rows for :data:`HEADERS`) and the number of table cells compared."""
+def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) -> Comparison:
+    """Problems (rows for :data:`HEADERS`), the number of table cells compared, and the cells new in ``current``.
+
+    A cell of the current run that the reference lacks (a solver, task or λ added since) is new, not compared,
+    and no problem; a reference cell the current run lacks is a problem (something disappeared). Winners are
+    compared over the cells both runs have."""
     problems: list[list[str]] = []
     for df in (current, reference):
         df["lam"] = df["lam"].astype(float)
@@ -122,9 +112,10 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
     cur_cells = set(map(tuple, current[TABLE_CELL].drop_duplicates().itertuples(index=False)))
     for key in sorted(ref_cells - cur_cells, key=str):
         problems.append([cell_label(key), "cell", "present", "missing", "", ""])
-    for key in sorted(cur_cells - ref_cells, key=str):
-        problems.append([cell_label(key), "cell", "missing", "present", "", ""])
+    new = [cell_label(key) for key in sorted(cur_cells - ref_cells, key=str)]
     common = ref_cells & cur_cells
+    if new:
+        current = current[[k in common for k in zip(*[current[c] for c in TABLE_CELL])]]
 
     # rows: missing (image, seed) samples and status changes
     m = reference[ROW_KEY + ["status"]].merge(current[ROW_KEY + ["status"]], on=ROW_KEY, how="outer",
@@ -179,7 +170,7 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
         if sig:
             problems.append([cell_label(key, WINNER_CELL), "winner (MAP loss)", ", ".join(wr[key]),
                              ", ".join(wc[key]), "changed", sig])
-    return problems, len(common)
+    return Comparison(problems, len(common), new)
 
 
 def _significantly_better(df, key, new, old, tol, chaotic) -> str:
@@ -200,8 +191,8 @@ def _significantly_better(df, key, new, old, tol, chaotic) -> str:
 
 
 def exact_problems(current: pd.DataFrame, reference: pd.DataFrame) -> list[list[str]]:
-    """The bit-for-bit self-check: the same rows (ROW_KEY) with identical values in every ``EXACT_COLUMNS``."""
-    cols = [c for c in EXACT_COLUMNS if c in current.columns and c in reference.columns]
+    """The bit-for-bit self-check: the same rows (ROW_KEY) with identical values in every :func:`exact_columns`."""
+    cols = [c for c in exact_columns() if c in current.columns and c in reference.columns]
     m = reference[ROW_KEY + cols].merge(current[ROW_KEY + cols], on=ROW_KEY, how="outer", suffixes=("_ref", "_cur"),
                                         indicator=True)
     out = []
@@ -230,5 +221,5 @@ def provenance_notes(cur, ref) -> list[str]:
     return notes
 
 
-__all__ = ["Tolerance", "parse_tolerance", "compare", "winners", "HEADERS", "is_ok", "provenance_notes",
-           "exact_problems"]
+__all__ = ["Tolerance", "parse_tolerance", "compare", "Comparison", "winners", "HEADERS", "is_ok",
+           "provenance_notes", "exact_problems", "exact_columns"]

@@ -1,4 +1,5 @@
-"""PNG figures of a run directory (matplotlib, Agg backend): anytime curves, reconstruction grid, PSNR vs m.
+"""PNG figures of a run directory (matplotlib, Agg backend): anytime curves, data profiles, rankings against the
+budget; the reconstruction grids and PSNR vs m are in :mod:`bench.figures_recon`. :func:`make_all` draws them all.
 
 - Anytime curves (per task): for every trace (a cell's MAP loss after t passes, averaged over the images the
   trace covers) the gap L_t − L*, where L* is the lowest MAP loss any solver reached on the same problem
@@ -6,11 +7,6 @@
   forward after its last record up to the task's largest pass count (a stopped solver keeps its last iterate); a
   solver's mean is plotted from the first pass count at which every one of its problems has a record, so each
   point averages the same set of problems; log scale, floored at ``GAP_FLOOR``.
-- Reconstruction grid (per task, AIPO Fig. 1–4): clean, observed, then each solver, for a few images of one
-  (prior, split, λ, seed): the first prior, the first split, the λ nearest the median λ, the lowest seed.
-- PSNR vs m (Asim Fig. 4): cs tasks with at least 3 values of m; one panel per prior (first split), one line per
-  solver at that solver's best λ (highest mean PSNR over the sweep — an oracle choice, stated in the caption),
-  mean ± se over (image, seed). x axis m/n when every m is a fraction, else m.
 """
 from __future__ import annotations
 
@@ -24,12 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report import (is_ok, load_traces, solver_order, split_order, task_base,  # noqa: E402
-                          task_order)
-from bench.store import RECON  # noqa: E402
+from bench.figures_recon import plot_cs_sweep, plot_recon  # noqa: E402
+from bench.store import read_traces  # noqa: E402
+from bench.tables import is_ok, rank_cells, solver_order, split_order, task_order  # noqa: E402
 
 GAP_FLOOR = 1e-3
-MAX_IMAGES = 4
 _PROBLEM = ["task", "prior", "split", "lam", "seed"]
 
 
@@ -192,12 +187,10 @@ def plot_profiles(prof: dict, path: Path, title: str = "Data profiles and target
 
 def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
     """Mean rank (MAP loss) and mean PSNR per solver against the budget, when the run has several budgets."""
-    from bench.report import rank_cells
-
     if "budget" not in rows.columns or rows["budget"].nunique() < 2:
         return None
     df = rows.copy()
-    df["task"] = df["task_spec"] if "task_spec" in df.columns else df["task"]
+    df["task"] = df["task_spec"]
     solvers = solver_order(df["solver"].unique(), meta)
     budgets = sorted(df["budget"].unique())
     rank, psnr = {}, {}
@@ -224,214 +217,13 @@ def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
     return "Rankings against the budget: where lines cross, the budget decides the winner."
 
 
-# ---------------------------------------------------------------------------------------------------- recon grid
-def _load_recon(run_dir: Path, rows: pd.DataFrame, unit_ids) -> pd.DataFrame:
-    """One record per (cell, image) of the selected units: identity + arrays."""
-    recs = []
-    for uid in unit_ids:
-        f = run_dir / RECON / f"{uid}.npz"
-        if not f.is_file():
-            continue
-        with np.load(f, allow_pickle=False) as z:
-            arr = {k: z[k] for k in z.files}
-        if "cell_id" not in arr or "x_hat" not in arr:
-            continue
-        urows = rows[rows["unit_id"] == uid] if "unit_id" in rows else rows
-        by_cell = {cid: list(g["image_id"].astype(str)) for cid, g in urows.groupby("cell_id", sort=False)}
-        seen: dict = {}
-        for i, cid in enumerate(arr["cell_id"].astype(str)):
-            if "image_id" in arr:
-                img = str(arr["image_id"][i])
-            else:
-                imgs = by_cell.get(cid, [])
-                j = seen.get(cid, 0)
-                seen[cid] = j + 1
-                if j >= len(imgs):
-                    continue
-                img = imgs[j]
-            rec = {"cell_id": cid, "image_id": img, "x_hat": arr["x_hat"][i]}
-            for k in ("x_true", "observed", "mask"):
-                if k in arr and len(arr[k]) > i:
-                    rec[k] = arr[k][i]
-            recs.append(rec)
-    return pd.DataFrame(recs)
-
-
-def _failed(ax, text: str = "failed"):
-    """A hatched tile for a row without a finite reconstruction (never a white or black image)."""
-    ax.add_patch(plt.Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="#f2dede", hatch="///",
-                               edgecolor="#a94442", lw=0))
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, color="#a94442", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _show(ax, img):
-    a = np.asarray(img, dtype=float)
-    if a.ndim == 3 and a.shape[0] in (1, 3):
-        a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
-    if a.ndim not in (2, 3):
-        ax.text(0.5, 0.5, "y ∈ R^m", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-    elif not np.isfinite(a).all():
-        _failed(ax)
-        return
-    else:
-        ax.imshow(np.clip(a, 0, 1), cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1,
-                  interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def select_recon(rows: pd.DataFrame, task: str) -> dict:
-    sub = rows[rows["task"] == task]
-    prior = sorted(sub["prior"].unique())[0]
-    sub = sub[sub["prior"] == prior]
-    split = split_order(sub["split"])[0]
-    sub = sub[sub["split"] == split]
-    lams = np.sort(sub["lam"].unique())
-    lam = lams[np.argmin(np.abs(lams - np.median(lams)))]
-    sub = sub[sub["lam"] == lam]
-    seed = sub["seed"].min()
-    sub = sub[sub["seed"] == seed]
-    images = sorted(sub["image_id"].astype(str).unique())[:MAX_IMAGES]
-    return {"prior": prior, "split": split, "lam": lam, "seed": seed, "images": images,
-            "rows": sub[sub["image_id"].astype(str).isin(images)]}
-
-
-def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=None) -> str | None:
-    sel = select_recon(rows, task)
-    sub = sel["rows"]
-    if "unit_id" not in sub:
-        return None
-    rec = _load_recon(run_dir, rows, sub["unit_id"].unique())
-    if rec.empty:
-        return None
-    ident = sub[["cell_id", "image_id", "solver", "psnr", "status"]].copy()
-    ident["image_id"] = ident["image_id"].astype(str)
-    rec = rec.merge(ident, on=["cell_id", "image_id"])
-    if rec.empty:
-        return None
-    solvers = solver_order(rec["solver"].unique(), meta)
-    images = [i for i in sel["images"] if i in set(rec["image_id"])]
-    ncol = 2 + len(solvers)
-    fig, axes = plt.subplots(len(images), ncol, figsize=(1.45 * ncol, 1.55 * len(images) + 0.3), squeeze=False)
-    for r, img in enumerate(images):
-        ri = rec[rec["image_id"] == img]
-        any_rec = ri.iloc[0]
-        for c, (key, title) in enumerate((("x_true", "clean"), ("observed", "observed"))):
-            ax = axes[r][c]
-            arr = any_rec[key] if key in any_rec and isinstance(any_rec[key], np.ndarray) else None
-            if arr is None or (key == "observed" and not np.any(arr)):   # y is not an image (cs, older runs)
-                _show(ax, np.zeros(1))
-            else:
-                _show(ax, arr)
-            if r == 0:
-                ax.set_title(title, fontsize=8)
-        axes[r][0].set_ylabel(img, fontsize=6)
-        for c, s in enumerate(solvers, start=2):
-            ax = axes[r][c]
-            rs = ri[ri["solver"] == s]
-            if rs.empty:
-                ax.axis("off")
-            else:
-                ok = rs.iloc[0]["status"] == "ok"
-                if ok:
-                    _show(ax, rs.iloc[0]["x_hat"])
-                else:
-                    _failed(ax, f"failed ({rs.iloc[0]['status']})")
-                ax.set_xlabel(f"{rs.iloc[0]['psnr']:.2f} dB" if ok else str(rs.iloc[0]["status"]), fontsize=7)
-            if r == 0:
-                ax.set_title(s, fontsize=8)
-    fig.suptitle(f"{task} — prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return (f"Reconstructions, {task}: prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}, "
-            f"seed {sel['seed']}; columns clean, observed, then each solver (PSNR below).")
-
-
-# ---------------------------------------------------------------------------------------------------- cs sweep
-def _m_values(cs: pd.DataFrame) -> pd.Series:
-    if "p_task_m" in cs.columns:
-        m = pd.to_numeric(cs["p_task_m"], errors="coerce")
-    else:
-        m = pd.Series(np.nan, index=cs.index)
-    parsed = cs["task"].astype(str).str.extract(r"m=([0-9.eE+-]+)")[0].astype(float)
-    from bench.tasks import CS_FRACTION_HIGH
-
-    return m.fillna(parsed).fillna(CS_FRACTION_HIGH)
-
-
-def cs_sweep(rows: pd.DataFrame, n_pixels: int | None = None) -> tuple[pd.DataFrame, str] | None:
-    """Mean ± se PSNR per (prior, solver, m) at each solver's best λ; (table, x-axis label) or None."""
-    cs = rows[(rows["task"].astype(str).map(task_base) == "cs") & is_ok(rows)].copy()
-    if "p_task_noise" in cs.columns and (cs["p_task_noise"] == "norm").any():
-        cs = cs[cs["p_task_noise"] == "norm"]   # the sweep in Asim's convention (noise norm), not AIPO's
-    if cs.empty:
-        return None
-    cs["m"] = _m_values(cs)
-    if cs["m"].nunique() < 3:
-        return None
-    frac = cs["m"] <= 1
-    if frac.all():
-        cs["x"], label = cs["m"], "m / n"
-    elif not frac.any():
-        cs["x"], label = cs["m"], "m"
-    elif n_pixels:
-        cs["x"] = np.where(frac, cs["m"], cs["m"] / n_pixels)
-        label = "m / n"
-    else:
-        cs = cs[~frac]
-        cs["x"], label = cs["m"], "m"
-    split = split_order(cs["split"])[0]
-    cs = cs[cs["split"] == split]
-    cs["psnr"] = pd.to_numeric(cs["psnr"], errors="coerce")
-    best_lam = cs.groupby(["prior", "solver", "lam"])["psnr"].mean().groupby(level=[0, 1]).idxmax()
-    keep = set(best_lam.dropna().values)
-    cs = cs[[k in keep for k in zip(cs["prior"], cs["solver"], cs["lam"])]]
-    g = cs.groupby(["prior", "solver", "x"])["psnr"]
-    t = pd.DataFrame({"mean": g.mean(), "se": g.std(ddof=1) / np.sqrt(g.count())})
-    lam_of = {(p, s): lam for (p, s, lam) in best_lam.dropna().values}
-    t["lam"] = [lam_of[(p, s)] for p, s, _ in t.index]
-    t.attrs["split"] = split
-    return t, label
-
-
-def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> str | None:
-    n_pixels = None
-    rec_dir = run_dir / RECON
-    for f in sorted(rec_dir.glob("*.npz"))[:1] if rec_dir.is_dir() else []:
-        with np.load(f) as z:
-            if "x_true" in z.files:
-                n_pixels = int(np.prod(z["x_true"].shape[1:]))
-    res = cs_sweep(rows, n_pixels)
-    if res is None:
-        return None
-    t, label = res
-    priors = sorted(t.index.get_level_values("prior").unique())
-    fig, axes = plt.subplots(1, len(priors), figsize=(4.4 * len(priors), 3.4), squeeze=False)
-    for ax, prior in zip(axes[0], priors):
-        tp = t.xs(prior, level="prior")
-        for s in solver_order(tp.index.get_level_values("solver").unique(), meta):
-            ts = tp.xs(s, level="solver").sort_index()
-            ax.errorbar(ts.index, ts["mean"], yerr=ts["se"].fillna(0), marker="o", ms=3, capsize=2,
-                        label=f"{s} (λ={ts['lam'].iloc[0]:g})")
-        ax.set_title(f"cs, prior {prior}", fontsize=10)
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB)")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return (f"PSNR vs {label} for compressed sensing (split {t.attrs['split']}): mean ± se over (image, seed); "
-            "each solver at its best λ over the sweep (oracle choice, in the legend).")
-
-
 # ---------------------------------------------------------------------------------------------------- all
-def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Path, prof: dict | None = None) -> dict:
+def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Path, prof: dict | None = None,
+             traces: pd.DataFrame | None = None) -> dict:
     """Write every figure into ``fig_dir``; return {"anytime"|"profiles"|"budget"|"recon"|"cs_sweep":
-    [(caption, relative path)]}. ``prof``: :func:`bench.profiles.profiles` of the run (drawn when given).
+    [(caption, relative path)]}. ``rows``: as :func:`bench.report.load_run` returns them; ``traces``: the run's
+    traces (``None``: read from ``run_dir``); ``prof``: :func:`bench.profiles.profiles` of the run (drawn when
+    given).
 
     A figure that fails is skipped with a warning on stderr (the tables are still written)."""
     run_dir, fig_dir = Path(run_dir), Path(fig_dir)
@@ -453,7 +245,11 @@ def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Pat
         if cap:
             out[key].append((cap, rel(path)))
 
-    traces = load_traces(run_dir)
+    if traces is None:
+        try:
+            traces = read_traces(run_dir)
+        except Exception:  # noqa: BLE001 -- unreadable traces files are named by bench.integrity
+            traces = pd.DataFrame()
     attempt("anytime", lambda p: plot_anytime(rows, traces, p, meta), fig_dir / "anytime.png")
     if prof:
         title = _scope_title("Data profiles and target ECDFs", rows)

@@ -47,10 +47,11 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     """The reference table of ``run_dir`` (module docstring). ``data_root``/``ood_root``: the dataset folders the
     run used (folder datasets only); ``prior_dir``: what relative checkpoint paths of its grid resolve against."""
     from bench.budget import BudgetedPrior
-    from bench.report import is_ok, load_run
     from bench.loading import fresh_model, get_images
     from bench.planning import resolve_prior
+    from bench.report import load_run
     from bench.solvers.common import Adam, clamp01, evaluate
+    from bench.tables import is_ok
     from bench.tasks import make_task
 
     run_dir = Path(run_dir)

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.metrics import METRICS
+
 META_KEY = b"flowbench"
 UNIT_ID = re.compile(r"^[0-9a-f]{20}$")
 TEMP_NAME = re.compile(r"^\.([0-9a-f]{20}\.(parquet|npz)|run\.json)\.[A-Za-z0-9_]+\.tmp$")
@@ -35,8 +37,16 @@ TEMP_NAME = re.compile(r"^\.([0-9a-f]{20}\.(parquet|npz)|run\.json)\.[A-Za-z0-9_
 # Columns every row has (later modules and the regression check rely on these names).
 IDENTITY_COLUMNS = ["cell_id", "unit_id", "task", "prior", "prior_sha256", "dataset", "split", "image_id",
                     "lam", "solver", "seed", "image_size"]
-OUTCOME_COLUMNS = ["map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim", "nfe_used",
-                   "budget", "iterations", "wall_time_s", "status", "error"]
+# After the metrics (bench.metrics.METRICS, in its order): what the run of a row spent and how it ended.
+RUN_COLUMNS = ["nfe_used", "budget", "iterations", "wall_time_s", "status", "error"]
+
+
+def outcome_columns() -> list[str]:
+    """The outcome columns of a row: every registered metric, then :data:`RUN_COLUMNS`."""
+    return [*METRICS, *RUN_COLUMNS]
+
+
+OUTCOME_COLUMNS = outcome_columns()   # with the built-in metrics; plugins' metrics follow them in the rows
 PROVENANCE_COLUMNS = ["git_commit", "torch_version", "numpy_version", "device", "started_at", "grid_name",
                       "grid_hash", "tuned"]
 TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]

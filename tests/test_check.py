@@ -64,8 +64,34 @@ def test_missing_cells_fail(ref, tmp_path, capsys):
     cur = make_run(tmp_path / "cur", lams=(0.5,), **SMALL)
     rc, out = _check(capsys, cur, ref)
     assert rc == 1 and out.count(" missing") == 16 and "λ=1" in out and "(cell: 16)" in out
-    rc, out = _check(capsys, ref, cur)  # extra cells on the current side fail too
-    assert rc == 1 and out.count("present") == 16
+
+
+def test_new_cells_are_listed_not_compared_and_pass(ref, tmp_path, capsys):
+    """A solver (or λ) added since the reference: its cells are new, not compared, and the check still passes;
+    the reference's cells are compared as before, so a move there still fails."""
+    cur = make_run(tmp_path / "cur", solvers=("aipo", "latent-lbfgs", "lasso-dct", "x-adam", "new-solver"),
+                   **SMALL)
+    rc, out = _check(capsys, cur, ref)
+    new = [line for line in out.splitlines() if line.startswith("new, not compared: ")]
+    assert rc == 0, out
+    assert len(new) == 8 and all(line.endswith(" / new-solver") for line in new)
+    assert "check passed: 32 cells compared" in out and "8 new cells not compared" in out
+    # the new solver is the winner of no reference row: adding one never changes the winners compared
+    cur2 = make_run(tmp_path / "cur2", solvers=("aipo", "latent-lbfgs", "lasso-dct", "x-adam", "new-solver"),
+                    shift=lambda r: -100.0 if r["solver"] == "new-solver" else 0.0, **SMALL)
+    assert _check(capsys, cur2, ref)[0] == 0
+    cur3 = make_run(tmp_path / "cur3", solvers=("aipo", "latent-lbfgs", "lasso-dct", "x-adam", "new-solver"),
+                    shift=lambda r: 0.5 if r["solver"] == "x-adam" else 0.0, **SMALL)
+    rc, out = _check(capsys, cur3, ref)
+    assert rc == 1 and " map_loss " in out and "new-solver" not in out.split("check failed")[0].split("---")[-1]
+
+
+def test_new_and_missing_cells_together_fail_on_the_missing(ref, tmp_path, capsys):
+    cur = make_run(tmp_path / "cur", solvers=("aipo", "latent-lbfgs", "lasso-dct", "new-solver"), **SMALL)
+    rc, out = _check(capsys, cur, ref)
+    assert rc == 1 and out.count(" missing") == 8 and "x-adam" in out and "(cell: 8)" in out
+    problems, n, new = compare(*(load_run(d)[0] for d in (cur, ref)), {"map_loss": parse_tolerance("3se")})
+    assert len(problems) == 8 and n == 24 and len(new) == 8
 
 
 def test_missing_images_fail(ref, tmp_path, capsys):
@@ -123,8 +149,8 @@ def test_missing_dir_is_user_error(ref, tmp_path, capsys):
 
 def test_compare_is_pure(ref):
     df, _ = load_run(ref)
-    problems, n = compare(df.copy(), df.copy(), {"map_loss": parse_tolerance("0")})
-    assert problems == [] and n == 32
+    problems, n, new = compare(df.copy(), df.copy(), {"map_loss": parse_tolerance("0")})
+    assert problems == [] and n == 32 and new == []
 
 
 def test_help_renders(capsys):

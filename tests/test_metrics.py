@@ -3,8 +3,11 @@ loss of AIPO eq. (3) with the Gaussian noise likelihood and the discretised log-
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import norm
@@ -137,7 +140,7 @@ def test_score_keys_shapes_and_clipping():
     p = make_task("inpaint").make(x, ["a", "b", "c"], 0)
     prior = GaussianLogitPrior((1, 16, 16))
     s = metrics.score(p, prior, x_hat, 0.5)
-    assert set(s) == KEYS and set(metrics.HIGHER_IS_BETTER) == KEYS == set(metrics.METRICS)
+    assert list(s) == list(metrics.METRICS) and set(s) == KEYS
     for k, v in s.items():
         assert isinstance(v, np.ndarray) and v.shape == (3,), k
         assert np.isfinite(v).all(), k
@@ -153,3 +156,83 @@ def test_score_keys_shapes_and_clipping():
     s0 = metrics.score(p, None, x_hat, 0.5)
     assert np.isnan(s0["log_prior"]).all() and np.isnan(s0["map_loss"]).all() and np.isfinite(s0["data_nll"]).all()
     np.testing.assert_array_equal(s0["psnr"], s["psnr"])
+
+
+# ------------------------------------------------------------------------------------------- the metric table
+def test_table_order_is_the_row_schema_and_declares_directions():
+    assert list(metrics.METRICS) == ["map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim"]
+    assert [m for m in metrics.METRICS if metrics.higher_is_better(m)] == ["log_prior", "psnr", "ssim"]
+    assert {m.name: m.tolerance for m in metrics.METRICS.values() if m.tolerance} == {
+        "map_loss": "3se+0.01%", "psnr": "3se+0.05", "ssim": "3se+0.002"}
+    assert metrics.decimals("not_a_metric") == 3 and not metrics.higher_is_better("not_a_metric")
+
+
+def test_a_metric_added_temporarily_is_scored_then_gone():
+    x, x_hat = _pair(b=2)
+    p = make_task("denoise").make(x, ["a", "b"], 0)
+    extra = metrics.Metric("mse", lambda b: ((b.x - b.x_true) ** 2).flatten(1).mean(1), False, 4, "3se")
+    with metrics.METRICS.added(extra):
+        s = metrics.score(p, None, x_hat, 0.5)
+        assert list(s)[-1] == "mse"
+        np.testing.assert_allclose(s["mse"], ((x_hat.clamp(0, 1) - x) ** 2).flatten(1).mean(1).double().numpy())
+        with pytest.raises(ValueError, match="already registered"):
+            metrics.METRICS.register(extra)
+    assert "mse" not in metrics.METRICS and "mse" not in metrics.score(p, None, x_hat, 0.5)
+    with pytest.raises(ValueError, match="metric name"):
+        metrics.METRICS.register(metrics.Metric("p_mse", extra.fn, False))
+
+
+MSE_PLUGIN = '''
+from bench.metrics import register_metric
+
+
+@register_metric("mse", higher_is_better=False, decimals=4, tolerance="3se+0.0001",
+                 table="MSE (lower is better; plugin metric)")
+def mse(b):
+    """mean squared error per image"""
+    return ((b.x - b.x_true) ** 2).flatten(1).mean(1) + OFFSET
+'''
+
+SHIPPED_XS = [Path(__file__).resolve().parents[1] / "priors" / "checkpoints" / f"{n}.pt"
+              for n in ("realnvp-xs", "glow-xs")]
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in SHIPPED_XS), reason="shipped xs priors not trained yet")
+def test_plugin_metric_is_a_row_column_a_leaderboard_table_and_checked(tmp_path):
+    """A metric is one entry in a plugin module: the runner scores it into the rows, ``report`` makes its table,
+    ``check`` compares it (and fails when it moves) with the tolerance it declares."""
+    from gridkit import bench_env, run_bench
+
+    for name, offset in (("plain", 0.0), ("moved", 0.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mse_plugin.py").write_text(f"OFFSET = {offset}\n" + MSE_PLUGIN)
+    env = {k: bench_env(PYTHONPATH=os.pathsep.join([str(tmp_path / k), os.environ.get("PYTHONPATH", "")]))
+           for k in ("plain", "moved")}
+    slice_ = ["--grid", "smoke", "--task", "denoise", "--prior", "realnvp-xs", "--solver", "observed,aipo",
+              "--lam", "0.5", "--workers", "1", "-q", "--plugin", "mse_plugin"]
+    for out, e in (("a", "plain"), ("b", "plain"), ("c", "moved")):
+        r = run_bench("run", *slice_, "--out", tmp_path / out, env=env[e])
+        assert r.returncode == 0, r.stderr
+    rows = pd.read_parquet(sorted((tmp_path / "a" / "rows").glob("*.parquet"))[0])
+    cols = list(rows.columns)
+    assert cols[cols.index("ssim") + 1] == "mse" and cols[cols.index("mse") + 1] == "nfe_used"
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) and np.isfinite(ok["mse"]).all() and (ok["mse"] > 0).all()
+
+    r = run_bench("report", tmp_path / "a", "--out", tmp_path / "rep" / "LEADERBOARD.md", "--no-figures",
+                  "--plugin", "mse_plugin", env=env["plain"])
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "LEADERBOARD.md").read_text()
+    assert "## MSE (lower is better; plugin metric)" in md and "## SSIM (higher is better)" in md
+
+    r = run_bench("check", tmp_path / "b", "--reference", tmp_path / "a", "--plugin", "mse_plugin", env=env["plain"])
+    assert r.returncode == 0 and "mse 3se+0.0001" in r.stdout, r.stdout + r.stderr
+    r = run_bench("check", tmp_path / "b", "--reference", tmp_path / "a", "--plugin", "mse_plugin", "--exact",
+                  env=env["plain"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_bench("check", tmp_path / "c", "--reference", tmp_path / "a", "--plugin", "mse_plugin", env=env["plain"])
+    moved = [line for line in r.stdout.splitlines() if " mse " in line]
+    assert r.returncode == 1 and len(moved) == 4 and "map_loss" not in r.stdout, r.stdout   # 2 solvers × 2 splits
+    r = run_bench("check", tmp_path / "c", "--reference", tmp_path / "a", "--plugin", "mse_plugin",
+                  "--fail", "mse=1", env=env["plain"])
+    assert r.returncode == 0 and "mse 1" in r.stdout, r.stdout + r.stderr

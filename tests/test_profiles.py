@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import profiles, report
+from bench import profiles, report, tables
 from bench.cli import main as cli
 from gridkit import make_checkpoint, run_bench, write_grid
 from synthetic_run import make_run
@@ -60,20 +60,20 @@ def _cell(diffs, n_other=0.0):
 
 
 def test_tiny_difference_on_few_images_is_a_tie_and_a_large_consistent_one_a_win():
-    tie = report.cell_verdicts(_cell([1e-3, 2e-3, 1.5e-3]), "map_loss", ["A", "B"])[("p", "id", 0.5)]
+    tie = tables.cell_verdicts(_cell([1e-3, 2e-3, 1.5e-3]), "map_loss", ["A", "B"])[("p", "id", 0.5)]
     assert tie["best"] == "A" and not tie["win"]
-    win = report.cell_verdicts(_cell(np.linspace(5, 9, 10)), "map_loss", ["A", "B"])[("p", "id", 0.5)]
+    win = tables.cell_verdicts(_cell(np.linspace(5, 9, 10)), "map_loss", ["A", "B"])[("p", "id", 0.5)]
     assert win["best"] == "A" and win["win"] and win["p"] < 0.01
-    h, r = report.metric_table(_cell([1e-3, 2e-3, 1.5e-3]), "denoise", "map_loss", ["A", "B"])
+    h, r = tables.metric_table(_cell([1e-3, 2e-3, 1.5e-3]), "denoise", "map_loss", ["A", "B"])
     assert r[0][-1].startswith("tie") and r[0][3].startswith("**") and r[0][4].startswith("**")
-    h, r = report.metric_table(_cell(np.linspace(5, 9, 10)), "denoise", "map_loss", ["A", "B"])
+    h, r = tables.metric_table(_cell(np.linspace(5, 9, 10)), "denoise", "map_loss", ["A", "B"])
     assert r[0][-1].startswith("A (p =") and r[0][3].startswith("**") and not r[0][4].startswith("**")
 
 
 def test_holm_rejects_in_order():
-    assert report.holm({"a": 0.001, "b": 0.02, "c": 0.04}) == {"a": True, "b": True, "c": True}
-    assert report.holm({"a": 0.001, "b": 0.03, "c": 0.04}) == {"a": True, "b": False, "c": False}  # 0.03 > 0.05/2
-    assert report.holm({"a": 0.03, "b": 0.04}) == {"a": False, "b": False}
+    assert tables.holm({"a": 0.001, "b": 0.02, "c": 0.04}) == {"a": True, "b": True, "c": True}
+    assert tables.holm({"a": 0.001, "b": 0.03, "c": 0.04}) == {"a": True, "b": False, "c": False}  # 0.03 > 0.05/2
+    assert tables.holm({"a": 0.03, "b": 0.04}) == {"a": False, "b": False}
 
 
 def test_budget_axis_runs_resumes_and_reports_both_budgets(tmp_path):

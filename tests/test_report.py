@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report
+from bench import metrics, report, tables
 from bench.cli import main as cli
 from bench.errors import UserError
 from synthetic_run import make_run
@@ -70,7 +70,7 @@ def test_plain_pandas_reproduces_table_cell(run, md, metric, title, task, prior,
     sel = df[(df.task == task) & (df.prior == prior) & (df.split == split) & (df.lam == lam)
              & (df.solver == solver) & (df.status == "ok")][metric]
     assert len(sel) == 3
-    d = report.DECIMALS[metric]
+    d = metrics.METRICS[metric].decimals
     expected = f"{sel.mean():.{d}f} ± {sel.std(ddof=1) / np.sqrt(len(sel)):.{d}f}"
     row = _table_row(_section(md, title, task), prior, split, f"{lam:g}")
     header = _header(_section(md, title, task))
@@ -124,13 +124,13 @@ def test_rank_and_paired_on_handmade_frame():
             rows.append(dict(task="denoise", prior="p", split="test", lam=1.0, seed=0, image_id=str(img), solver=s,
                              map_loss=v, psnr=-v, status="ok" if np.isfinite(v) else "nan"))
     df = pd.DataFrame(rows)
-    r = report.rank_cells(df, "map_loss", ["aipo", "b", "c"])
+    r = tables.rank_cells(df, "map_loss", ["aipo", "b", "c"])
     assert r.loc[("denoise", "p", "test", 1.0, 0)].tolist() == [1.0, 2.0, 3.0]  # c has a failure: last
-    p = report.paired(df, "b", "aipo", "map_loss")
+    p = tables.paired(df, "b", "aipo", "map_loss")
     assert p["n"] == 3 and p["better"] == 1 and p["worse"] == 2
     assert p["mean"] == pytest.approx(np.mean([1.0, -0.5, 2.0]))
     assert p["se"] == pytest.approx(np.std([1.0, -0.5, 2.0], ddof=1) / np.sqrt(3))
-    q = report.paired(df, "b", "aipo", "psnr")
+    q = tables.paired(df, "b", "aipo", "psnr")
     assert q["better"] == 1 and q["worse"] == 2  # higher PSNR is better
 
 
@@ -154,7 +154,7 @@ def test_traces_keyed_by_cell_and_image(tmp_path):
 
 
 def test_cs_sweep_needs_three_m(run):
-    from bench.figures import cs_sweep
+    from bench.figures_recon import cs_sweep
 
     df = report.load_run(run)[0]
     t, label = cs_sweep(df)
@@ -172,5 +172,5 @@ def test_missing_or_empty_dir_is_user_error(tmp_path, capsys):
 
 def test_task_column_without_parameters_is_split_by_p_task():
     df = pd.DataFrame({"task": ["cs", "cs", "denoise"], "p_task_m": [0.1, 2000.0, None],
-                       "p_task_sigma": [0.1, 0.1, 0.1]})
+                       "p_task_sigma": [0.1, 0.1, 0.1], "solver": ["aipo"] * 3})
     assert report.disambiguate_tasks(df)["task"].tolist() == ["cs[m=0.1]", "cs[m=2000]", "denoise"]

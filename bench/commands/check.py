@@ -1,60 +1,89 @@
 """``python -m bench check DIR --reference REF_DIR``: regression check, cell by cell (see bench/check.py)."""
 from __future__ import annotations
 
-# Default tolerances (bench/check.py explains the rule): tight, for reruns on one machine's code path.
-DEFAULTS = {"map_loss": "3se+0.01%", "psnr": "3se+0.05", "ssim": "3se+0.002"}
+from bench.metrics import METRICS
+
+# Default tolerances (bench/check.py explains the rule): tight, for reruns on one machine's code path. Declared per
+# metric in bench.metrics.METRICS; a metric without a tolerance is compared only by --exact.
+DEFAULTS = {m.name: m.tolerance for m in METRICS.values() if m.tolerance is not None}
 
 HELP = "compare a run against a reference run (regression check)"
-DESCRIPTION = f"""Compare run DIR against REF_DIR cell by cell (task, prior, split, λ, solver; samples matched on
-seed and image). Fails (exit 1, table of what moved) when a metric moves beyond its tolerance, when cells or rows
-are missing on either side, when a row's status changes, when the winner (lowest mean MAP loss) of a
-(task, prior, split, λ) row changes significantly, or when either directory is incomplete or inconsistent
-(missing units, damaged or stray files); prints "check passed: N cells compared" otherwise.
+DESCRIPTION = """Compare run DIR against REF_DIR cell by cell (task, prior, split, λ, solver; samples matched on
+seed and image). Fails (exit 1, table of what moved) when a metric moves beyond its tolerance, when cells of
+REF_DIR or rows are missing on either side, when a row's status changes, when the winner (lowest mean MAP loss) of
+a (task, prior, split, λ) row changes significantly, or when either directory is incomplete or inconsistent
+(missing units, damaged or stray files); prints "check passed: N cells compared" otherwise. Cells only DIR has (a
+solver, task or λ added since the reference) are listed as new, not compared, and do not fail the check.
 
 A metric is judged on the paired per-image differences (current − reference) of a cell: |mean| must stay within
 k standard errors of those differences plus a floor. Tolerances: <k>se+<x>% (floor relative to |reference
 mean|), <k>se+<x> (absolute floor), <k>se, <x>% or a plain number. Solvers declared chaotic (latent-lbfgs) are
-judged against k standard errors of the reference cell instead (README, Regression check). Defaults: map-loss
-{DEFAULTS['map_loss']}, psnr {DEFAULTS['psnr']} dB, ssim {DEFAULTS['ssim']}. --exact instead requires every value
-to be identical: the bit-for-bit self-check of two runs on one machine."""
+judged against k standard errors of the reference cell instead (README, Regression check). --exact instead
+requires every value to be identical: the bit-for-bit self-check of two runs on one machine.
+
+Default tolerances (declared per metric in bench/metrics.py): """ + ", ".join(
+    f"{m.flag[len('--fail-'):]} {m.tolerance}" for m in METRICS.values() if m.tolerance is not None) + "."
 
 
 def add_arguments(p):
     p.add_argument("dir", metavar="DIR", help="run directory to check")
     p.add_argument("--reference", metavar="REF_DIR", required=True, help="reference run directory")
-    p.add_argument("--fail-map-loss", metavar="TOL", default=DEFAULTS["map_loss"],
-                   help=f"tolerance for MAP loss: <k>se+<x>%%, <k>se, <x>%% or absolute (default "
-                        f"{DEFAULTS['map_loss'].replace('%', '%%')})")
-    p.add_argument("--fail-psnr", metavar="TOL", default=DEFAULTS["psnr"],
-                   help=f"tolerance for PSNR cell means in dB (default {DEFAULTS['psnr'].replace('%', '%%')})")
+    for m in METRICS.values():
+        if m.tolerance is not None:
+            p.add_argument(m.flag, metavar="TOL", default=m.tolerance, dest=f"fail_{m.name}",
+                           help=f"tolerance for {m.doc or m.name} (cell means): <k>se+<x>%%, <k>se, <x>%% or "
+                                f"absolute (default {m.tolerance.replace('%', '%%')})")
+    p.add_argument("--fail", action="append", default=[], metavar="METRIC=TOL",
+                   help="tolerance for any metric, also one a --plugin registers (repeatable)")
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE first (it may register extra metrics or solvers); repeatable")
     p.add_argument("--max-lines", metavar="N", type=int, default=60,
                    help="print at most N problem lines (default 60; 0 = all)")
-    p.add_argument("--fail-ssim", metavar="TOL", default=DEFAULTS["ssim"],
-                   help=f"tolerance for SSIM cell means (default {DEFAULTS['ssim'].replace('%', '%%')})")
     p.add_argument("--exact", action="store_true",
                    help="require bit-identical values in every row (the same run twice on one machine)")
+
+
+def tolerances(args) -> dict:
+    """{metric: Tolerance} for every metric of the table that has one: --fail METRIC=TOL, else --fail-<metric>,
+    else the metric's default."""
+    from bench.errors import UserError
+    from bench.tolerance import parse_tolerance
+
+    given = {}
+    for item in args.fail:
+        name, sep, tol = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in METRICS:
+            raise UserError(f"--fail {item!r}: use METRIC=TOL with METRIC one of {', '.join(METRICS)}")
+        given[name] = (tol, f"--fail {name}")
+    out = {}
+    for m in METRICS.values():
+        text, flag = given.get(m.name, (getattr(args, f"fail_{m.name}", None) or m.tolerance, m.flag))
+        if text is not None:
+            out[m.name] = parse_tolerance(text, flag)
+    return out
 
 
 def main(args) -> int:
     from tabulate import tabulate
 
-    from bench.check import HEADERS, compare, exact_problems, parse_tolerance, provenance_notes
+    from bench.check import HEADERS, compare, exact_problems, provenance_notes
+    from bench.commands.run import import_plugins
+    from bench.integrity import run_problems
     from bench.report import load_run
 
-    tols = {"map_loss": parse_tolerance(args.fail_map_loss, "--fail-map-loss"),
-            "psnr": parse_tolerance(args.fail_psnr, "--fail-psnr"),
-            "ssim": parse_tolerance(args.fail_ssim, "--fail-ssim")}
-    from bench.integrity import run_problems
-
+    import_plugins(args.plugin)
+    tols = tolerances(args)
     ref, _ = load_run(args.reference)
     cur, _ = load_run(args.dir)
     broken = [(d, p) for d in (args.dir, args.reference) for p in run_problems(d)]
     for d, p in broken:
         print(f"{d}: {p}")
+    new = []
     if args.exact:
         problems, n = exact_problems(cur, ref), len(ref.groupby(["task", "prior", "split", "lam", "solver"]))
     else:
-        problems, n = compare(cur, ref, tols)
+        problems, n, new = compare(cur, ref, tols)
     if broken and not problems:
         print(f"check failed: {len(broken)} problems with the run directories themselves (above)")
         return 1
@@ -73,7 +102,12 @@ def main(args) -> int:
         for note in provenance_notes(cur, ref):
             print(f"note: {note}")
         return 1
-    how = ("bit-identical" if args.exact else
-           f"map_loss {tols['map_loss'].text}, psnr {tols['psnr'].text}, ssim {tols['ssim'].text}")
-    print(f"check passed: {n} cells compared against {args.reference} ({how})")
+    shown = new if args.max_lines <= 0 else new[:args.max_lines]
+    for label in shown:
+        print(f"new, not compared: {label}")
+    if len(shown) < len(new):
+        print(f"... {len(new) - len(shown)} more new cells (--max-lines 0 prints all)")
+    how = "bit-identical" if args.exact else ", ".join(f"{k} {t.text}" for k, t in tols.items())
+    print(f"check passed: {n} cells compared against {args.reference} ({how})"
+          + (f"; {len(new)} new cells not compared" if new else ""))
     return 0
