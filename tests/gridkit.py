@@ -11,13 +11,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench.metrics import METRICS as METRIC_TABLE
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Columns that legitimately differ between two runs of the same cells: timing and provenance (a filtered grid has
 # another hash; the lead may commit between two runs of one test).
 VOLATILE = ("wall_time_s", "started_at", "git_commit", "torch_version", "numpy_version", "grid_name", "grid_hash")
-METRICS = ("map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim", "nfe_used", "iterations",
-           "status", "error")
+OUTCOMES = (*METRIC_TABLE, "nfe_used", "iterations", "status", "error")
 
 
 def make_checkpoint(path, arch: str = "realnvp", preset: str = "xs") -> Path:

@@ -13,7 +13,7 @@ import pytest
 from bench import store
 from bench.grid import load_grid
 from bench.runner import run_grid
-from gridkit import (METRICS, REPO, assert_same_rows, bench_cmd, bench_env, comparable, make_checkpoint, run_bench,
+from gridkit import (OUTCOMES, REPO, assert_same_rows, bench_cmd, bench_env, comparable, make_checkpoint, run_bench,
                      write_grid, write_plugin)
 
 
@@ -67,7 +67,7 @@ def test_kill_9_then_resume_gives_every_row_once_and_same_values(kit, tmp_path, 
     got, want = comparable(store.read_run(killed)), comparable(store.read_run(ref))
     assert len(want) == n_units * 2 * 2 and got["cell_id"].is_unique
     assert list(got["cell_id"]) == list(want["cell_id"])
-    assert_same_rows(got[["cell_id", *METRICS]], want[["cell_id", *METRICS]])
+    assert_same_rows(got[["cell_id", *OUTCOMES]], want[["cell_id", *OUTCOMES]])
     assert (got["status"] == "ok").all()
     assert len(store.unit_ids(killed)) == n_units
 
@@ -135,7 +135,7 @@ def test_corrupt_part_file_is_detected_and_recomputed(kit, tmp_path, damage):
     assert len(warned) == 1, logs
     after = comparable(store.read_run(out))
     assert after["cell_id"].is_unique
-    assert_same_rows(after[["cell_id", *METRICS]], before[["cell_id", *METRICS]])
+    assert_same_rows(after[["cell_id", *OUTCOMES]], before[["cell_id", *OUTCOMES]])
 
 
 # ------------------------------------------------------------------------------------- unwritable output
