@@ -49,7 +49,8 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     from bench.budget import BudgetedPrior
     from bench.report import is_ok, load_run
     from bench.runner import fresh_model, get_images, resolve_prior
-    from bench.solvers.common import Adam, clamp01, evaluate
+    from bench.solvers.optim import Adam, clamp01
+    from bench.solvers.stages import evaluate
     from bench.tasks import make_task
 
     run_dir = Path(run_dir)

@@ -457,6 +457,9 @@ def _run_unit(spec: dict):
     else:
         solve_p, solve_lam, expand = full, lam_full, list(range(N))
         trace_rows = expand
+    if reason := solver.skip(solve_p.for_solver()):
+        # the combination does not apply (declared by the solver): no solve, no prior pass
+        return error_rows(spec, _one_line(reason), status="skipped"), None, None
     budget = int(spec["budget"])
     bp = (BudgetedPrior(fresh_model(spec["prior"], device, spec["prior_sha256"]), budget, solve_p.batch_size)
           if solver.uses_prior else None)
@@ -527,14 +530,12 @@ def _run_unit(spec: dict):
 
 
 def _recon(full, x_hat, cids) -> dict:
-    """Arrays for figures: cell_id, x_hat, x_true, observed (y where it is an image, else clip(A⁺y)), mask."""
+    """Arrays for figures: cell_id, x_hat, x_true, observed (the task's ``observed_image``), mask."""
     x_true = full.x_true.detach().cpu().float().numpy()
     xh = x_hat.detach().cpu().float().numpy() if x_hat is not None else np.full_like(x_true, np.nan)
-    y = full.y.detach().cpu().float()
-    # what y shows as an image: y itself, or (cs) the clipped least-norm solution A⁺y
-    observed = y.numpy() if tuple(y.shape) == x_true.shape else full.least_norm().clamp(0, 1).cpu().float().numpy()
-    mask = full.state.get("mask")
-    mask = mask.detach().cpu().float().numpy() if mask is not None else np.ones_like(x_true)
+    # what y shows as an image, and which of its pixels were observed: the task says (Task.observed_image/_mask)
+    observed = full.task.observed_image(full).detach().cpu().float().numpy()
+    mask = full.task.observed_mask(full).detach().cpu().float().numpy()
     return {"cell_id": np.asarray(cids), "x_hat": xh.astype(np.float32), "x_true": x_true.astype(np.float32),
             "observed": observed.astype(np.float32), "mask": mask.astype(np.float32)}
 
@@ -820,6 +821,10 @@ def compatibility_problems(prev: dict | None, record: dict, has_units: bool) -> 
 
 
 # ----------------------------------------------------------------------------------------------------- run
+# Row statuses that are not failures: "skipped" = the solver declared it does not apply to the task (Solver.skip).
+NOT_FAILURES = ("ok", "skipped")
+
+
 @dataclass
 class RunSummary:
     out_dir: str
@@ -929,7 +934,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     clean_dir(out_dir, scan, warn=lambda m: log(f"warning: {m}"))
     rows = scan.rows  # readable units only; the corrupt ones were just removed
     if retry_failed:
-        failed = sorted(set(rows.loc[rows["status"] != "ok", "unit_id"]))
+        failed = sorted(set(rows.loc[~rows["status"].isin(NOT_FAILURES), "unit_id"]))
         for uid in failed:
             remove_unit(out_dir, uid)
         rows = rows[~rows["unit_id"].isin(failed)]
@@ -942,7 +947,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     earlier = {}
     for c in planned_cells - run_cells:
         s = done.get(c, "ok")
-        if s != "ok":
+        if s not in NOT_FAILURES:
             earlier[s] = earlier.get(s, 0) + 1
     summary.failures = dict(earlier)
     summary.failures_earlier = sum(earlier.values())
@@ -962,7 +967,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
             summary.units_run += 1
             summary.rows_written += result["rows"]
             for s, n in result["status"].items():
-                if s != "ok":
+                if s not in NOT_FAILURES:
                     summary.failures[s] = summary.failures.get(s, 0) + n
             if bar is not None:
                 bar.update(1)

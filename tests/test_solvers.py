@@ -16,7 +16,8 @@ from bench import metrics
 from bench.budget import BudgetedPrior
 from bench.errors import BudgetExceeded
 from bench.solvers.base import SOLVERS, SolveContext, Solver, make_solver
-from bench.solvers.common import Adam, evaluate, lbfgs_minimize, mle
+from bench.solvers.optim import Adam, lbfgs_minimize
+from bench.solvers.stages import evaluate, mle
 from bench.tasks import make_task
 
 NAMES = SOLVERS.names()
@@ -200,7 +201,7 @@ def test_mle_is_feasible(task, prior, faces):
         rel = pb.residual(x).norm(dim=1) / pb.y.norm(dim=1)
         assert (rel < 1e-3).all(), rel
     # ascent: log p_G went up from the feasible start
-    from bench.solvers.common import mle_start
+    from bench.solvers.stages import mle_start
 
     assert (prior.log_prob(x) > prior.log_prob(mle_start(pb))).all()
 
