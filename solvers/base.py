@@ -104,7 +104,7 @@ class Solver:
       (shorthand for ``Param(type(default), default)``). ``None`` as default: resolved later (e.g. from the
       task's ``solver_defaults``); a value given for it is still checked against the declared type.
     - ``ranges``: name -> valid values (:func:`check_ranges`), checked when the solver is built.
-    - ``tunable``: parameters ``bench tune`` may search, in search order (default: the ``Param``\ s declared
+    - ``tunable``: parameters ``bench tune`` may search, in search order (default: the parameters declared
       ``tunable=True``, in declared order).
     - ``uses_prior``: False: gets ``prior=None`` and no budget (Lasso).
     - ``lam_independent``: True: the solution does not depend on λ; the runner solves once per image.

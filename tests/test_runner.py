@@ -3,6 +3,7 @@ batch-order independence, refusal to mix runs. Priors are analytic GaussianLogit
 temporary folder (loaded by path through the real catalog); solvers are tiny test solvers registered per test."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -94,13 +95,11 @@ TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, 
 
 @pytest.fixture
 def test_solvers():
-    SOLVERS.names()  # discover the real plugins first
-    for name, cls in TEST_SOLVERS.items():
-        SOLVERS.register(name)(cls)
     GradSolver.calls, LamFreeSolver.calls = [], []
-    yield
-    for name in TEST_SOLVERS:
-        SOLVERS._items.pop(name, None)
+    with contextlib.ExitStack() as stack:   # temporarily: discovers the real plugins first, unregisters after
+        for name, cls in TEST_SOLVERS.items():
+            stack.enter_context(SOLVERS.temporarily(name, cls))
+        yield
 
 
 @pytest.fixture(scope="module")
