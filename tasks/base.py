@@ -27,7 +27,7 @@ import torch
 
 from bench import objective
 from bench.errors import UserError
-from bench.registry import Registry, resolve_params
+from bench.registry import Registry, defaults, resolve_params
 from bench.seeding import randn
 
 TASKS = Registry("task", "bench.tasks")
@@ -141,7 +141,7 @@ class Task:
     """
 
     name: str = "?"
-    parameters: dict = {}          # declared parameters and their defaults (every task has ``sigma``)
+    parameters: dict = {}          # name -> default or bench.registry.Param (every task has ``sigma``)
     per_row_state: tuple = ()      # keys of ``Problem.state`` that hold one entry per row (``take`` indexes them)
     description: str = ""
     point_constraint: bool = False  # True: {x : f(x) = y} is a single point (f invertible): x*(0) = Proj(y) and
@@ -176,7 +176,8 @@ class Task:
     @property
     def spec(self) -> str:
         """The task with its non-default parameters, e.g. ``cs[m=0.1628]``: the key used in result rows."""
-        diff = {k: v for k, v in self.params.items() if self.parameters[k] != v}
+        base = defaults(self.parameters)
+        diff = {k: v for k, v in self.params.items() if base[k] != v}
         return self.name + ("[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]" if diff else "")
 
     def identity(self) -> dict:

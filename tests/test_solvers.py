@@ -14,7 +14,7 @@ import torch
 
 from bench import metrics
 from bench.budget import BudgetedPrior
-from bench.errors import BudgetExceeded
+from bench.errors import BudgetExceeded, UserError
 from bench.solvers.base import SOLVERS, SolveContext, Solver, make_solver
 from bench.solvers.optim import Adam, lbfgs_minimize
 from bench.solvers.stages import evaluate, mle
@@ -390,3 +390,8 @@ def test_latent_lbfgs_task_defaults(prior, faces):
             pytest.approx([lr]), pytest.approx([steps]), pytest.approx([gamma]))
     res, _, _, _ = solve("latent-lbfgs", pb, lam, prior, budget=10, lr=0.5, penalty="l2sq", gamma=0.1)
     assert float(res.info["lr"][0]) == 0.5 and math.isclose(float(res.info["gamma"][0]), 0.1, rel_tol=1e-6)
+
+
+def test_typed_parameter_declared_none_is_checked():
+    with pytest.raises(UserError, match=r"parameter 'lr' of solver 'latent-lbfgs' must be a number \(float\)"):
+        make_solver("latent-lbfgs[lr=abc]")
