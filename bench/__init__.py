@@ -1,9 +1,9 @@
 """flowprior-bench: a benchmark harness for MAP solvers with normalizing-flow priors.
 
-The repository keeps ``solvers/``, ``priors/`` and ``datasets/`` next to ``bench/``; they are importable as
-``bench.solvers``, ``bench.priors`` and ``bench.datasets``. In an installed wheel they live inside the package
-(see pyproject.toml); in a source checkout the repository root is appended to this package's search path so the
-same names resolve to the top-level folders. No top-level ``datasets`` package is ever created.
+The repository keeps ``solvers/``, ``priors/``, ``datasets/`` and ``tasks/`` next to ``bench/``; they are
+importable as ``bench.solvers``, ``bench.priors``, ``bench.datasets`` and ``bench.tasks``. In an installed wheel
+they live inside the package (see pyproject.toml); in a source checkout the repository root is appended to this
+package's search path so the same names resolve to the top-level folders. No top-level ``datasets`` package is ever created.
 """
 from pathlib import Path as _Path
 

@@ -159,9 +159,17 @@ def _m_values(cs: pd.DataFrame) -> pd.Series:
     return m.fillna(parsed).fillna(CS_FRACTION_HIGH)
 
 
+def _sweeps_m(task: str) -> bool:
+    """Whether ``task``'s class declares ``sweep_param = "m"`` (the measurement count this figure plots along)."""
+    from bench.tasks import TASKS
+
+    base = task_base(task)
+    return base in TASKS and TASKS.get(base).sweep_param == "m"
+
+
 def cs_sweep(rows: pd.DataFrame, n_pixels: int | None = None) -> tuple[pd.DataFrame, str] | None:
     """Mean ± se PSNR per (prior, solver, m) at each solver's best λ; (table, x-axis label) or None."""
-    cs = rows[(rows["task"].astype(str).map(task_base) == "cs") & is_ok(rows)].copy()
+    cs = rows[(rows["task"].astype(str).map(_sweeps_m)) & is_ok(rows)].copy()
     if "p_task_noise" in cs.columns and (cs["p_task_noise"] == "norm").any():
         cs = cs[cs["p_task_noise"] == "norm"]   # the sweep in Asim's convention (noise norm), not AIPO's
     if cs.empty:

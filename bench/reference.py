@@ -50,7 +50,8 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     from bench.loading import fresh_model, get_images
     from bench.planning import resolve_prior
     from bench.report import load_run
-    from bench.solvers.common import Adam, clamp01, evaluate
+    from bench.solvers.optim import Adam, clamp01
+    from bench.solvers.stages import evaluate
     from bench.tables import is_ok
     from bench.tasks import make_task
 

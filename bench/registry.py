@@ -6,14 +6,43 @@ into ``solvers/`` is all it takes to add a solver.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 import re
+from dataclasses import dataclass
 
 from bench.errors import UserError
 
 
+@dataclass(frozen=True)
+class Param:
+    """A declared parameter of a plugin (solver or task): its type, default, whether ``bench tune`` may search it,
+    and a one-line doc. ``default=None`` means "resolved later" (e.g. a per-task default); a value given for it
+    is still checked against ``type``. A plain value in a ``parameters`` dict is shorthand for
+    ``Param(type(value), value)``."""
+
+    type: type
+    default: object = None
+    tunable: bool = False
+    doc: str = ""
+
+
+def as_param(declared) -> Param:
+    """``declared`` as a :class:`Param` (a plain default value becomes ``Param(type(value), value)``)."""
+    if isinstance(declared, Param):
+        return declared
+    return Param(type(declared) if declared is not None else object, declared)
+
+
+def defaults(declared: dict) -> dict:
+    """The default value of every declared parameter (``Param`` or plain value), in declared order."""
+    return {k: as_param(v).default for k, v in declared.items()}
+
+
 class Registry:
+    """Name -> plugin class. ``package``: the package whose modules :func:`discover` imports on first use."""
+
     def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
         self.package = package
@@ -31,6 +60,22 @@ class Registry:
                 pass
             return obj
         return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (no error if it is not registered)."""
+        self._items.pop(name, None)
+
+    @contextlib.contextmanager
+    def temporarily(self, name: str, obj):
+        """Register ``obj`` as ``name`` for the duration of a ``with`` block (tests, in-process plugins); the name
+        is unregistered afterwards. Discovery runs first, so a temporary entry never hides a real plugin's
+        registration order."""
+        self._ensure()
+        self.register(name)(obj)
+        try:
+            yield obj
+        finally:
+            self.unregister(name)
 
     def _ensure(self):
         if not self._discovered:
@@ -106,12 +151,16 @@ def format_spec(name: str, params: dict) -> str:
 
 
 def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dict:
-    """Merge overrides into declared defaults, rejecting unknown keys and casting to the default's type."""
-    out = dict(declared)
+    """Merge overrides into declared defaults, rejecting unknown keys and casting to the default's type.
+
+    ``declared`` maps names to :class:`Param` or to plain defaults. A parameter whose default is ``None`` keeps the
+    value as given, after checking it against the declared ``Param.type`` (when one is declared)."""
+    params = {k: as_param(v) for k, v in declared.items()}
+    out = {k: p.default for k, p in params.items()}
     for k, v in overrides.items():
-        if k not in declared:
-            raise UserError(f"unknown parameter {k!r} for {kind} {name!r}; valid: {', '.join(sorted(declared)) or 'none'}")
-        d = declared[k]
+        if k not in params:
+            raise UserError(f"unknown parameter {k!r} for {kind} {name!r}; valid: {', '.join(sorted(params)) or 'none'}")
+        d = params[k].default
         if isinstance(d, bool):
             if not isinstance(v, bool):
                 raise UserError(f"parameter {k!r} of {kind} {name!r} must be true/false, got {v!r}")
@@ -125,8 +174,25 @@ def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dic
                 raise UserError(f"parameter {k!r} of {kind} {name!r} must be a number, got {v!r}")
             v = float(v)
         elif d is None:
-            pass
+            _check_type(kind, name, k, params[k].type, v)
         elif isinstance(d, str) and not isinstance(v, str):
             v = str(v)
         out[k] = v
     return out
+
+
+def _check_type(kind: str, name: str, key: str, typ, v) -> None:
+    """Raise UserError if ``v`` is not a value of the declared type ``typ`` (value kept as given)."""
+    if typ is bool:
+        ok, want = isinstance(v, bool), "true/false"
+    elif typ is int:
+        ok, want = (not isinstance(v, bool) and (isinstance(v, int) or (isinstance(v, float) and v.is_integer())),
+                    "an integer")
+    elif typ is float:
+        ok, want = not isinstance(v, bool) and isinstance(v, (int, float)), "a number"
+    elif typ is str:
+        ok, want = isinstance(v, str), "a string"
+    else:
+        return
+    if not ok:
+        raise UserError(f"parameter {key!r} of {kind} {name!r} must be {want} ({typ.__name__}), got {v!r}")

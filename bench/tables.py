@@ -29,7 +29,6 @@ RANK_CELL = ["task", "prior", "split", "lam", "seed"]
 PAIR_KEY = ["task", "prior", "split", "lam", "seed", "image_id"]
 ROW_KEY = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]
 BASELINE = "aipo"
-_TASK_ORDER = ["denoise", "cs", "inpaint"]
 _SPLIT_ORDER = ["val", "id", "test", "ood"]
 
 
@@ -45,8 +44,14 @@ def _order(values, preferred=()) -> list:
 
 
 def task_order(tasks) -> list:
-    return sorted(pd.unique(pd.Series(list(tasks))),
-                  key=lambda t: (_TASK_ORDER.index(task_base(t)) if task_base(t) in _TASK_ORDER else 9, str(t)))
+    """Tasks by their class's declared ``order``, then by name; tasks not registered go last."""
+    from bench.tasks import TASKS
+
+    def key(t):
+        base = task_base(t)
+        return (0, TASKS.get(base).order, str(t)) if base in TASKS else (1, 0, str(t))
+
+    return sorted(pd.unique(pd.Series(list(tasks))), key=key)
 
 
 def solver_order(solvers, meta: dict | None = None) -> list:

@@ -69,8 +69,8 @@ def _rows_frame(spec: dict, *, status, error, metrics: dict, nfe_used, iteration
     return pd.DataFrame(cols)
 
 
-def error_rows(spec: dict, message: str, status: str = "error") -> pd.DataFrame:
-    """Rows for a unit that failed before producing anything."""
+def error_rows(spec, message: str, status: str = "error") -> pd.DataFrame:
+    """Rows for a unit that failed (or was skipped) before producing anything."""
     n = len(spec.image_ids) * len(spec.lams)
     return _rows_frame(spec, status=[status] * n, error=[message] * n, metrics={}, nfe_used=[0] * n,
                        iterations=[0] * n, wall_s=0.0)
@@ -168,6 +168,9 @@ def _run_unit(spec: dict):
     else:
         solve_p, solve_lam, expand = full, lam_full, list(range(N))
         trace_rows = expand
+    if reason := solver.skip(solve_p.for_solver()):
+        # the combination does not apply (declared by the solver): no solve, no prior pass
+        return error_rows(spec, " ".join(str(reason).split())[:400], status="skipped"), None, None
     budget = int(spec.budget)
     bp = (BudgetedPrior(fresh_model(spec.prior, device, spec.prior_sha256), budget, solve_p.batch_size)
           if solver.uses_prior else None)
@@ -238,14 +241,12 @@ def _run_unit(spec: dict):
 
 
 def _recon(full, x_hat, cids) -> dict:
-    """Arrays for figures: cell_id, x_hat, x_true, observed (y where it is an image, else clip(A⁺y)), mask."""
+    """Arrays for figures: cell_id, x_hat, x_true, observed (the task's ``observed_image``), mask."""
     x_true = full.x_true.detach().cpu().float().numpy()
     xh = x_hat.detach().cpu().float().numpy() if x_hat is not None else np.full_like(x_true, np.nan)
-    y = full.y.detach().cpu().float()
-    # what y shows as an image: y itself, or (cs) the clipped least-norm solution A⁺y
-    observed = y.numpy() if tuple(y.shape) == x_true.shape else full.least_norm().clamp(0, 1).cpu().float().numpy()
-    mask = full.state.get("mask")
-    mask = mask.detach().cpu().float().numpy() if mask is not None else np.ones_like(x_true)
+    # what y shows as an image, and which of its pixels were observed: the task says
+    observed = full.task.observed_image(full).detach().cpu().float().numpy()
+    mask = full.task.observed_mask(full).detach().cpu().float().numpy()
     return {"cell_id": np.asarray(cids), "x_hat": xh.astype(np.float32), "x_true": x_true.astype(np.float32),
             "observed": observed.astype(np.float32), "mask": mask.astype(np.float32)}
 

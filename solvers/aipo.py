@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.common import MLEStart, Tracer, clamp01, evaluate, make_optimizer, mle_passes
+from bench.solvers.optim import clamp01, make_optimizer
+from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
 
 
 def delta_min_bounds(dmin0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +27,7 @@ class AIPO(MLEStart, Solver):
 
     Line by line (λ, δ, δ_min and Δ_L are per row; the K schedule is shared so rows run in lockstep):
 
-    - line 2: x_0 = x*(0), the MLE of eq. (4) (:func:`bench.solvers.common.mle`: ``ctx.mle_steps`` passes of
+    - line 2: x_0 = x*(0), the MLE of eq. (4) (:func:`bench.solvers.stages.mle`: ``ctx.mle_steps`` passes of
       projected gradient ascent (``mle_optimizer``, App. A) with step ``mle_lr``, started from the projected
       least-norm point f⁺(y) — A⁺y for cs, the observed pixels for inpaint; clip(y, 0, 1) free for denoising);
       λ = 0; δ_min = δ_min⁰ = ``delta_min0``·Λ (Table 4: Λ/20); Δ_L = NULL.
@@ -71,7 +72,7 @@ class AIPO(MLEStart, Solver):
               "optimizer": "adam|gd", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
     tunable = ("alpha", "mle_lr")
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
-    paper = "Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4"
+    # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
 
     def solve(self, problem, prior, lam, ctx):
         p = self.params

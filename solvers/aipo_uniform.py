@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.common import GD, MLEStart, Tracer, clamp01, evaluate, mle_passes
+from bench.solvers.optim import GD, clamp01
+from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
 
 
 def lipschitz_estimate(problem, prior, x0, lam, e0, iters: int, h: float) -> torch.Tensor:
@@ -58,7 +59,7 @@ class AIPOUniform(MLEStart, Solver):
               "mle_optimizer": "adam|gd"}
     tunable = ("step_scale", "mle_lr")
     description = "AIPO Alg. 1: N uniform lambda stages, K GD steps of 1/L each (L estimated per image)"
-    paper = "Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1"
+    # paper: Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1
 
     def solve(self, problem, prior, lam, ctx):
         p = self.params

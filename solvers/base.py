@@ -1,8 +1,12 @@
 """The solver contract, shared by every registered solver.
 
-A solver is a class with declared ``parameters`` (defaults from its paper) and one method::
+A solver is a class with declared ``parameters`` (:class:`bench.registry.Param`, or plain defaults from its paper)
+and one method::
 
     solve(problem, prior, lam, ctx) -> SolveResult
+
+plus, optionally, ``skip(problem) -> reason | None`` (the combination does not apply: the runner writes rows with
+status ``skipped`` and the reason, and calls nothing else) and ``initial_point`` (where the solver starts).
 
 - ``problem``: a :class:`bench.tasks.Problem` batch of B rows (each row one image × one λ);
 - ``prior``: a :class:`bench.budget.BudgetedPrior` counting passes per row (``None`` for solvers with
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.errors import UserError
-from bench.registry import Registry, format_spec, parse_spec, resolve_params
+from bench.registry import Param, Registry, as_param, defaults, format_spec, parse_spec, resolve_params
 from bench.seeding import generator
 
 SOLVERS = Registry("solver", "bench.solvers")
@@ -92,30 +96,73 @@ def check_ranges(name: str, params: dict, ranges: dict) -> None:
 
 
 class Solver:
-    """Base class; subclasses register with ``@SOLVERS.register(name)``."""
+    """Base class and contract; subclasses register with ``@SOLVERS.register(name)``.
+
+    Class attributes the harness reads:
+
+    - ``parameters``: name -> :class:`~bench.registry.Param` (type, default, tunable, doc), or a plain default
+      (shorthand for ``Param(type(default), default)``). ``None`` as default: resolved later (e.g. from the
+      task's ``solver_defaults``); a value given for it is still checked against the declared type.
+    - ``ranges``: name -> valid values (:func:`check_ranges`), checked when the solver is built.
+    - ``tunable``: parameters ``bench tune`` may search, in search order (default: the parameters declared
+      ``tunable=True``, in declared order).
+    - ``uses_prior``: False: gets ``prior=None`` and no budget (Lasso).
+    - ``lam_independent``: True: the solution does not depend on λ; the runner solves once per image.
+    - ``chaotic``: True: last-bit float differences (another CPU) change its answers; ``check`` judges it against
+      the reference cell's spread instead of paired noise.
+    - ``stochastic``: True: its answer depends on the seed index (random draws), not only on the data.
+    """
 
     name: str = "?"
     parameters: dict = {}
-    ranges: dict = {}             # declared valid values per parameter (:func:`check_ranges`)
-    tunable: tuple = ()           # parameters `bench tune` may search (step sizes)
-    uses_prior: bool = True       # False: gets prior=None and no budget (Lasso)
-    lam_independent: bool = False  # True: the solution does not depend on λ; the runner solves once per image
-    chaotic: bool = False          # True: last-bit float differences (another CPU) change its answers; `check`
-                                   # judges it against the reference cell's spread instead of paired noise
+    ranges: dict = {}
+    tunable: tuple = ()
+    uses_prior: bool = True
+    lam_independent: bool = False
+    chaotic: bool = False
+    stochastic: bool = False
     description: str = ""
-    paper: str = ""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "tunable" not in cls.__dict__ and "parameters" in cls.__dict__:
+            declared = tuple(k for k, v in cls.parameters.items() if isinstance(v, Param) and v.tunable)
+            if declared:
+                cls.tunable = declared
 
     def __init__(self, **overrides):
         self.params = resolve_params("solver", self.name, self.parameters, overrides)
-        self.overrides = {k: v for k, v in self.params.items() if self.parameters[k] != v}
+        base = self.defaults()
+        self.overrides = {k: v for k, v in self.params.items() if base[k] != v}
         check_ranges(self.name, self.params, self.ranges)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The declared default of every parameter (``None``: resolved at solve time)."""
+        return defaults(cls.parameters)
+
+    @classmethod
+    def param(cls, name: str) -> Param:
+        """The declaration of parameter ``name`` as a :class:`~bench.registry.Param`."""
+        return as_param(cls.parameters[name])
 
     @property
     def spec(self) -> str:
         """``aipo`` or ``aipo[alpha=0.01]``: the solver column of result rows."""
         return format_spec(self.name, self.overrides)
 
+    def skip(self, problem) -> str | None:
+        """A one-line reason when this solver (with its parameters) does not apply to ``problem``'s task, else
+        None (default). ``problem`` is what the solver would get (:meth:`bench.tasks.Problem.for_solver`). The
+        runner then writes the cells' rows with status ``skipped`` and the reason, and runs nothing."""
+        return None
+
+    def initial_point(self, problem, prior, lam, ctx, tracer=None) -> torch.Tensor:
+        """Where :meth:`solve` starts (x-space solvers; passes spent here count against the budget)."""
+        raise NotImplementedError
+
     def solve(self, problem, prior, lam: torch.Tensor, ctx: SolveContext) -> SolveResult:
+        """Solve the B rows of ``problem`` (see the module docstring) and return x̂ with its anytime trace."""
         raise NotImplementedError
 
 

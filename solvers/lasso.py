@@ -147,7 +147,7 @@ def operator_norm_sq(problem, iters: int = 100) -> torch.Tensor:
     are still 4e-4 low at 4000×12288). Other operators: per-row power iteration on fᵀf from the ones vector
     (exact after two steps for the identity and for masks)."""
     B = problem.batch_size
-    A = problem.state.get("A")
+    A = problem.task.dense_matrix(problem)
     if A is not None and A.dim() == 2:
         key = (tuple(A.shape), str(A.device), float(A.double().sum()), float(A[0].double().abs().sum()))
         if key not in _GRAM_CACHE:
@@ -220,7 +220,7 @@ class LassoSolver(Solver):
     uses_prior = False
     lam_independent = True
     basis_kind = "?"
-    paper = "Asim et al. 2020, footnote 1 (coordinate descent there; FISTA here)"
+    # paper: Asim et al. 2020, footnote 1 (coordinate descent there; FISTA here)
 
     def __init__(self, **overrides):
         super().__init__(**overrides)

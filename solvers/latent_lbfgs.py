@@ -6,19 +6,17 @@ import math
 import torch
 
 from bench.errors import UserError
+from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.common import clamp01, lbfgs_minimize
+from bench.solvers.optim import clamp01, lbfgs_minimize
 
-# GlowIP's settings (Asim App. A: "we set the number of iterations and learning rate for denoising, compressed
-# sensing, and inpainting to be 20, 1; 30, 0.1; and 20, 1"), and γ: 0 for cs and inpaint (Asim §2); for
-# denoising Asim's best value at σ = 0.1 is γ = 1 (Fig. 2; Fig. 12 caption) at n = 64·64·3 = 12288, which we
-# rescale to the image size (``ASIM_N``, see :meth:`LatentLBFGS.resolved`).
-TASK_DEFAULTS = {
-    "cs": {"lr": 0.1, "steps": 30, "gamma": 0.0},
-    "denoise": {"lr": 1.0, "steps": 20, "gamma": 1.0},
-    "inpaint": {"lr": 1.0, "steps": 20, "gamma": 0.0},
-}
-FALLBACK = {"lr": 1.0, "steps": 20, "gamma": 0.0}
+# Per-task settings live with the tasks (``solver_defaults["latent-lbfgs"]`` of tasks/*.py): GlowIP's (Asim
+# App. A: "we set the number of iterations and learning rate for denoising, compressed sensing, and inpainting to
+# be 20, 1; 30, 0.1; and 20, 1"), and γ: 0 for cs and inpaint (Asim §2); for denoising Asim's best value at
+# σ = 0.1 is γ = 1 (Fig. 2; Fig. 12 caption) at n = 64·64·3 = 12288, which we rescale to the image size
+# (``ASIM_N``, see :meth:`LatentLBFGS.resolved`). A task without them cannot run latent-lbfgs unless the grid
+# gives lr, steps and gamma (:meth:`LatentLBFGS.skip`).
+TASK_PARAMS = ("lr", "steps", "gamma")
 ASIM_N = 64 * 64 * 3
 PENALTIES = ("l2", "l2sq")
 
@@ -28,15 +26,16 @@ class LatentLBFGS(Solver):
     """min_z ||y − f(G(z))||² + γ·||z|| (Asim eq. 2; ``penalty = "l2sq"`` uses γ||z||², their App. B variant),
     z0 = 0, solved with L-BFGS without line search, returning x̂ = clip(G(ẑ), 0, 1).
 
-    The optimiser is :func:`bench.solvers.common.lbfgs_minimize`, a per-row mirror of
+    The optimiser is :func:`bench.solvers.optim.lbfgs_minimize`, a per-row mirror of
     ``torch.optim.LBFGS(lr, max_iter=20, max_eval=25, history_size=100, tolerance_grad=1e-7,
     tolerance_change=1e-9)`` called ``steps`` times (GlowIP calls ``optimizer.step(closure)`` once per "step"):
     first-iteration step min(1, 1/||g||₁)·lr, curvature pairs skipped per row when yᵀs ≤ 1e-10, rows that
     converge are frozen. History, ρ, H_diag, step and counters are per row, so batched equals single.
 
-    Parameters left at ``None`` take GlowIP's task default (``TASK_DEFAULTS``: cs lr 0.1 × 30 steps, denoise and
-    inpaint lr 1 × 20 steps; γ = 0 for cs and inpaint (Asim)). Denoising γ: Asim's best, γ = 1 at σ = 0.1 and
-    n = 12288 (Fig. 2), times sqrt(n/12288): the data term's gradient grows like √n (residual ≈ σ√n) while that
+    Parameters left at ``None`` take the task's default (``solver_defaults["latent-lbfgs"]`` of the task, GlowIP's
+    settings: cs lr 0.1 × 30 steps, denoise and inpaint lr 1 × 20 steps; γ = 0 for cs and inpaint (Asim)); on a
+    task that declares none, the solver is skipped unless the grid sets them. Denoising γ: Asim's best, γ = 1 at
+    σ = 0.1 and n = 12288 (Fig. 2), times sqrt(n/12288): the data term's gradient grows like √n (residual ≈ σ√n) while that
     of γ||z|| has norm γ, so this keeps their balance at other image sizes (γ ≈ 0.144 at 16×16 grey). Unscaled,
     γ = 1 at n = 64 pins ẑ at the kink z = 0, where the L-BFGS secant pairs blow up (measured: G(z) diverges).
     An explicit ``gamma`` is used as given. The resolved values are returned per row in ``info``.
@@ -48,25 +47,40 @@ class LatentLBFGS(Solver):
     image (G maps into (−0.056, 1.056) through the logit preprocessing).
     """
 
-    parameters = {"lr": None, "steps": None, "gamma": None, "penalty": "l2", "max_iter": 20, "history_size": 100,
+    parameters = {"lr": Param(float, None, tunable=True, doc="L-BFGS step size (task default)"),
+                  "steps": Param(int, None, doc="outer LBFGS.step calls (task default)"),
+                  "gamma": Param(float, None, doc="weight of the latent penalty (task default, rescaled to n)"),
+                  "penalty": "l2", "max_iter": 20, "history_size": 100,
                   "tolerance_grad": 1e-7, "tolerance_change": 1e-9}
     ranges = {"lr": ">0", "steps": ">=1", "gamma": ">=0", "penalty": "|".join(PENALTIES), "max_iter": ">=1",
               "history_size": ">=1", "tolerance_grad": ">=0", "tolerance_change": ">=0"}
-    tunable = ("lr",)
     lam_independent = True
     chaotic = True   # L-BFGS without a line search: other CPUs' last bits lead to other local minima
-    task_defaults = TASK_DEFAULTS
     description = "Asim et al. 2020: LBFGS on min_z ||y - f(G(z))||^2 + gamma ||z|| from z0 = 0 (GlowIP settings)"
-    paper = "Asim et al. 2020, sec. 2 and App. A"
+    # paper: Asim et al. 2020, sec. 2 and App. A
 
-    def resolved(self, task_name: str, n: int = ASIM_N) -> dict:
-        """The parameters with ``None`` replaced by GlowIP's default for ``task_name`` at image size ``n``."""
-        base = dict(TASK_DEFAULTS.get(task_name, FALLBACK))
-        base["gamma"] = base["gamma"] * math.sqrt(n / ASIM_N)
+    def resolved(self, task, n: int = ASIM_N) -> dict:
+        """The parameters with ``None`` replaced by ``task``'s default (its ``solver_defaults``) at image size
+        ``n``; a parameter neither given nor defaulted stays ``None`` (see :meth:`skip`)."""
+        base = dict(task.solver_defaults.get(self.name, {}))
+        if "gamma" in base:
+            base["gamma"] = base["gamma"] * math.sqrt(n / ASIM_N)
         out = {k: (base[k] if v is None and k in base else v) for k, v in self.params.items()}
         if out["penalty"] not in PENALTIES:
             raise UserError(f"latent-lbfgs: penalty must be one of {', '.join(PENALTIES)}, got {out['penalty']!r}")
         return out
+
+    def _missing(self, problem) -> list:
+        p = self.resolved(problem.task, problem.n)
+        return [k for k in TASK_PARAMS if p[k] is None]
+
+    def skip(self, problem):
+        missing = self._missing(problem)
+        if missing:
+            return (f"latent-lbfgs: task {problem.task.name!r} declares no default for parameter(s) "
+                    f"{', '.join(missing)} (its solver_defaults); set them, e.g. "
+                    f"latent-lbfgs[{','.join(f'{k}=...' for k in missing)}]")
+        return None
 
     def initial_point(self, problem, prior, lam, ctx, tracer=None):
         z0 = torch.zeros((problem.batch_size, *prior.latent_shape), dtype=problem.y.dtype, device=problem.y.device)
@@ -76,7 +90,10 @@ class LatentLBFGS(Solver):
     def solve(self, problem, prior, lam, ctx):
         from bench.solvers.base import Trace
 
-        p = self.resolved(problem.task.name, problem.n)
+        reason = self.skip(problem)
+        if reason:
+            raise UserError(reason)
+        p = self.resolved(problem.task, problem.n)
         dev, dt = problem.y.device, problem.y.dtype
         B = problem.batch_size
         shape = (B, *prior.latent_shape)

@@ -6,14 +6,14 @@ initialization, gradient descent with the MLE initialization is used as the thir
 from __future__ import annotations
 
 from bench.solvers.base import SOLVERS, Solver
-from bench.solvers.common import FixedLambdaSolver, MLEStart
+from bench.solvers.stages import FixedLambdaSolver, MLEStart
 
 
 @SOLVERS.register("mle-init")
 class MLEInit(MLEStart, FixedLambdaSolver, Solver):
     """Projected Adam on L(x; Λ) (AIPO eq. 3) from x*(0) (eq. 4), Λ fixed (AIPO §4.1).
 
-    - Start: the MLE stage of :func:`bench.solvers.common.mle` — ``ctx.mle_steps`` passes of projected gradient
+    - Start: the MLE stage of :func:`bench.solvers.stages.mle` — ``ctx.mle_steps`` passes of projected gradient
       ascent on log p_G (``mle_optimizer``, step ``mle_lr``; App. A projections, ending in the box) for cs and
       inpaint, charged to this row's budget; clip(y, 0, 1) at no cost for denoising.
     - Then Adam (step ``lr``) at Λ for the rest of ``ctx.budget``; every iterate clamped to [0, 1].
@@ -22,4 +22,4 @@ class MLEInit(MLEStart, FixedLambdaSolver, Solver):
     parameters = {**FixedLambdaSolver.parameters, "mle_lr": 3e-4, "mle_optimizer": "gd"}
     tunable = ("lr", "mle_lr")
     description = "Adam on x at fixed lambda from the MLE x*(0) (AIPO sec. 4.1 baseline)"
-    paper = "Liu et al. 2023 (AIPO), sec. 4.1"
+    # paper: Liu et al. 2023 (AIPO), sec. 4.1

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from bench.solvers.base import SOLVERS, Solver, row_randn
-from bench.solvers.common import ADAM_LR, FixedLambdaSolver, prior_image
+from bench.solvers.optim import ADAM_LR
+from bench.solvers.stages import FixedLambdaSolver, prior_image
 
 
 @SOLVERS.register("random-init")
@@ -20,8 +21,9 @@ class RandomInit(FixedLambdaSolver, Solver):
     """
 
     parameters = {"lr": ADAM_LR, "temperature": 1.0}
+    stochastic = True   # z ~ N(0, T²I) keyed by the seed index
     description = "Adam on x at fixed lambda from G(z0), z0 ~ N(0, I) (AIPO sec. 4.1 baseline)"
-    paper = "Liu et al. 2023 (AIPO), sec. 4.1"
+    # paper: Liu et al. 2023 (AIPO), sec. 4.1
 
     def initial_point(self, problem, prior, lam, ctx, tracer=None):
         z0 = self.params["temperature"] * row_randn(problem, tuple(prior.latent_shape), ctx.seed, "random-init")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from bench.solvers.base import SOLVERS, Solver
-from bench.solvers.common import FixedLambdaSolver, prior_image
+from bench.solvers.stages import FixedLambdaSolver, prior_image
 
 
 @SOLVERS.register("zero-init")
@@ -16,7 +16,7 @@ class ZeroInit(FixedLambdaSolver, Solver):
     """
 
     description = "Adam on x at fixed lambda from G(0) (AIPO sec. 4.1 baseline)"
-    paper = "Liu et al. 2023 (AIPO), sec. 4.1"
+    # paper: Liu et al. 2023 (AIPO), sec. 4.1
 
     def initial_point(self, problem, prior, lam, ctx, tracer=None):
         z0 = torch.zeros((problem.batch_size, *prior.latent_shape), dtype=problem.y.dtype, device=problem.y.device)

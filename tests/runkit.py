@@ -1,6 +1,8 @@
 """Test solvers, two analytic priors and a tiny grid for the runner tests (tests/test_runner*.py)."""
 from __future__ import annotations
 
+import contextlib
+
 import pandas as pd
 import pytest
 import torch
@@ -87,13 +89,11 @@ TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, 
 
 @pytest.fixture
 def test_solvers():
-    SOLVERS.names()  # discover the real plugins first
-    for name, cls in TEST_SOLVERS.items():
-        SOLVERS.register(name)(cls)
     GradSolver.calls, LamFreeSolver.calls = [], []
-    yield
-    for name in TEST_SOLVERS:
-        SOLVERS._items.pop(name, None)
+    with contextlib.ExitStack() as stack:   # temporarily: discovers the real plugins first, unregisters after
+        for name, cls in TEST_SOLVERS.items():
+            stack.enter_context(SOLVERS.temporarily(name, cls))
+        yield
 
 
 @pytest.fixture(scope="module")

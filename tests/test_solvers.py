@@ -14,12 +14,15 @@ import torch
 
 from bench import metrics
 from bench.budget import BudgetedPrior
-from bench.errors import BudgetExceeded
+from bench.errors import BudgetExceeded, UserError
 from bench.solvers.base import SOLVERS, SolveContext, Solver, make_solver
-from bench.solvers.common import Adam, evaluate, lbfgs_minimize, mle
-from bench.tasks import make_task
+from bench.solvers.optim import Adam, lbfgs_minimize
+from bench.solvers.stages import evaluate, mle
+from bench.tasks import TASKS, make_task
 
 NAMES = SOLVERS.names()
+TASK_NAMES = TASKS.names()
+MLE_TASKS = [t for t in TASK_NAMES if not TASKS.get(t).point_constraint]   # the MLE stage spends passes
 PRIOR_BASED = [n for n in NAMES if SOLVERS.get(n).uses_prior]
 SIZE, BUDGET, MLE_STEPS = 8, 60, 20
 
@@ -74,11 +77,11 @@ def test_declared_attributes(name):
     cls = SOLVERS.get(name)
     assert isinstance(cls.parameters, dict) and cls.description
     assert set(cls.tunable) <= set(cls.parameters)
-    assert isinstance(cls.uses_prior, bool) and isinstance(cls.lam_independent, bool)
-    assert cls().spec == name
+    assert all(isinstance(getattr(cls, a), bool) for a in ("uses_prior", "lam_independent", "chaotic", "stochastic"))
+    assert set(cls.defaults()) == set(cls.parameters) and cls().spec == name
 
 
-@pytest.mark.parametrize("task", ["denoise", "cs"])
+@pytest.mark.parametrize("task", TASK_NAMES)
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_decreases_from_own_start(name, task, prior, faces):
     pb, lam = problem(faces, task, n=3)
@@ -130,11 +133,8 @@ def overspender():
             while True:
                 prior.log_prob(problem.y.clamp(0, 1))
 
-    SOLVERS.register(name)(Overspend)
-    try:
+    with SOLVERS.temporarily(name, Overspend):
         yield name
-    finally:
-        SOLVERS._items.pop(name, None)
 
 
 def test_overspending_solver_is_stopped(overspender, prior, faces):
@@ -159,7 +159,7 @@ def batch_invariant_kernels():
                 yield
 
 
-@pytest.mark.parametrize("task", ["cs", "denoise", "inpaint"])
+@pytest.mark.parametrize("task", TASK_NAMES)
 @pytest.mark.parametrize("name", NAMES)
 def test_batched_equals_single(name, task, prior, faces, batch_invariant_kernels):
     pb, lam = problem(faces, task, n=4, lams=(0.5, 2.0))
@@ -178,21 +178,21 @@ def test_seed_changes_random_init_only(name, prior, faces):
     b = solve(name, pb, lam, prior, budget=30, seed=0)[0].x_hat
     c = solve(name, pb, lam, prior, budget=30, seed=1)[0].x_hat
     assert torch.equal(a, b)
-    if name == "random-init":
+    if SOLVERS.get(name).stochastic:
         assert (a - c).flatten(1).abs().amax(1).min() > 1e-3
     else:
         assert torch.equal(a, c)
 
 
 # --- the MLE stage (AIPO eq. 4, App. A) ----------------------------------------------------------------------------
-@pytest.mark.parametrize("task", ["cs", "inpaint"])
+@pytest.mark.parametrize("task", MLE_TASKS)
 def test_mle_is_feasible(task, prior, faces):
     pb, _ = problem(faces, task, n=3)
     bp = BudgetedPrior(prior, MLE_STEPS, pb.batch_size)
     x = mle(pb, bp, MLE_STEPS, 0.01)
     assert (bp.used == MLE_STEPS).all()
     assert x.min() >= 0 and x.max() <= 1
-    if task == "inpaint":
+    if "mask" in pb.state:
         M = pb.state["mask"]
         assert torch.equal((M * x), (M * pb.y).clamp(0, 1))
         assert (M == 0).any() and ((1 - M) * (x - 0.5)).abs().sum() > 0   # missing pixels moved off the start
@@ -200,13 +200,14 @@ def test_mle_is_feasible(task, prior, faces):
         rel = pb.residual(x).norm(dim=1) / pb.y.norm(dim=1)
         assert (rel < 1e-3).all(), rel
     # ascent: log p_G went up from the feasible start
-    from bench.solvers.common import mle_start
+    from bench.solvers.stages import mle_start
 
     assert (prior.log_prob(x) > prior.log_prob(mle_start(pb))).all()
 
 
-def test_mle_free_for_denoising(prior, faces):
-    pb, _ = problem(faces, "denoise", n=2)
+@pytest.mark.parametrize("task", [t for t in TASK_NAMES if t not in MLE_TASKS])
+def test_mle_free_for_point_constraints(task, prior, faces):
+    pb, _ = problem(faces, task, n=2)
     bp = BudgetedPrior(prior, 5, pb.batch_size)
     x = mle(pb, bp, 500, 0.01)
     assert torch.equal(x, pb.y.clamp(0, 1)) and (bp.used == 0).all()
@@ -241,7 +242,7 @@ def test_aipo_schedule(task, budget, prior, faces):
     assert ((res.info["lam_reached"] > 0) & (res.info["lam_reached"] <= lam)).all()
     assert (res.info["rounds"] >= 1).all()
     # the first stage starts from the MLE: the first pass after the MLE stage evaluates x*(0)
-    n_mle = 0 if task == "denoise" else MLE_STEPS
+    n_mle = 0 if TASKS.get(task).point_constraint else MLE_STEPS
     x_mle = mle(pb, BudgetedPrior(prior, budget, pb.batch_size), n_mle, s.params["mle_lr"],
                 optimizer=s.params["mle_optimizer"])
     torch.testing.assert_close(bp.seen[n_mle], x_mle, rtol=0, atol=0)
@@ -389,3 +390,8 @@ def test_latent_lbfgs_task_defaults(prior, faces):
             pytest.approx([lr]), pytest.approx([steps]), pytest.approx([gamma]))
     res, _, _, _ = solve("latent-lbfgs", pb, lam, prior, budget=10, lr=0.5, penalty="l2sq", gamma=0.1)
     assert float(res.info["lr"][0]) == 0.5 and math.isclose(float(res.info["gamma"][0]), 0.1, rel_tol=1e-6)
+
+
+def test_typed_parameter_declared_none_is_checked():
+    with pytest.raises(UserError, match=r"parameter 'lr' of solver 'latent-lbfgs' must be a number \(float\)"):
+        make_solver("latent-lbfgs[lr=abc]")

@@ -1,4 +1,5 @@
-"""Forward models of AIPO §2.3/§4 (bench/tasks.py): adjoints, projections, masks, identity-keyed randomness."""
+"""Forward models of AIPO §2.3/§4 (tasks/*.py): projections, masks, identity-keyed randomness, parameters. The
+operator contract every task satisfies (adjointness, least norm, ...) is tests/test_task_contract.py."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,8 @@ import torch
 from bench.errors import UserError
 from bench.tasks import TASKS, CompressedSensing, make_task
 
-ALL = ["denoise", "cs", "inpaint"]
+ALL = ["denoise", "cs", "inpaint"]   # the tasks of the paper; every test below that is not about one of them runs
+NAMES = TASKS.names()                # over every registered task
 
 
 def _x(b=4, c=1, s=16, seed=0, lo=0.0, hi=1.0):
@@ -24,24 +26,7 @@ def test_registered():
     assert set(ALL) <= set(TASKS.names())
 
 
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("c", [1, 3])
-def test_adjoint(name, c):
-    """<f(x), r> = <x, fᵀ(r)> for random x and r."""
-    t = make_task(name)
-    p = t.make(_x(3, c), _ids(3), 0)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, c, 16, 16, generator=g, dtype=torch.float64)
-    r = torch.randn(p.y.shape, generator=g, dtype=torch.float64)
-    p = p.to("cpu")
-    p.state = {k: v.double() for k, v in p.state.items()}
-    lhs = (p.forward(x) * r).flatten(1).sum(1)
-    rhs = (x * p.adjoint(r)).flatten(1).sum(1)
-    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
-    assert p.adjoint(r).shape == x.shape and p.forward(x).shape == p.y.shape
-
-
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", NAMES)
 def test_data_fit_grad(name):
     """data_fit_grad is the autograd gradient of data_fit."""
     p = make_task(name).make(_x(2), _ids(2), 0)
@@ -99,7 +84,7 @@ def test_inpaint_mask(size):
     assert not torch.equal(t.mask((1, 16, 16), "a", 0), t.mask((1, 16, 16), "b", 0))
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", NAMES)
 def test_identity_keyed_randomness(name):
     t = make_task(name)
     x = _x(5, c=1)
@@ -185,19 +170,20 @@ def test_spec_roundtrip():
     assert make_task(make_task("inpaint[sigma=0.05]").spec).params == make_task("inpaint[sigma=0.05]").params
 
 
-@pytest.mark.parametrize("name", TASKS.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_least_norm_solves_f_of_x_equals_y(name):
     """f(f⁺(y)) = y, and f⁺(y) is the minimum-norm solution (it lies in the row space of f: f⁺(y) = fᵀ(w))."""
     p = make_task(name).make(_x(2), _ids(2), 0)
     x0 = p.least_norm()
     assert x0.shape == p.x_true.shape
     torch.testing.assert_close(p.forward(x0), p.y, rtol=1e-4, atol=1e-4)
-    if name == "cs":
-        w = torch.linalg.lstsq(p.state["A64"].T, x0.flatten(1).double().T).solution.T
+    A = p.task.dense_matrix(p)
+    if A is not None:   # row space of the matrix
+        w = torch.linalg.lstsq(A.double().T, x0.flatten(1).double().T).solution.T
         torch.testing.assert_close(p.adjoint(w.float()), x0, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", TASKS.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_sigma_must_be_positive(name):
     for bad in (0.0, -0.1, float("nan")):
         with pytest.raises(UserError, match="sigma must be a finite number > 0"):
@@ -227,3 +213,23 @@ def test_cs_noise_norm_convention():
     assert e.norm(dim=1).pow(2).mean().sqrt().item() == pytest.approx(0.1, rel=0.05)
     with pytest.raises(UserError, match="noise must be one of"):
         make_task("cs[noise=bogus]")
+
+
+def test_declared_hooks_of_the_paper_tasks():
+    """The hooks that replaced the name checks: point constraint (denoise), table order, the cs sweep parameter,
+    the dense matrix (cs: the tensor the problem holds), the figure image of y and its mask."""
+    assert [TASKS.get(n).point_constraint for n in ALL] == [True, False, False]
+    assert [TASKS.get(n).order for n in ALL] == [0, 1, 2]
+    assert [TASKS.get(n).sweep_param for n in ALL] == [None, "m", None]
+    x = _x(2)
+    c = make_task("cs[m=0.25]").make(x, _ids(2), 0)
+    assert c.task.dense_matrix(c) is c.state["A"]
+    torch.testing.assert_close(c.task.operator_norm(c), float(torch.linalg.svdvals(c.state["A64"])[0]))
+    assert torch.equal(c.task.observed_image(c), c.least_norm().clamp(0, 1))
+    for name in ("denoise", "inpaint"):
+        p = make_task(name).make(x, _ids(2), 0)
+        assert p.task.dense_matrix(p) is None and p.task.operator_norm(p) == 1.0
+        assert torch.equal(p.task.observed_image(p), p.y)
+    i = make_task("inpaint").make(x, _ids(2), 0)
+    assert torch.equal(i.task.observed_mask(i), i.state["mask"])
+    assert torch.equal(c.task.observed_mask(c), torch.ones_like(x))

@@ -40,13 +40,9 @@ class PlainSolver(Solver):
 
 @pytest.fixture
 def solvers():
-    SOLVERS.names()
-    SOLVERS.register("t-offset")(OffsetSolver)
-    SOLVERS.register("t-plain")(PlainSolver)
     OffsetSolver.seen = set()
-    yield
-    for n in ("t-offset", "t-plain"):
-        SOLVERS._items.pop(n, None)
+    with SOLVERS.temporarily("t-offset", OffsetSolver), SOLVERS.temporarily("t-plain", PlainSolver):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ def add_arguments(p):
 
 
 def _tasks():
+    from bench.registry import defaults
     from bench.tasks import TASKS
 
     for name, cls in TASKS.items():
-        params = ", ".join(f"{k}={v}" for k, v in cls.parameters.items())
+        params = ", ".join(f"{k}={v}" for k, v in defaults(cls.parameters).items())
         print(f"{name:10s} {cls.description}  [{params}]")
 
 
@@ -28,11 +29,13 @@ def _datasets():
 
 def _print_solvers():
     from bench.solvers.base import SOLVERS
+    from bench.tasks import TASKS
 
     for name, cls in SOLVERS.items():
         print(f"{name}  {cls.description}")
-        task_defaults = getattr(cls, "task_defaults", {})
-        for k, v in cls.parameters.items():
+        # per-task values of parameters declared None, from the tasks' solver_defaults
+        task_defaults = {t: tcls.solver_defaults[name] for t, tcls in TASKS.items() if name in tcls.solver_defaults}
+        for k, v in cls.defaults().items():
             tun = " (tunable)" if k in cls.tunable else ""
             if v is None and any(k in d for d in task_defaults.values()):
                 per = ", ".join(f"{t}: {d[k]!r}" for t, d in task_defaults.items() if k in d)

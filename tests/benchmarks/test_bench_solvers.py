@@ -41,7 +41,8 @@ def _problem(task):
 
 @pytest.mark.parametrize("arch", FLOWS)
 def test_x_adam_step(benchmark, arch):
-    from bench.solvers.common import Adam, clamp01, evaluate
+    from bench.solvers.optim import Adam, clamp01
+    from bench.solvers.stages import evaluate
 
     torch.set_num_threads(1)
     m, pb = _model(arch), _problem("denoise")
@@ -58,7 +59,8 @@ def test_x_adam_step(benchmark, arch):
 
 @pytest.mark.parametrize("arch", FLOWS)
 def test_mle_step_cs(benchmark, arch):
-    from bench.solvers.common import GD, evaluate, mle_start
+    from bench.solvers.optim import GD
+    from bench.solvers.stages import evaluate, mle_start
 
     torch.set_num_threads(1)
     m, pb = _model(arch), _problem("cs")
@@ -75,7 +77,7 @@ def test_mle_step_cs(benchmark, arch):
 @pytest.mark.parametrize("arch", FLOWS)
 def test_latent_lbfgs_iteration(benchmark, arch):
     """20 iterations (one outer step, history filled) per round; the benchmark reports per round."""
-    from bench.solvers.common import lbfgs_minimize
+    from bench.solvers.optim import lbfgs_minimize
 
     torch.set_num_threads(1)
     m, pb = _model(arch), _problem("cs")
