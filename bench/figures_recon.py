@@ -149,14 +149,8 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
 
 # ---------------------------------------------------------------------------------------------------- cs sweep
 def _m_values(cs: pd.DataFrame) -> pd.Series:
-    if "p_task_m" in cs.columns:
-        m = pd.to_numeric(cs["p_task_m"], errors="coerce")
-    else:
-        m = pd.Series(np.nan, index=cs.index)
-    parsed = cs["task"].astype(str).str.extract(r"m=([0-9.eE+-]+)")[0].astype(float)
-    from bench.tasks import CS_FRACTION_HIGH
-
-    return m.fillna(parsed).fillna(CS_FRACTION_HIGH)
+    """The measurement parameter ``m`` of each row (its ``p_task_m`` column: a fraction of n or a count)."""
+    return pd.to_numeric(cs["p_task_m"], errors="coerce")
 
 
 def _sweeps_m(task: str) -> bool:

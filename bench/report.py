@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.metrics import METRICS
-from bench.store import read_run, read_traces
+from bench.store import SKIPPED, read_run, read_traces
 from bench.tables import (ALPHA, BASELINE, ROW_KEY, cell_stats, fmt_num, is_ok, markdown, metric_table, paired,
                           paired_table, rank_cells, ranking, significant_wins, solver_order, task_order)
 
@@ -39,7 +39,9 @@ def load_run(run_dir) -> tuple[pd.DataFrame, dict]:
             meta = json.loads((d / "run.json").read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{d / 'run.json'} is not valid JSON: {e}") from None
-    return rows, meta
+    skipped = rows["status"].astype(str) == SKIPPED   # the solver declared the task n/a: not a result, not a failure
+    meta["skipped"] = sorted({f"{r.solver} on {r.task}: {r.error}" for r in rows[skipped].itertuples()})
+    return rows[~skipped].reset_index(drop=True), meta
 
 
 def _fmt_param(v) -> str:
@@ -152,6 +154,8 @@ def header_lines(df: pd.DataFrame, meta: dict) -> list[str]:
         f"passes per image; MLE stage: {info['mle_steps']} steps",
         f"- tuned: {tuned_text}",
         f"- rows: {len(df)} ({int(status.get('ok', 0))} ok); failures by status: {fails}",
+        *(["- skipped (the solver declares the task does not apply; not results, not failures): "
+           + "; ".join(meta["skipped"])] if meta.get("skipped") else []),
         wall,
         f"- provenance: git commit `{commit}`, device `{info['device'] or '?'}`, torch `{info['torch_version'] or '?'}`",
         *lam_reached_lines(df),

@@ -26,7 +26,7 @@ from bench.provenance import git_commit, now_iso, row_provenance, versions
 from bench.resume import clean_dir, planned_keys, reduce_to_missing, remove_unit, scan_dir, stale_rows
 from bench.unit import error_rows, execute_unit, summarize
 
-FAILURE_FREE = ("ok", "skipped")   # statuses that are not failures (a skipped row: the solver declared it n/a)
+FAILURE_FREE = ("ok", store.SKIPPED)   # row statuses that are not failures
 
 
 def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = ""):

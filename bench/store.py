@@ -52,6 +52,8 @@ PROVENANCE_COLUMNS = ["git_commit", "torch_version", "numpy_version", "device", 
 TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]
 
 ROWS, TRACES, RECON = "rows", "traces", "recon"
+# row statuses: "ok"; failures "error", "overspend", "nan"; and SKIPPED: the solver declared the task does not apply
+SKIPPED = "skipped"
 
 
 def is_temp_name(name: str) -> bool:

@@ -170,7 +170,7 @@ def _run_unit(spec: dict):
         trace_rows = expand
     if reason := solver.skip(solve_p.for_solver()):
         # the combination does not apply (declared by the solver): no solve, no prior pass
-        return error_rows(spec, " ".join(str(reason).split())[:400], status="skipped"), None, None
+        return error_rows(spec, " ".join(str(reason).split())[:400], status=store.SKIPPED), None, None
     budget = int(spec.budget)
     bp = (BudgetedPrior(fresh_model(spec.prior, device, spec.prior_sha256), budget, solve_p.batch_size)
           if solver.uses_prior else None)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench.errors import UserError
-from bench.tasks import TASKS, CompressedSensing, make_task
+from bench.tasks import TASKS, make_task
+from bench.tasks.cs import CompressedSensing
 
 ALL = ["denoise", "cs", "inpaint"]   # the tasks of the paper; every test below that is not about one of them runs
 NAMES = TASKS.names()                # over every registered task
