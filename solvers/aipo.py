@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import clamp01, make_optimizer
 from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
@@ -66,11 +67,20 @@ class AIPO(MLEStart, Solver):
     the last being Λ).
     """
 
-    parameters = {"alpha": 0.05, "K": 40, "r": 0.05, "delta_min0": 0.05, "K_growth": 1.1, "alpha_decay": 0.99,
-                  "optimizer": "adam", "adam_reset": False, "mle_lr": 3e-4, "mle_optimizer": "gd"}
+    parameters = {
+        "alpha": Param(float, 0.05, tunable=True, doc="inner step size α (Table 4)"),
+        "K": Param(int, 40, doc="inner steps per round at the start (Table 4)"),
+        "r": Param(float, 0.05, doc="λ step as a fraction of the loss ratio, line 8 (Table 4)"),
+        "delta_min0": Param(float, 0.05, doc="δ_min⁰ as a fraction of Λ (Table 4: Λ/20)"),
+        "K_growth": Param(float, 1.1, doc="K ← K_growth·K after each round (Table 4)"),
+        "alpha_decay": Param(float, 0.99, doc="α ← alpha_decay·α after each round (Table 4)"),
+        "optimizer": Param(str, "adam", doc="inner optimiser: adam (§4.1) or gd"),
+        "adam_reset": Param(bool, False, doc="reset Adam's moments at every round"),
+        "mle_lr": Param(float, 3e-4, tunable=True, doc="step of the MLE stage's projected ascent"),
+        "mle_optimizer": Param(str, "gd", doc="MLE stage optimiser: gd or adam"),
+    }
     ranges = {"alpha": ">0", "K": ">=1", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
               "optimizer": "adam|gd", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
-    tunable = ("alpha", "mle_lr")
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
 

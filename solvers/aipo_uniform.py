@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import GD, clamp01
 from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
@@ -53,11 +54,16 @@ class AIPOUniform(MLEStart, Solver):
     Clipping: each GD iterate is clamped to [0, 1] (box rule); the MLE stage ends in the box (App. A).
     """
 
-    parameters = {"stages": 20, "lipschitz_iters": 4, "lipschitz_h": 0.01, "step_scale": 1.0, "mle_lr": 3e-4,
-                  "mle_optimizer": "gd"}
+    parameters = {
+        "stages": Param(int, 20, doc="N uniform λ stages (Alg. 1)"),
+        "lipschitz_iters": Param(int, 4, doc="power iterations estimating L at x*(0) (charged passes)"),
+        "lipschitz_h": Param(float, 0.01, doc="finite-difference length of the power iterations"),
+        "step_scale": Param(float, 1.0, tunable=True, doc="GD step = step_scale / L"),
+        "mle_lr": Param(float, 3e-4, tunable=True, doc="step of the MLE stage's projected ascent"),
+        "mle_optimizer": Param(str, "gd", doc="MLE stage optimiser: gd or adam"),
+    }
     ranges = {"stages": ">=1", "lipschitz_iters": ">=0", "lipschitz_h": ">0", "step_scale": ">0", "mle_lr": ">0",
               "mle_optimizer": "adam|gd"}
-    tunable = ("step_scale", "mle_lr")
     description = "AIPO Alg. 1: N uniform lambda stages, K GD steps of 1/L each (L estimated per image)"
     # paper: Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1
 

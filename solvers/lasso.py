@@ -18,6 +18,7 @@ import scipy.fft
 import torch
 
 from bench.errors import UserError
+from bench.registry import Param
 from bench.solvers.base import SolveResult, Solver
 
 DTYPE = torch.float64
@@ -244,4 +245,6 @@ class LassoSolver(Solver):
                                                                      basis)})
 
 
-LASSO_DEFAULTS = {"alpha": 0.01, "tol": 1e-6, "max_iter": 5000}
+LASSO_DEFAULTS = {"alpha": Param(float, 0.01, doc="ℓ1 weight (Asim fn. 1)"),
+                  "tol": Param(float, 1e-6, doc="FISTA stops at this relative change"),
+                  "max_iter": Param(int, 5000, doc="FISTA iteration cap")}

@@ -7,6 +7,7 @@ where PyWavelets' level rule gives db4 one level at 16×16 and none at 8×8. ``l
 """
 from __future__ import annotations
 
+from bench.registry import Param
 from bench.solvers.base import SOLVERS
 from bench.solvers.lasso import LASSO_DEFAULTS, LassoSolver, make_basis, wavelet_level
 
@@ -14,7 +15,8 @@ from bench.solvers.lasso import LASSO_DEFAULTS, LassoSolver, make_basis, wavelet
 @SOLVERS.register("lasso-wvt")
 class LassoWVT(LassoSolver):
     basis_kind = "wavelet"
-    parameters = {**LASSO_DEFAULTS, "wavelet": "haar", "level": None}
+    parameters = {**LASSO_DEFAULTS, "wavelet": Param(str, "haar", doc="PyWavelets wavelet name"),
+                  "level": Param(int, None, doc="decomposition depth (None: full depth)")}
     description = ("Lasso in an orthonormal periodized wavelet basis per channel (PyWavelets), batched FISTA with "
                    "restart to a relative tolerance; no prior, lambda-independent")
 

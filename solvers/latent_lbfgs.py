@@ -50,8 +50,11 @@ class LatentLBFGS(Solver):
     parameters = {"lr": Param(float, None, tunable=True, doc="L-BFGS step size (task default)"),
                   "steps": Param(int, None, doc="outer LBFGS.step calls (task default)"),
                   "gamma": Param(float, None, doc="weight of the latent penalty (task default, rescaled to n)"),
-                  "penalty": "l2", "max_iter": 20, "history_size": 100,
-                  "tolerance_grad": 1e-7, "tolerance_change": 1e-9}
+                  "penalty": Param(str, "l2", doc="latent penalty: " + ", ".join(PENALTIES)),
+                  "max_iter": Param(int, 20, doc="inner iterations per LBFGS.step"),
+                  "history_size": Param(int, 100, doc="L-BFGS memory"),
+                  "tolerance_grad": Param(float, 1e-7, doc="torch LBFGS tolerance_grad"),
+                  "tolerance_change": Param(float, 1e-9, doc="torch LBFGS tolerance_change")}
     ranges = {"lr": ">0", "steps": ">=1", "gamma": ">=0", "penalty": "|".join(PENALTIES), "max_iter": ">=1",
               "history_size": ">=1", "tolerance_grad": ">=0", "tolerance_change": ">=0"}
     lam_independent = True

@@ -5,6 +5,7 @@ initialization, gradient descent with the MLE initialization is used as the thir
 """
 from __future__ import annotations
 
+from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver
 from bench.solvers.stages import FixedLambdaSolver, MLEStart
 
@@ -19,7 +20,8 @@ class MLEInit(MLEStart, FixedLambdaSolver, Solver):
     - Then Adam (step ``lr``) at Λ for the rest of ``ctx.budget``; every iterate clamped to [0, 1].
     """
 
-    parameters = {**FixedLambdaSolver.parameters, "mle_lr": 3e-4, "mle_optimizer": "gd"}
-    tunable = ("lr", "mle_lr")
+    parameters = {**FixedLambdaSolver.parameters,
+                  "mle_lr": Param(float, 3e-4, tunable=True, doc="step of the MLE stage's projected ascent"),
+                  "mle_optimizer": Param(str, "gd", doc="MLE stage optimiser: gd or adam")}
     description = "Adam on x at fixed lambda from the MLE x*(0) (AIPO sec. 4.1 baseline)"
     # paper: Liu et al. 2023 (AIPO), sec. 4.1

@@ -1,8 +1,8 @@
 """``random-init``: AIPO §4.1's first baseline — Adam on x at the fixed target Λ from x0 = G(z0), z0 ~ N(0, I)."""
 from __future__ import annotations
 
+from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, row_randn
-from bench.solvers.optim import ADAM_LR
 from bench.solvers.stages import FixedLambdaSolver, prior_image
 
 
@@ -20,7 +20,8 @@ class RandomInit(FixedLambdaSolver, Solver):
     with status ``nan``, not hidden. Asim et al. (Fig. 4, right) also try T = 0.1 and 0.7.
     """
 
-    parameters = {"lr": ADAM_LR, "temperature": 1.0}
+    parameters = {**FixedLambdaSolver.parameters,
+                  "temperature": Param(float, 1.0, doc="z0 ~ N(0, temperature² I)")}
     stochastic = True   # z ~ N(0, T²I) keyed by the seed index
     description = "Adam on x at fixed lambda from G(z0), z0 ~ N(0, I) (AIPO sec. 4.1 baseline)"
     # paper: Liu et al. 2023 (AIPO), sec. 4.1

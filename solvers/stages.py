@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from bench import objective
+from bench.registry import Param
 from bench.solvers.base import Trace
 from bench.solvers.optim import ADAM_LR, Adam, clamp01, make_optimizer, rowwise
 
@@ -157,9 +158,8 @@ class FixedLambdaSolver:
     schedule (AIPO §4.1: every method optimises x by Adam at an equal budget). ``bench tune`` may search it.
     """
 
-    parameters = {"lr": ADAM_LR}
+    parameters = {"lr": Param(float, ADAM_LR, tunable=True, doc="Adam step size (AIPO Table 4's α by default)")}
     ranges = {"lr": ">0", "temperature": ">=0", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
-    tunable = ("lr",)
     uses_prior = True
     lam_independent = False
 

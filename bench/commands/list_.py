@@ -36,12 +36,15 @@ def _print_solvers():
         # per-task values of parameters declared None, from the tasks' solver_defaults
         task_defaults = {t: tcls.solver_defaults[name] for t, tcls in TASKS.items() if name in tcls.solver_defaults}
         for k, v in cls.defaults().items():
+            decl = cls.param(k)
             tun = " (tunable)" if k in cls.tunable else ""
+            doc = f"  — {decl.doc}" if decl.doc else ""
             if v is None and any(k in d for d in task_defaults.values()):
                 per = ", ".join(f"{t}: {d[k]!r}" for t, d in task_defaults.items() if k in d)
-                print(f"    {k} = task default ({per}){tun}")
+                value = f"task default ({per})"
             else:
-                print(f"    {k} = {v!r}{tun}")
+                value = repr(v)
+            print(f"    {k}: {decl.type.__name__} = {value}{tun}{doc}")
 
 
 def _priors():
