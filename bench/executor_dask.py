@@ -103,7 +103,7 @@ class DaskExecutor(Executor):
             for s in specs:
                 res = {"GPU": 1} if _is_cuda(s) else None
                 fut = client.submit(run_on_worker, fn, s, str(out_dir), self.threads, self.imports, pure=False,
-                                    key=f"unit-{s['unit_id']}-{os.getpid()}-{len(futures)}", resources=res)
+                                    key=f"unit-{s.unit_id}-{os.getpid()}-{len(futures)}", resources=res)
                 futures[fut.key] = (fut, s)
             for fut in distributed.as_completed([f for f, _ in futures.values()], loop=client.loop):
                 _, s = futures.pop(fut.key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -84,7 +85,7 @@ def test_slurm_local_subprocesses_match_local(grid_file, local_rows, tmp_path):
     assert_same_rows(rows, want)
 
 
-SPECS = [{"unit_id": "u1", "device": "cpu"}, {"unit_id": "u2", "device": "cpu"}]
+SPECS = [SimpleNamespace(unit_id="u1", device="cpu"), SimpleNamespace(unit_id="u2", device="cpu")]  # spec-like
 
 
 @pytest.mark.parametrize("make", [
@@ -94,7 +95,7 @@ SPECS = [{"unit_id": "u1", "device": "cpu"}, {"unit_id": "u2", "device": "cpu"}]
 def test_failing_unit_is_yielded_as_exception(make, tmp_path):
     # operator.truediv(spec, out_dir) raises TypeError: a picklable stand-in for a unit that crashes
     out = list(make().map(operator.truediv, SPECS, str(tmp_path)))
-    assert sorted(s["unit_id"] for s, _ in out) == ["u1", "u2"]
+    assert sorted(s.unit_id for s, _ in out) == ["u1", "u2"]
     for _, res in out:
         assert isinstance(res, Exception) and "unsupported operand" in str(res)
 
@@ -103,7 +104,7 @@ def test_dask_failing_unit_is_yielded_as_exception(tmp_path):
     from bench.executor_dask import DaskExecutor
 
     out = list(DaskExecutor(workers=1).map(operator.truediv, SPECS, str(tmp_path)))
-    assert sorted(s["unit_id"] for s, _ in out) == ["u1", "u2"]
+    assert sorted(s.unit_id for s, _ in out) == ["u1", "u2"]
     assert all(isinstance(r, TypeError) for _, r in out)
 
 
