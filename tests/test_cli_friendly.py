@@ -42,7 +42,7 @@ def test_list_solvers_spells_out_task_defaults(capsys):
     assert cli(["list", "solvers"]) == 0
     out = capsys.readouterr().out
     block = out.split("latent-lbfgs", 1)[1].split("\n", 4)
-    assert "lr = task default (cs: 0.1, denoise: 1.0, inpaint: 1.0)" in out and "= None" not in "".join(block[:4])
+    assert "lr: float = task default (cs: 0.1, denoise: 1.0, inpaint: 1.0)" in out and "= None" not in "".join(block[:4])
 
 
 def test_gpu_check_without_a_gpu_exits_cleanly():
