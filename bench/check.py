@@ -34,7 +34,8 @@ import pandas as pd
 
 from bench.metrics import METRICS
 from bench.tables import ROW_KEY, TABLE_CELL, cell_stats, is_ok
-from bench.tolerance import Tolerance, parse_tolerance
+from bench.tolerance import parse_tolerance
+
 
 WINNER_CELL = ["task", "prior", "split", "lam"]
 WINNER_TOLERANCE = "3se+0.01%"   # a winner change counts when the new winner is better by more than this
@@ -220,6 +221,3 @@ def provenance_notes(cur, ref) -> list[str]:
                          "differ in the last bits, which chaotic solvers amplify; see README, Regression check)")
     return notes
 
-
-__all__ = ["Tolerance", "parse_tolerance", "compare", "Comparison", "winners", "HEADERS", "is_ok",
-           "provenance_notes", "exact_problems", "exact_columns"]

@@ -17,7 +17,6 @@ class BudgetExceeded(RuntimeError):
                          f"(rows {self.rows[:8]}{'...' if len(self.rows) > 8 else ''})")
 
 
-
 def one_line(e: BaseException, limit: int = 400) -> str:
     """``Type: message`` of an exception on one line, at most ``limit`` characters (what result rows record)."""
     msg = f"{type(e).__name__}: {e}".replace("\r", " ").replace("\n", " ")

@@ -11,7 +11,7 @@ OVERHEAD = 1.25      # solver arithmetic, scoring and writing on top of the prio
 UNIT_OVERHEAD_S = 0.15   # per unit: building its two models, the problem, scoring and writing (smoke grid, measured)
 
 
-def estimate_wall(units: list[dict], workers: int) -> tuple[int, float]:
+def estimate_wall(units: list, workers: int) -> tuple[int, float]:
     """(image-passes, estimated seconds) of running ``units`` with ``workers`` parallel workers: each unit's passes
     at the cost of one pass of its prior at its batch, timed here (3 passes after a warm-up per prior and batch).
     Budget-spending solvers are charged their full budget, λ-independent ones half of it, prior-free ones nothing."""

@@ -40,7 +40,7 @@ def run_on_worker(fn, spec, out_dir, threads, imports):
 
 
 def _is_cuda(spec: dict) -> bool:
-    return str(getattr(spec, "device", "cpu")).startswith("cuda")
+    return str(spec.device).startswith("cuda")
 
 
 @EXECUTORS.register("dask")

@@ -132,7 +132,7 @@ class SlurmExecutor(Executor):
         specs = list(specs)
         if not specs:
             return
-        cuda = any(str(getattr(s, "device", "cpu")).startswith("cuda") for s in specs)
+        cuda = any(str(s.device).startswith("cuda") for s in specs)
         ex = self._executor(out_dir, cuda)
         threads = self.threads
         # Slurm queues the whole array (its array parallelism throttles it); the local executor would start one

@@ -1,6 +1,6 @@
 """Executors: where work units run. The seam between the runner and an execution engine.
 
-The runner hands an executor a list of unit specs (plain JSON-able dicts) and a function; the executor calls
+The runner hands an executor a list of unit specs (picklable :class:`~bench.planning.UnitSpec`) and a function; the executor calls
 ``fn(spec, out_dir)`` for each — in this process, in worker processes, or on a cluster — and yields
 ``(spec, summary)`` pairs as units finish (any order). ``fn`` is :func:`bench.unit.execute_unit`, a top-level
 function that loads everything it needs from names and writes its own part files, so every executor produces the

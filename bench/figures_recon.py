@@ -207,6 +207,7 @@ def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> s
     if res is None:
         return None
     t, label = res
+    task = ", ".join(sorted({task_base(x) for x in rows["task"].astype(str) if _sweeps_m(x)}))
     priors = sorted(t.index.get_level_values("prior").unique())
     fig, axes = plt.subplots(1, len(priors), figsize=(4.4 * len(priors), 3.4), squeeze=False)
     for ax, prior in zip(axes[0], priors):
@@ -215,7 +216,7 @@ def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> s
             ts = tp.xs(s, level="solver").sort_index()
             ax.errorbar(ts.index, ts["mean"], yerr=ts["se"].fillna(0), marker="o", ms=3, capsize=2,
                         label=f"{s} (λ={ts['lam'].iloc[0]:g})")
-        ax.set_title(f"cs, prior {prior}", fontsize=10)
+        ax.set_title(f"{task}, prior {prior}", fontsize=10)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("PSNR (dB)")
@@ -223,5 +224,5 @@ def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return (f"PSNR vs {label} for compressed sensing (split {t.attrs['split']}): mean ± se over (image, seed); "
+    return (f"PSNR vs {label} for {task} (split {t.attrs['split']}): mean ± se over (image, seed); "
             "each solver at its best λ over the sweep (oracle choice, in the legend).")

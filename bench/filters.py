@@ -8,6 +8,7 @@ from dataclasses import replace
 from bench.errors import UserError
 from bench.grid import AXES, Block, Grid
 
+
 def _split_values(values) -> list[str]:
     out = []
     for v in values or []:

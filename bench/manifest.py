@@ -18,6 +18,7 @@ from bench.provenance import now_iso
 
 RUN_JSON = "run.json"
 
+
 def check_writable(out_dir) -> None:
     """Fail early (UserError) when ``out_dir`` cannot be created or written; creates nothing."""
     p = Path(out_dir)

@@ -8,7 +8,7 @@ noise likelihood of the task and the discretised (8-bit) log-density of the prio
 
 :data:`METRICS` maps each metric's name to its :class:`Metric` (direction, displayed decimals, default regression
 tolerance, leaderboard table), in the order of the result rows' columns. Everything that names metrics iterates
-over it: :func:`score`, the row schema (``bench.runner``, ``bench.store``), the leaderboard tables
+over it: :func:`score`, the row schema (``bench.unit``, ``bench.store``), the leaderboard tables
 (``bench.tables``, ``bench.report``), the regression check and its ``--fail-<name>`` options (``bench.check``).
 A plugin module adds a metric with one entry::
 

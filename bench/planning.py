@@ -16,11 +16,12 @@ from bench.identity import cell_ids, unit_id
 from bench.loading import get_images, get_prior
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UnitSpec:
     """One work unit. Identity fields (:data:`bench.identity.IDENTITY_KEYS`) decide ``unit_id`` and the cell ids;
     ``prior`` (the resolved checkpoint path or shipped name), ``data_root``, ``device``, ``provenance`` and
-    ``imports`` (plugin modules the executing process imports first) say where and how to run it."""
+    ``imports`` (plugin modules the executing process imports first) say where and how to run it. Frozen; its dicts
+    are not to be changed either (``unit_id`` is computed once). Compared and hashed by identity."""
 
     task: str                     # task spec, e.g. "cs[m=0.1628]"
     task_params: dict

@@ -39,9 +39,17 @@ def load_run(run_dir) -> tuple[pd.DataFrame, dict]:
             meta = json.loads((d / "run.json").read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{d / 'run.json'} is not valid JSON: {e}") from None
-    skipped = rows["status"].astype(str) == SKIPPED   # the solver declared the task n/a: not a result, not a failure
+    return rows, meta
+
+
+def drop_skipped(rows: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The rows without those a solver skipped (it declared the task does not apply: not a result, not a failure);
+    ``meta["skipped"]`` lists them for the leaderboard header."""
+    skipped = rows["status"].astype(str) == SKIPPED
     meta["skipped"] = sorted({f"{r.solver} on {r.task}: {r.error}" for r in rows[skipped].itertuples()})
-    return rows[~skipped].reset_index(drop=True), meta
+    if skipped.all():
+        raise UserError("every result row was skipped by its solver; nothing to report")
+    return rows[~skipped].reset_index(drop=True)
 
 
 def _fmt_param(v) -> str:
@@ -340,12 +348,13 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
 
     run_dir = Path(run_dir)
     df, meta = load_run(run_dir)
+    df = drop_skipped(df, meta)
     out = Path(out) if out else run_dir / "LEADERBOARD.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     traces = load_traces(run_dir)
     pool_rows, pool_traces = [df], [traces]
     for d in also:
-        pool_rows.append(load_run(d)[0])
+        pool_rows.append(drop_skipped(load_run(d)[0], {}))
         pool_traces.append(load_traces(d))
     ref_path = run_dir / REFERENCE_TABLE
     reference = pd.read_parquet(ref_path) if ref_path.is_file() else None

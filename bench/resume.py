@@ -16,6 +16,7 @@ from bench import store
 from bench.errors import one_line
 from bench.identity import cell_id
 
+
 def _unit_files(out_dir: Path, uid: str) -> list[Path]:
     return [out_dir / store.ROWS / f"{uid}.parquet", out_dir / store.TRACES / f"{uid}.parquet",
             out_dir / store.RECON / f"{uid}.npz"]
@@ -102,7 +103,7 @@ def stale_rows(scan: Scan, keys: dict) -> pd.DataFrame:
     return r[mask]
 
 
-def reduce_to_missing(units: list[dict], done: dict) -> tuple[list[dict], list[dict]]:
+def reduce_to_missing(units: list, done: dict) -> tuple[list, list]:
     """Split planned units into (to run, fully done); a partly done unit runs only its missing λ values."""
     run, skipped = [], []
     for u in units:

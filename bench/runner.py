@@ -29,11 +29,13 @@ from bench.unit import error_rows, execute_unit, summarize
 FAILURE_FREE = ("ok", store.SKIPPED)   # row statuses that are not failures
 
 
-def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = ""):
+def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = "", lost_is_error: bool = False):
     """Run ``specs`` on ``executor`` into ``out_dir``; yield ``(spec, summary)`` as units finish (any order).
 
     A unit the executor itself lost (its worker died, the scheduler failed) becomes error rows ("executor: ..."),
-    so every unit handed in yields rows. Shows a progress bar with the running failure count."""
+    so every unit handed in yields rows — or, with ``lost_is_error``, stops the loop with a UserError and writes
+    nothing for it (``tune``: a lost candidate must not score as a failed one). Shows a progress bar with the
+    running failure count."""
     bar, failures = None, 0
     if progress and specs:
         from tqdm import tqdm
@@ -42,6 +44,8 @@ def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = ""
     try:
         for spec, result in executor.map(execute_unit, specs, out_dir):
             if isinstance(result, BaseException):
+                if lost_is_error:
+                    raise UserError(f"unit {spec.unit_id} failed in the executor: {one_line(result)}")
                 rows = error_rows(spec, "executor: " + one_line(result))
                 store.write_unit(out_dir, spec.unit_id, rows)
                 result = summarize(spec.unit_id, rows, 0.0)
@@ -81,7 +85,7 @@ class RunSummary:
             fail += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) + ")"
         if self.failures_earlier:
             fail += f", {self.failures_earlier} of them from earlier runs (--retry-failed reruns them)"
-        return (f"{self.rows_written} rows written, {self.units_run} units run, {self.units_skipped} skipped, {fail}, "
+        return (f"{self.rows_written} rows written, {self.units_run} units run, {self.units_skipped} already done, {fail}, "
                 f"{self.wall_s:.1f} s wall; results in {self.out_dir}")
 
 
@@ -164,7 +168,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     clean_dir(out_dir, scan, warn=lambda m: log(f"warning: {m}"))
     rows = scan.rows  # readable units only; the corrupt ones were just removed
     if retry_failed:
-        failed = sorted(set(rows.loc[~rows["status"].isin(FAILURE_FREE), "unit_id"]))
+        failed = sorted(set(rows.loc[rows["status"] != "ok", "unit_id"]))   # skipped ones too
         for uid in failed:
             remove_unit(out_dir, uid)
         rows = rows[~rows["unit_id"].isin(failed)]

@@ -125,8 +125,8 @@ def _pick(cands: list[dict], start) -> dict | None:
 
 
 def _objective(rows: pd.DataFrame) -> tuple[float, int]:
-    fails = int((rows["status"] != "ok").sum())
-    if fails or rows.empty:
+    fails = int((~rows["status"].isin(("ok", store.SKIPPED))).sum())
+    if fails or not (rows["status"] == "ok").any():
         return math.inf, fails
     return float(rows["map_loss"].mean()), 0
 
@@ -253,6 +253,6 @@ def _run_jobs(specs, work_dir, executor, progress, desc) -> dict:
         except Exception:  # noqa: BLE001 -- corrupt part file: recompute
             remove_unit(Path(work_dir), s.unit_id)
             todo.append(s)
-    for spec, _ in run_units(executor, todo, work_dir, progress=progress, desc=desc):
+    for spec, _ in run_units(executor, todo, work_dir, progress=progress, desc=desc, lost_is_error=True):
         out[spec.unit_id] = store.read_unit(work_dir, spec.unit_id)
     return out

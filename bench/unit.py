@@ -27,14 +27,14 @@ from bench.metrics import METRICS
 SCORE_CHUNK = 128
 
 
-def _build_solver(spec: dict):
+def _build_solver(spec):
     from bench.registry import parse_spec
     from bench.solvers.base import SOLVERS
 
     return SOLVERS.get(parse_spec(spec.solver)[0])(**spec.solver_overrides)
 
 
-def _rows_frame(spec: dict, *, status, error, metrics: dict, nfe_used, iterations, wall_s: float,
+def _rows_frame(spec, *, status, error, metrics: dict, nfe_used, iterations, wall_s: float,
                 info: dict | None = None) -> pd.DataFrame:
     ids = [i for i in spec.image_ids for _ in spec.lams]
     lams = [float(lam) for _ in spec.image_ids for lam in spec.lams]
@@ -117,7 +117,7 @@ def _per_row(value, n: int):
     return None
 
 
-def _traces_frame(spec: dict, trace, expand_rows, cids) -> pd.DataFrame:
+def _traces_frame(spec, trace, expand_rows, cids) -> pd.DataFrame:
     """Long table (cell_id, unit_id, nfe, map_loss) from a solver Trace; ``expand_rows[k]`` = solve row of row k."""
     empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                           (("cell_id", str), ("unit_id", str), ("nfe", "int64"), ("map_loss", "float64"))})
@@ -142,7 +142,7 @@ def _traces_frame(spec: dict, trace, expand_rows, cids) -> pd.DataFrame:
         return empty
 
 
-def _run_unit(spec: dict):
+def _run_unit(spec):
     from bench.budget import BudgetedPrior
     from bench.solvers.base import SolveContext
     from bench.tasks import make_task
@@ -236,7 +236,10 @@ def _run_unit(spec: dict):
     rows = _rows_frame(spec, status=status, error=error, metrics=metrics, nfe_used=nfe_used, iterations=iterations,
                        wall_s=wall, info=info_cols)
     traces = _traces_frame(spec, trace, trace_rows, cids)
-    recon = _recon(full, x_hat, cids)
+    try:
+        recon = _recon(full, x_hat, cids)
+    except Exception:  # noqa: BLE001 -- a task's figure hooks failing never costs the rows
+        recon = None
     return rows, traces, recon
 
 
@@ -251,7 +254,7 @@ def _recon(full, x_hat, cids) -> dict:
             "observed": observed.astype(np.float32), "mask": mask.astype(np.float32)}
 
 
-def execute_unit(spec: dict, out_dir) -> dict:
+def execute_unit(spec, out_dir) -> dict:
     """Run one work unit and write its part files; returns a summary dict. Top-level and pure in its inputs (a
     spec of names and numbers, an output folder), so any executor can ship it to another process or machine."""
     t0 = time.perf_counter()

@@ -14,8 +14,9 @@ Conventions
 - Noise model: every task's e is N(0, σ²I) over the d entries of y; ``Problem.data_nll`` is the MAP objective's
   data term −log p_e(y − f(x)) (:mod:`bench.objective`). σ must be > 0 (the likelihood divides by 2σ²).
 - Harness, solvers, report and figures ask the task through the hooks declared on :class:`Task`
-  (``point_constraint``, ``operator_norm``, ``dense_matrix``, ``observed_image``, ``observed_mask``, ``order``,
-  ``solver_defaults``, ``sweep_param``); none of them tests a task's name.
+  (``point_constraint``, ``dense_matrix``, ``observed_image``, ``observed_mask``, ``order``, ``solver_defaults``,
+  ``sweep_param``); none of them tests a task's name. ``operator_norm`` completes the operator contract (the
+  contract tests check it against ‖f(x)‖/‖x‖).
 """
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from bench.tasks.base import TASKS, Problem, Task
 
 # AIPO §4.3: m = 4000 and m = 2000 at n = 12288; presets at other sizes keep these fractions.
 CS_FRACTION_HIGH = 0.3255
-CS_FRACTION_LOW = 0.1628
 
 
 @TASKS.register("cs")

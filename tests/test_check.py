@@ -5,7 +5,8 @@ import zlib
 
 import pytest
 
-from bench.check import compare, parse_tolerance
+from bench.check import compare
+from bench.tolerance import parse_tolerance
 from bench.cli import main as cli
 from bench.errors import UserError
 from bench.report import load_run

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"bench": "bench", "bench.solvers": "solvers", "bench.tasks": "tasks", "bench.priors": "priors",
             "bench.datasets": "datasets", "bench.commands": "bench/commands"}

@@ -3,10 +3,6 @@ from __future__ import annotations
 
 from bench.metrics import METRICS
 
-# Default tolerances (bench/check.py explains the rule): tight, for reruns on one machine's code path. Declared per
-# metric in bench.metrics.METRICS; a metric without a tolerance is compared only by --exact.
-DEFAULTS = {m.name: m.tolerance for m in METRICS.values() if m.tolerance is not None}
-
 HELP = "compare a run against a reference run (regression check)"
 DESCRIPTION = """Compare run DIR against REF_DIR cell by cell (task, prior, split, λ, solver; samples matched on
 seed and image). Fails (exit 1, table of what moved) when a metric moves beyond its tolerance, when cells of
