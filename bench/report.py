@@ -15,9 +15,9 @@ from bench.errors import UserError
 from bench.metrics import METRICS
 from bench.store import SKIPPED, read_run, read_traces
 from bench.tables import (ALPHA, BASELINE, ROW_KEY, cell_stats, fmt_num, is_ok, markdown, metric_table, paired,
-                          paired_table, rank_cells, ranking, significant_wins, solver_order, task_order)
+                          paired_table, rank_cells, ranking, significant_wins, solver_order, task_base, task_order)
 
-TRIVIAL = "observed"   # the do-nothing reconstruction (clip(y), clip(A⁺y), mean-filled holes)
+TRIVIAL = "observed"   # the do-nothing reconstruction (each task's naive estimate)
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -250,8 +250,11 @@ def trivial_text(df: pd.DataFrame, solvers: list, trivial: str = TRIVIAL) -> str
         bits.append(f"{task}: {len(psnr_win)} of {len(prior_based)} prior-based solvers have a higher mean PSNR "
                     f"than `{trivial}` ({base_text} dB)" + (f" ({', '.join(psnr_win)})" if psnr_win else "")
                     + f", {len(loss_win)} a lower mean MAP loss")
-    return ("Against doing nothing (`" + trivial + "`: clip(y) for denoising, clip(A⁺y) for compressed sensing, "
-            "observed pixels with mean-filled holes for inpainting; paired per image): " + "; ".join(bits) + ".")
+    from bench.tasks import TASKS
+
+    bases = list(dict.fromkeys(task_base(t) for t in task_order(df["task"].unique())))
+    what = ", ".join(f"{TASKS.get(b).naive_text} for {b}" for b in bases if b in TASKS)
+    return f"Against doing nothing (`{trivial}`: {what}; paired per image): " + "; ".join(bits) + "."
 
 
 # ---------------------------------------------------------------------------------------------------- document
@@ -304,7 +307,7 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
         out += ["## Figures", ""]
         for key, title in (("anytime", "Anytime curves"), ("profiles", "Data profiles and target ECDFs"),
                            ("budget", "Rankings against the budget"), ("recon", "Reconstructions"),
-                           ("cs_sweep", "PSNR vs m (compressed sensing sweep)")):
+                           ("cs_sweep", "PSNR vs m (measurement sweep)")):
             items = figures.get(key) or []
             if not items:
                 continue

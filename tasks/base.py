@@ -153,6 +153,7 @@ class Task:
     solver_defaults: dict = {}     # solver name -> {parameter: value} for solver parameters declared ``None``
                                    # ("task default"), e.g. {"latent-lbfgs": {"lr": 0.1, "steps": 30, ...}}
     sweep_param: str | None = None  # the task parameter a sweep figure plots along (``"m"`` for cs), if any
+    naive_text: str = "clip(f⁺(y))"  # what :meth:`naive_estimate` is, in a few words (the leaderboard says it)
 
     def __init__(self, **overrides):
         self.params = resolve_params("task", self.name, self.parameters, overrides)

@@ -29,6 +29,7 @@ class CompressedSensing(Task):
     """
 
     parameters = {"m": CS_FRACTION_HIGH, "sigma": 0.1, "noise": "entry"}
+    naive_text = "clip(A⁺y)"
     description = ("y = A x + e, A iid N(0, 1/m), e ~ N(0, sigma^2 I); m absolute or a fraction of n; "
                    "noise=norm: sigma is the noise norm (Asim)")
     NOISE_MODES = ("entry", "norm")

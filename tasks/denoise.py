@@ -12,6 +12,7 @@ class Denoise(Task):
 
     parameters = {"sigma": 0.1}
     description = "y = x + e, e ~ N(0, sigma^2 I)"
+    naive_text = "clip(y)"
     point_constraint = True
     order = 0
     # GlowIP's settings (Asim App. A: 20 iterations, lr 1), γ = 1 at σ = 0.1 and n = 12288 (Asim Fig. 2), which

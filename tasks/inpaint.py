@@ -19,6 +19,7 @@ class Inpaint(Task):
     parameters = {"frac": 0.25, "block": 4, "sigma": 0.02}
     per_row_state = ("mask",)
     description = "y = M*(x + e), random 4x4 blocks missing (25%), e ~ N(0, 0.02^2 I)"
+    naive_text = "observed pixels with mean-filled holes"
     order = 2
     # GlowIP's settings (Asim App. A: 20 iterations, lr 1), γ = 0 (Asim §2)
     solver_defaults = {"latent-lbfgs": {"lr": 1.0, "steps": 20, "gamma": 0.0}}
