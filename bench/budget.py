@@ -16,10 +16,11 @@ model the solver never held (README, "What a plugin can and cannot do").
 """
 from __future__ import annotations
 
-import torch
-
 from bench import objective
 from bench.errors import BudgetExceeded
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 class BudgetedPrior:

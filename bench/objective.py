@@ -18,8 +18,10 @@ Both conventions are checked against the paper's own numbers in README ("The obj
 from __future__ import annotations
 
 import math
+from bench.lazy import lazy_module
 
-import torch
+torch = lazy_module("torch")
+
 
 LOG_256 = math.log(256.0)
 

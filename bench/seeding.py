@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
-
 from bench.identity import canonical_json
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 def derive_seed(*parts) -> int:
@@ -25,6 +26,6 @@ def generator(*parts) -> torch.Generator:
     return g
 
 
-def randn(shape, *parts, device="cpu", dtype=torch.float32) -> torch.Tensor:
-    """Standard normal draw of ``shape`` keyed by ``parts``."""
-    return torch.randn(shape, generator=generator(*parts), dtype=dtype).to(device)
+def randn(shape, *parts, device="cpu", dtype=None) -> torch.Tensor:
+    """Standard normal draw of ``shape`` keyed by ``parts`` (``dtype`` default: float32)."""
+    return torch.randn(shape, generator=generator(*parts), dtype=dtype or torch.float32).to(device)

@@ -5,8 +5,10 @@ randomness from the ``torch.Generator`` it is given, so a training run is reprod
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int | None = None,

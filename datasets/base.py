@@ -4,10 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.registry import Registry
+
+torch = lazy_module("torch")
 
 DATASETS = Registry("dataset", "bench.datasets")
 

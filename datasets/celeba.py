@@ -16,11 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
 from bench.datasets.image_folder import centre_crop, read_image
 from bench.errors import UserError
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 CROP = 148
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}

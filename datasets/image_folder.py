@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
 from bench.errors import UserError
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

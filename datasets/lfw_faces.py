@@ -22,9 +22,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 SPLIT_SEED = 20230601
 N_FACES = 100

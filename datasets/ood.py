@@ -13,9 +13,11 @@ roughly as the LFW crops do: eyes about a third of the way down, forehead to mou
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 # name -> (top row, left column, side) in the source image's pixel grid
 BOXES = {

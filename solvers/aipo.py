@@ -1,12 +1,13 @@
 """``aipo``: AIPO's practical algorithm (Liu et al. 2023, Appendix C, Algorithm 2, Table 4 defaults)."""
 from __future__ import annotations
 
-import torch
-
+from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import clamp01, make_optimizer
 from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
+
+torch = lazy_module("torch")
 
 
 def delta_min_bounds(dmin0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

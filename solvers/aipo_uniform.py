@@ -1,12 +1,13 @@
 """``aipo-uniform``: AIPO's analysed algorithm (Liu et al. 2023, §3.2, Algorithm 1) at a fixed pass budget."""
 from __future__ import annotations
 
-import torch
-
+from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import GD, clamp01
 from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
+
+torch = lazy_module("torch")
 
 
 def lipschitz_estimate(problem, prior, x0, lam, e0, iters: int, h: float) -> torch.Tensor:

@@ -28,11 +28,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.registry import Param, Registry, as_param, defaults, format_spec, parse_spec, resolve_params
 from bench.seeding import generator
+
+torch = lazy_module("torch")
 
 SOLVERS = Registry("solver", "bench.solvers")
 
@@ -42,7 +43,7 @@ class SolveContext:
     budget: int                # prior passes per row, MLE stage included
     mle_steps: int = 500       # passes the MLE stage x*(0) takes where f is not invertible (AIPO §4.1)
     seed: int = 0              # seed index of the cell
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     trace_every: int = 10      # record the anytime trace every this many passes
 
 

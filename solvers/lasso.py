@@ -13,27 +13,29 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import pywt
-import scipy.fft
-import torch
 
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SolveResult, Solver
 
-DTYPE = torch.float64
+torch = lazy_module("torch")
 
 
 # ----------------------------------------------------------------------------------------------------- bases
 @functools.lru_cache(maxsize=8)
 def dct_matrix(n: int) -> np.ndarray:
     """D (n×n) with D v = scipy.fft.dct(v, norm="ortho"); orthonormal, so the 1-D synthesis is Dᵀ."""
+    import scipy.fft
+
     return scipy.fft.dct(np.eye(n), norm="ortho", axis=0)
 
 
 def wavelet_level(h: int, w: int, wavelet: str, level) -> int:
     """PyWavelets' maximum level for the shorter side, unless ``level`` is given; validated so that every level
     halves an even side (then the periodized transform is square and orthonormal)."""
+    import pywt
+
     try:
         wav = pywt.Wavelet(wavelet)
     except ValueError:
@@ -52,6 +54,8 @@ def wavelet_level(h: int, w: int, wavelet: str, level) -> int:
 
 def wavelet_matrix(h: int, w: int, wavelet: str = "haar", level: int | None = None) -> np.ndarray:
     """Φ (hw×hw): column k is ``pywt.waverec2`` of the k-th unit coefficient in ``pywt.coeffs_to_array`` layout."""
+    import pywt
+
     level = wavelet_level(h, w, wavelet, level)
     kw = dict(wavelet=wavelet, mode="periodization", level=level, axes=(-2, -1))
     _, slices = pywt.coeffs_to_array(pywt.wavedec2(np.zeros((h, w)), **kw))
@@ -66,8 +70,8 @@ class DCTBasis:
     """Separable orthonormal 2-D DCT per channel: X = D_hᵀ C D_w (= ``scipy.fft.idctn(C, norm="ortho")``)."""
 
     def __init__(self, h, w, device):
-        self.Dh = torch.as_tensor(dct_matrix(h), dtype=DTYPE, device=device)
-        self.Dw = torch.as_tensor(dct_matrix(w), dtype=DTYPE, device=device)
+        self.Dh = torch.as_tensor(dct_matrix(h), dtype=torch.float64, device=device)
+        self.Dw = torch.as_tensor(dct_matrix(w), dtype=torch.float64, device=device)
 
     def synth(self, c):
         return self.Dh.T @ c @ self.Dw
@@ -84,7 +88,7 @@ class DCTBasis:
 def wavelet_sparse(h: int, w: int, wavelet: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(Φ, Φᵀ) as sparse float64 CPU tensors (Haar at 64×64 is 0.5% dense, db4 7%); cached per size/wavelet/level."""
     phi = wavelet_matrix(h, w, wavelet, level)
-    phi = torch.as_tensor(np.where(np.abs(phi) > 1e-13, phi, 0.0), dtype=DTYPE)
+    phi = torch.as_tensor(np.where(np.abs(phi) > 1e-13, phi, 0.0), dtype=torch.float64)
     return phi.to_sparse().coalesce(), phi.T.contiguous().to_sparse().coalesce()
 
 
@@ -123,8 +127,8 @@ def as_double(problem):
     """The same problem with observations and operator state in float64 (no clean images)."""
     from bench.tasks import Problem
 
-    state = {k: (v.to(DTYPE) if v.is_floating_point() else v) for k, v in problem.state.items()}
-    return Problem(problem.task, None, problem.y.to(DTYPE), list(problem.image_ids), problem.seed, state,
+    state = {k: (v.to(torch.float64) if v.is_floating_point() else v) for k, v in problem.state.items()}
+    return Problem(problem.task, None, problem.y.to(torch.float64), list(problem.image_ids), problem.seed, state,
                    problem.shape)
 
 
@@ -152,14 +156,14 @@ def operator_norm_sq(problem, iters: int = 100) -> torch.Tensor:
     if A is not None and A.dim() == 2:
         key = (tuple(A.shape), str(A.device), float(A.double().sum()), float(A[0].double().abs().sum()))
         if key not in _GRAM_CACHE:
-            Ad = A.to(DTYPE)
+            Ad = A.to(torch.float64)
             G = Ad @ Ad.T if A.shape[0] <= A.shape[1] else Ad.T @ Ad
             if len(_GRAM_CACHE) >= 4:
                 _GRAM_CACHE.pop(next(iter(_GRAM_CACHE)))
             _GRAM_CACHE[key] = float(torch.linalg.eigvalsh(G)[-1])
-        return torch.full((B,), _GRAM_CACHE[key], dtype=DTYPE, device=A.device)
-    v = torch.ones_like(problem.zeros(), dtype=DTYPE)
-    s = torch.zeros(B, dtype=DTYPE, device=v.device)
+        return torch.full((B,), _GRAM_CACHE[key], dtype=torch.float64, device=A.device)
+    v = torch.ones_like(problem.zeros(), dtype=torch.float64)
+    s = torch.zeros(B, dtype=torch.float64, device=v.device)
     done = torch.zeros(B, dtype=torch.bool, device=v.device)
     for _ in range(iters):
         w = problem.adjoint(problem.forward(v))
@@ -192,7 +196,7 @@ def fista(problem, basis, alpha: float, tol: float = 1e-6, max_iter: int = 5000)
     step = (1.0 / (2.0 * operator_norm_sq(p))).view(-1, 1, 1, 1)
     c = p.zeros()
     z = c.clone()
-    t = torch.ones(B, 1, 1, 1, dtype=DTYPE, device=dev)
+    t = torch.ones(B, 1, 1, 1, dtype=torch.float64, device=dev)
     for k in range(1, max_iter + 1):
         grad = basis.analysis(sub.data_fit_grad(basis.synth(z)))       # 2 Φᵀ Aᵀ (AΦz − y)
         c_new = soft(z - step * grad, alpha * step)

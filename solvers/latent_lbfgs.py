@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import clamp01, lbfgs_minimize
+
+torch = lazy_module("torch")
 
 # Per-task settings live with the tasks (``solver_defaults["latent-lbfgs"]`` of tasks/*.py): GlowIP's (Asim
 # App. A: "we set the number of iterations and learning rate for denoising, compressed sensing, and inpainting to

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from bench.errors import UserError
+from bench.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 def rowwise(v, like: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from bench import objective
+from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import Trace
 from bench.solvers.optim import ADAM_LR, Adam, clamp01, make_optimizer, rowwise
+
+torch = lazy_module("torch")
 
 
 # --- one counted evaluation ---------------------------------------------------------------------------------------

@@ -24,12 +24,13 @@ import copy
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 from bench import objective
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.registry import Registry, defaults, resolve_params
 from bench.seeding import randn
+
+torch = lazy_module("torch")
 
 TASKS = Registry("task", "bench.tasks")
 

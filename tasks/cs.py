@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.seeding import generator
 from bench.tasks.base import TASKS, Problem, Task
+
+torch = lazy_module("torch")
 
 # AIPO §4.3: m = 4000 and m = 2000 at n = 12288; presets at other sizes keep these fractions.
 CS_FRACTION_HIGH = 0.3255

@@ -1,9 +1,10 @@
 """``denoise``: y = x + e (AIPO §4.2)."""
 from __future__ import annotations
 
-import torch
-
+from bench.lazy import lazy_module
 from bench.tasks.base import TASKS, Problem, Task
+
+torch = lazy_module("torch")
 
 
 @TASKS.register("denoise")

@@ -2,11 +2,12 @@
 fit counts observed pixels only."""
 from __future__ import annotations
 
-import torch
-
 from bench.errors import UserError
+from bench.lazy import lazy_module
 from bench.seeding import generator
 from bench.tasks.base import TASKS, Problem, Task
+
+torch = lazy_module("torch")
 
 
 @TASKS.register("inpaint")
