@@ -19,5 +19,10 @@ class BudgetExceeded(RuntimeError):
 
 def one_line(e: BaseException, limit: int = 400) -> str:
     """``Type: message`` of an exception on one line, at most ``limit`` characters (what result rows record)."""
-    msg = f"{type(e).__name__}: {e}".replace("\r", " ").replace("\n", " ")
+    return one_line_text(f"{type(e).__name__}: {e}", limit)
+
+
+def one_line_text(text: str, limit: int = 400) -> str:
+    """``text`` on one line (line breaks become spaces), at most ``limit`` characters."""
+    msg = str(text).replace("\r", " ").replace("\n", " ")
     return msg if len(msg) <= limit else msg[:limit - 3] + "..."

@@ -13,8 +13,10 @@ import types
 
 class _LazyModule(types.ModuleType):
     def __getattr__(self, attr: str):
-        real = importlib.import_module(self.__name__)
-        self.__dict__.update(vars(real))
+        real = self.__dict__.get("_real")
+        if real is None:   # first use: import, and copy the namespace in once (later reads are dict hits)
+            real = importlib.import_module(self.__name__)
+            self.__dict__.update(vars(real), _real=real)
         return getattr(real, attr)
 
 

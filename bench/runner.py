@@ -26,7 +26,6 @@ from bench.provenance import git_commit, now_iso, row_provenance, versions
 from bench.resume import clean_dir, planned_keys, reduce_to_missing, remove_unit, scan_dir, stale_rows
 from bench.unit import error_rows, execute_unit, summarize
 
-FAILURE_FREE = ("ok", store.SKIPPED)   # row statuses that are not failures
 
 
 def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = "", lost_is_error: bool = False):
@@ -49,7 +48,7 @@ def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = ""
                 rows = error_rows(spec, "executor: " + one_line(result))
                 store.write_unit(out_dir, spec.unit_id, rows)
                 result = summarize(spec.unit_id, rows, 0.0)
-            failures += sum(n for s, n in result["status"].items() if s not in FAILURE_FREE)
+            failures += sum(n for s, n in result["status"].items() if s not in store.NOT_FAILURES)
             if bar is not None:
                 bar.update(1)
                 if failures:
@@ -181,7 +180,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     earlier = {}
     for c in planned_cells - run_cells:
         s = done.get(c, "ok")
-        if s not in FAILURE_FREE:
+        if s not in store.NOT_FAILURES:
             earlier[s] = earlier.get(s, 0) + 1
     summary.failures = dict(earlier)
     summary.failures_earlier = sum(earlier.values())
@@ -190,7 +189,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
         summary.units_run += 1
         summary.rows_written += result["rows"]
         for s, n in result["status"].items():
-            if s not in FAILURE_FREE:
+            if s not in store.NOT_FAILURES:
                 summary.failures[s] = summary.failures.get(s, 0) + n
     summary.wall_s = time.perf_counter() - t_start
     this_run.update(finished_at=now_iso(), wall_s=round(summary.wall_s, 3), units_run=summary.units_run,

@@ -54,6 +54,7 @@ TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]
 ROWS, TRACES, RECON = "rows", "traces", "recon"
 # row statuses: "ok"; failures "error", "overspend", "nan"; and SKIPPED: the solver declared the task does not apply
 SKIPPED = "skipped"
+NOT_FAILURES = ("ok", SKIPPED)
 
 
 def is_temp_name(name: str) -> bool:

@@ -125,7 +125,7 @@ def _pick(cands: list[dict], start) -> dict | None:
 
 
 def _objective(rows: pd.DataFrame) -> tuple[float, int]:
-    fails = int((~rows["status"].isin(("ok", store.SKIPPED))).sum())
+    fails = int((~rows["status"].isin(store.NOT_FAILURES)).sum())
     if fails or not (rows["status"] == "ok").any():
         return math.inf, fails
     return float(rows["map_loss"].mean()), 0

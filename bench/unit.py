@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from bench import numerics, store
-from bench.errors import BudgetExceeded, one_line
+from bench.errors import BudgetExceeded, one_line, one_line_text
 from bench.loading import fresh_model, get_images
 from bench.metrics import METRICS
 
@@ -170,7 +170,7 @@ def _run_unit(spec):
         trace_rows = expand
     if reason := solver.skip(solve_p.for_solver()):
         # the combination does not apply (declared by the solver): no solve, no prior pass
-        return error_rows(spec, " ".join(str(reason).split())[:400], status=store.SKIPPED), None, None
+        return error_rows(spec, one_line_text(reason), status=store.SKIPPED), None, None
     budget = int(spec.budget)
     bp = (BudgetedPrior(fresh_model(spec.prior, device, spec.prior_sha256), budget, solve_p.batch_size)
           if solver.uses_prior else None)
