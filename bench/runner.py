@@ -27,7 +27,6 @@ from bench.resume import clean_dir, planned_keys, reduce_to_missing, remove_unit
 from bench.unit import error_rows, execute_unit, summarize
 
 
-
 def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = "", lost_is_error: bool = False):
     """Run ``specs`` on ``executor`` into ``out_dir``; yield ``(spec, summary)`` as units finish (any order).
 
