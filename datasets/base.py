@@ -47,6 +47,13 @@ class Dataset:
         raise NotImplementedError
 
 
+def parse_dataset_name(spec: str) -> str:
+    """The registered name of a dataset spec (``image-folder[channels=3]`` -> ``image-folder``)."""
+    from bench.registry import parse_spec
+
+    return parse_spec(spec)[0]
+
+
 def load_dataset(name: str, split: str = "test", size: int = 16, root: str | None = None,
                  limit: int | None = None) -> ImageSet:
     """Load ``split`` of dataset ``name`` at ``size``×``size``; ``limit`` keeps the first images (in id order).

@@ -18,16 +18,18 @@ PRESETS = {
     "realnvp": {
         "xs": {"scales": 2, "hidden": 8, "blocks": 1, "n_checker": 1, "n_channel": 1, "n_final": 1},
         "s": {"scales": 2, "hidden": 16, "blocks": 1, "n_checker": 2, "n_channel": 2, "n_final": 2},
+        "m": {"scales": 2, "hidden": 16, "blocks": 1, "n_checker": 3, "n_channel": 3, "n_final": 3},
         "paper": {"scales": 4, "hidden": 64, "blocks": 8, "n_checker": 3, "n_channel": 3, "n_final": 4},
     },
     "glow": {
         "xs": {"levels": 2, "steps": 2, "hidden": 16},
         "s": {"levels": 3, "steps": 4, "hidden": 32},
+        "m": {"levels": 2, "steps": 6, "hidden": 48},
         "paper": {"levels": 4, "steps": 32, "hidden": 512},
     },
 }
 
-DEFAULT_SHAPE = {"xs": (1, 16, 16), "s": (1, 16, 16), "paper": (3, 64, 64)}
+DEFAULT_SHAPE = {"xs": (1, 16, 16), "s": (1, 16, 16), "m": (1, 28, 28), "paper": (3, 64, 64)}
 # Bounds on checkpoint configs (a corrupt or hostile config must not allocate terabytes before failing).
 MAX_HIDDEN, MAX_DEPTH, MAX_SIDE = 4096, 64, 1024
 

@@ -3,7 +3,8 @@
 Data (8-bit view of the [0,1] images): k = round(255·x) ∈ {0..255}.
 
 - Training points are uniformly dequantised, x = (k + U)/256 with U ~ U(0,1)^n drawn from a seeded generator
-  (Theis et al. 2016; RealNVP §4.1), after random shift/flip augmentation (:func:`bench.datasets.augment.augment`).
+  (Theis et al. 2016; RealNVP §4.1), after random flips and, for small datasets (the dataset's ``train_augment``),
+  random shifts (:func:`bench.datasets.augment.augment`).
 - Evaluation is deterministic: x = (k + 0.5)/256, the cell centres.
 
 Bits/dim convention (what every number in the provenance JSON means): the continuous density p on [0,1]^n is
@@ -34,6 +35,7 @@ from bench.priors.presets import n_params
 from bench.provenance import git_commit
 from bench.seeding import derive_seed, generator
 
+INIT_IMAGES = 4096  # images of the data-dependent (actnorm) initialisation: all of a small set, bounded memory
 FORMAT = "flowprior-checkpoint"
 FORMAT_VERSION = 1
 BPD_CONVENTION = ("bpd = -log p(x)/(n ln 2) + 8 with p the density on [0,1]^n, evaluated at the cell centres "
@@ -123,7 +125,7 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
     validation bits/dim, whichever comes first.
     """
     from bench.datasets.augment import augment
-    from bench.datasets.base import load_dataset
+    from bench.datasets.base import DATASETS, load_dataset, parse_dataset_name
     from bench.device import resolve_device
 
     if arch not in ARCHS or arch == "gaussian":
@@ -143,11 +145,12 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
     model = build_model(arch, preset, shape, ident).to(dev)
     gen = generator("train-prior", *ident)
     k_train = quantize(train)
+    shifts = getattr(DATASETS.get(parse_dataset_name(dataset)), "train_augment", True)
 
-    # data-dependent initialisation (actnorm) on a dequantised pass over the whole training set
+    # data-dependent initialisation (actnorm) on a dequantised pass over the first INIT_IMAGES training images
     model.train()
     with torch.no_grad():
-        model.log_prob(dequantize(k_train, gen).to(dev))
+        model.log_prob(dequantize(k_train[:INIT_IMAGES], gen).to(dev))
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
@@ -169,7 +172,7 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
     stop_reason = "steps"
     while step < steps:
         idx = torch.randint(0, len(k_train), (batch,), generator=gen)
-        kb = quantize(augment(k_train[idx] / 255, gen))
+        kb = quantize(augment(k_train[idx] / 255, gen, pad=None if shifts else 0))
         x = dequantize(kb, gen).to(dev)
         loss = bits_per_dim(model.log_prob(x), n).mean()
         opt.zero_grad(set_to_none=True)
@@ -217,7 +220,7 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
     prov = {
         "name": name, "config": model.config, "arch": arch, "preset": preset, "params": n_params(model),
         "dataset": dataset, "size": size, "splits": {"train": len(train), "val": len(val), "test": len(test)},
-        "augmentation": "bench.datasets.augment.augment (random reflect-pad shift + horizontal flip)",
+        "augmentation": "bench.datasets.augment.augment: horizontal flip" + (" + random reflect-pad shift" if shifts else ""),
         "steps_run": step, "steps_max": steps, "minutes_max": minutes, "stop_reason": stop_reason,
         "best_step": best["step"], "seed": seed, "batch": batch, "lr": lr, "optimizer": "Adam",
         "warmup": warmup, "eval_every": eval_every, "patience": patience,
