@@ -22,6 +22,7 @@ empty axis, a bad type... raises one :class:`~bench.errors.UserError` naming the
     seeds            = [0]
     budget           = 600                  # prior passes per image, the MLE stage included (README contract 2)
     mle_steps        = 100                  # passes of the MLE stage x*(0) (AIPO §4.1: 500 at paper scale)
+    protocol         = "robust"             # how solvers step and start (bench/protocols.py): robust | paper
 
     [prior_recipes]                         # optional: checkpoint path -> command line that makes it
     "checkpoints/glow-paper.pt" = "python -m bench train-prior ..."
@@ -47,13 +48,15 @@ from pathlib import Path
 
 from bench.errors import UserError
 from bench.identity import sha256_json
+from bench.protocols import DEFAULT as DEFAULT_PROTOCOL
+from bench.protocols import check_protocol
 
 PRESET_DIR = Path(__file__).resolve().parent / "grids"
 SPLITS = ("id", "ood")
 AXES = ("priors", "tasks", "lams", "solvers", "splits", "seeds")
 TOP_KEYS = ("name", "description", "dataset", "ood_dataset", "data_root", "ood_data_root", "image_size",
             "images_per_split", "splits", "priors", "tasks", "lams", "solvers", "seeds", "budget", "mle_steps",
-            "prior_recipes", "extra")
+            "protocol", "prior_recipes", "extra")
 REQUIRED = ("priors", "tasks", "lams", "solvers", "budget", "mle_steps")
 EXTRA_KEYS = ("label",) + AXES
 
@@ -92,6 +95,7 @@ class Grid:
     filters: dict = field(default_factory=dict)   # filters applied by apply_filters (axis -> values)
     unfiltered: dict | None = None                # resolved() of the grid before filters
     budgets: tuple = ()                           # every budget of the grid's budget axis, ascending
+    protocol: str = DEFAULT_PROTOCOL              # bench/protocols.py
 
     def __post_init__(self):
         if not self.budgets:
@@ -124,7 +128,7 @@ class Grid:
             "ood_dataset": self.ood_dataset, "image_size": self.image_size,
             "images_per_split": {k: "all" if v is None else v for k, v in sorted(self.images_per_split.items())},
             "budget": self.budget if len(self.budgets) == 1 else list(self.budgets), "mle_steps": self.mle_steps,
-            "blocks": [b.as_dict() for b in self.blocks],
+            "protocol": self.protocol, "blocks": [b.as_dict() for b in self.blocks],
         }
 
     def resolved_unfiltered(self) -> dict:
@@ -376,6 +380,10 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
             _fail("budget", f"budget {budget} is smaller than mle_steps {mle} (the budget includes the MLE stage)")
     budgets = tuple(sorted(budgets))
     budget = budgets[-1]
+    try:
+        protocol = check_protocol(raw.get("protocol", DEFAULT_PROTOCOL))
+    except UserError as e:
+        _fail("protocol", str(e))
     recipes = raw.get("prior_recipes", {})
     if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
         _fail("prior_recipes", "must be a table of checkpoint path = \"command line\"")
@@ -395,5 +403,5 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
                 raise UserError(f"unknown key {k!r} in extra[{i}]; valid keys: {', '.join(EXTRA_KEYS)}")
         blocks.append(_block(f"extra[{i}].", {"label": f"extra{i}", **e}, base))
     return Grid(name=name, dataset=dataset, ood_dataset=ood, image_size=size, images_per_split=ips, budget=budget,
-                budgets=budgets, mle_steps=mle, blocks=tuple(blocks), description=description.strip(), prior_recipes=dict(recipes),
+                budgets=budgets, mle_steps=mle, protocol=protocol, blocks=tuple(blocks), description=description.strip(), prior_recipes=dict(recipes),
                 **roots)

@@ -22,7 +22,8 @@ def sha256_json(obj, n: int | None = None) -> str:
 
 
 IDENTITY_KEYS = ("task", "task_params", "prior_name", "prior_sha256", "dataset", "dataset_split", "split",
-                 "image_size", "solver", "solver_params", "tuned", "seed", "budget", "mle_steps")
+                 "image_size", "solver", "solver_params", "tuned", "seed", "budget", "mle_steps",
+                 "protocol")
 ID_LENGTH = 20
 
 

@@ -14,6 +14,8 @@ from bench.errors import UserError
 from bench.grid import Grid, is_prior_path
 from bench.identity import cell_ids, unit_id
 from bench.loading import get_images, get_prior
+from bench.protocols import DEFAULT as DEFAULT_PROTOCOL
+from bench.registry import protocol_values
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +44,7 @@ class UnitSpec:
     seed: int
     budget: int                   # prior passes per row, MLE stage included
     mle_steps: int
+    protocol: str = "robust"      # bench/protocols.py
     device: str = "cpu"
     provenance: dict = field(default_factory=dict)
     imports: tuple = ()
@@ -104,9 +107,10 @@ def split_images(grid: Grid, split: str) -> list[str]:
     ds, root = grid.dataset_for(split)
     iset = get_images(ds, "test", grid.image_size, root)
     k = grid.images_per_split[split]
-    if k is not None and k > len(iset):
+    if k is not None and k > len(iset) and not iset.missing:
         raise UserError(f"images_per_split = {k} exceeds the {len(iset)} images of {ds}/test (split {split!r}); "
                         f"use at most {len(iset)} or \"all\"")
+    iset.require(k)
     return list(iset.ids if k is None else iset.ids[:k])
 
 
@@ -123,7 +127,7 @@ def lookup_tuned(tuned: dict | None, solver: str, task: str, prior: str) -> dict
 
 def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split: str, split: str, data_root,
               image_size: int, image_ids, lams, solver: str, tuned_params: dict, seed: int, budget: int,
-              mle_steps: int, device: str, provenance: dict, imports=()) -> UnitSpec:
+              mle_steps: int, device: str, provenance: dict, imports=(), protocol: str = DEFAULT_PROTOCOL) -> UnitSpec:
     """A unit spec with the task's and solver's parameters resolved (a bad parameter is a UserError here)."""
     from bench.registry import parse_spec
     from bench.solvers.base import SOLVERS
@@ -131,14 +135,15 @@ def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split:
 
     t = make_task(task)
     name, overrides = parse_spec(solver)
-    overrides = {**overrides, **tuned_params}
-    inst = SOLVERS.get(name)(**overrides)
+    cls = SOLVERS.get(name)
+    overrides = {**protocol_values(cls.parameters, protocol), **overrides, **tuned_params}
+    inst = cls(**overrides)
     return UnitSpec(
         task=t.spec, task_params=dict(t.params), prior=prior_spec, prior_name=prior.name, prior_sha256=prior.sha256,
         dataset=dataset, dataset_split=dataset_split, split=split, data_root=data_root, image_size=image_size,
         image_ids=tuple(image_ids), lams=tuple(sorted(float(x) for x in lams)), solver=solver,
         solver_overrides=overrides, solver_params=dict(inst.params), tuned=bool(tuned_params), seed=int(seed),
-        budget=int(budget), mle_steps=int(mle_steps), device=str(device), provenance=dict(provenance),
+        budget=int(budget), mle_steps=int(mle_steps), protocol=protocol, device=str(device), provenance=dict(provenance),
         imports=tuple(imports))
 
 
@@ -177,5 +182,6 @@ def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, pr
             task=task, prior_spec=resolve_prior(prior, prior_dir), prior=priors[prior], dataset=ds,
             dataset_split="test", split=split, data_root=root, image_size=grid.image_size, image_ids=images[split],
             lams=lams, solver=solver, tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed,
-            budget=budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports))
+            budget=budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports,
+            protocol=grid.protocol))
     return units

@@ -10,7 +10,7 @@ import contextlib
 import importlib
 import pkgutil
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.errors import UserError
 
@@ -20,12 +20,16 @@ class Param:
     """A declared parameter of a plugin (solver or task): its type, default, whether ``bench tune`` may search it,
     and a one-line doc. ``default=None`` means "resolved later" (e.g. a per-task default); a value given for it
     is still checked against ``type``. A plain value in a ``parameters`` dict is shorthand for
-    ``Param(type(value), value)``."""
+    ``Param(type(value), value)``.
+
+    ``default`` is the value under the default protocol; ``protocols`` maps another protocol's name
+    (:mod:`bench.protocols`) to the parameter's value under it (e.g. ``{"paper": 0.0}``)."""
 
     type: type
     default: object = None
     tunable: bool = False
     doc: str = ""
+    protocols: dict = field(default_factory=dict, hash=False)
 
 
 def as_param(declared) -> Param:
@@ -38,6 +42,12 @@ def as_param(declared) -> Param:
 def defaults(declared: dict) -> dict:
     """The default value of every declared parameter (``Param`` or plain value), in declared order."""
     return {k: as_param(v).default for k, v in declared.items()}
+
+
+def protocol_values(declared: dict, protocol: str) -> dict:
+    """The parameters whose value under ``protocol`` differs from their default (``Param.protocols``)."""
+    return {k: as_param(v).protocols[protocol] for k, v in declared.items()
+            if protocol in as_param(v).protocols}
 
 
 class Registry:

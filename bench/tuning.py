@@ -137,7 +137,7 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     """Run the tuning protocol (module docstring) and write ``out_file``; returns the written record."""
     from bench.datasets.base import DATASETS
     from bench.executors import LocalExecutor
-    from bench.registry import parse_spec
+    from bench.registry import parse_spec, protocol_values
     from bench.loading import get_images, get_prior
     from bench.manifest import check_writable, prepare_out_dir
     from bench.planning import make_unit, preflight, resolve_prior
@@ -160,8 +160,9 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     if "val" not in DATASETS.get(ds).splits:
         raise UserError(f"dataset {ds!r} has no 'val' split to tune on (splits: {', '.join(DATASETS.get(ds).splits)})")
     iset = get_images(ds, "val", grid.image_size, root)
-    if n_images > len(iset):
+    if n_images > len(iset) and not iset.missing:
         raise UserError(f"--images {n_images} exceeds the {len(iset)} images of {ds}/val")
+    iset.require(n_images)
     ids = list(iset.ids[:n_images])
     seed = grid.main.seeds[0]
     commit, _ = git_commit()
@@ -192,14 +193,15 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
             if stage >= len(cls.tunable):
                 continue
             param = cls.tunable[stage]
-            start = cls(**{**base, **chosen[(solver, task, prior)]}).params[param]
+            start = cls(**{**protocol_values(cls.parameters, grid.protocol), **base,
+                           **chosen[(solver, task, prior)]}).params[param]
             for v in candidates(start, factors):
                 spec = make_unit(task=task, prior_spec=resolve_prior(prior, prior_dir), prior=priors[prior],
                                  dataset=ds, dataset_split="val", split="val", data_root=root,
                                  image_size=grid.image_size, image_ids=ids, lams=lams, solver=solver,
                                  tuned_params={**chosen[(solver, task, prior)], param: v}, seed=seed,
                                  budget=grid.budget, mle_steps=grid.mle_steps, device=str(device), provenance=prov,
-                                 imports=imports)
+                                 imports=imports, protocol=grid.protocol)
                 jobs.append(((solver, task, prior), param, start, v, spec))
         if not jobs:
             break
@@ -230,8 +232,8 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
         "protocol": "coordinate search, one pass over each solver's `tunable` parameters in declared order, each "
                     "over start x factors, per (solver, task, prior), same budget as the grid",
         "factors": list(factors), "validation": {"dataset": ds, "split": "val", "image_ids": ids, "seed": seed},
-        "budget": grid.budget, "mle_steps": grid.mle_steps, "lams": sorted(grid.values("lams")),
-        "created_at": now_iso(), "git_commit": commit, "versions": vers,
+        "budget": grid.budget, "mle_steps": grid.mle_steps, "grid_protocol": grid.protocol,
+        "lams": sorted(grid.values("lams")), "created_at": now_iso(), "git_commit": commit, "versions": vers,
         "params": params, "params_hash": params_hash(params), "search": search,
     }
     prepare_out_dir(out_file.parent)

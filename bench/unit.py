@@ -58,7 +58,7 @@ def _rows_frame(spec, *, status, error, metrics: dict, nfe_used, iterations, wal
         "device": [spec.device] * n, "torch_threads": [torch.get_num_threads()] * n,
         "cpu_isa": [numerics.describe()] * n, "started_at": [prov.get("started_at", "")] * n,
         "grid_name": [prov.get("grid_name", "")] * n, "grid_hash": [prov.get("grid_hash", "")] * n,
-        "tuned": [bool(spec.tuned)] * n, "mle_steps": [spec.mle_steps] * n,
+        "tuned": [bool(spec.tuned)] * n, "mle_steps": [spec.mle_steps] * n, "protocol": [spec.protocol] * n,
     })
     for k, v in sorted(spec.task_params.items()):
         cols[f"p_task_{k}"] = [v] * n

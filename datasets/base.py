@@ -22,16 +22,27 @@ class ImageSet:
     ids: list[str]
     dataset: str
     split: str
+    missing: str | None = None   # set when only the first images of the split are here: how to get the rest
 
     def __len__(self):
         return len(self.ids)
 
+    def require(self, n: int | None) -> None:
+        """Raise UserError unless the first ``n`` images (None: the whole split) are here."""
+        if n is None and self.missing:
+            raise UserError(f"all of {self.dataset}/{self.split} needs the full dataset ({len(self)} images ship "
+                            f"with the repository); {self.missing}")
+        if n is not None and n > len(self):
+            hint = f"; {self.missing}" if self.missing else ""
+            raise UserError(f"{n} images requested from {self.dataset}/{self.split}, which has only {len(self)}"
+                            f"{hint}")
+
     def head(self, n: int | None) -> "ImageSet":
+        self.require(n)
         if n is None:
             return self
-        if n > len(self):
-            raise UserError(f"{n} images requested from {self.dataset}/{self.split}, which has only {len(self)}")
-        return ImageSet(self.images[:n], self.ids[:n], self.dataset, self.split)
+        return ImageSet(self.images[:n], self.ids[:n], self.dataset, self.split, self.missing if n == len(self)
+                        else None)
 
 
 class Dataset:
@@ -40,6 +51,8 @@ class Dataset:
     name: str = "?"
     splits: tuple = ("test",)
     needs_root: bool = False
+    ood: str | None = None  # the dataset that is out of distribution for priors trained on this one (its domain's
+                            # OOD split; `list priors` shows both bits/dim)
     description: str = ""
     options: dict = {}  # extra keyword options of ``load`` with defaults, set by spec: ``image-folder[channels=3]``
 

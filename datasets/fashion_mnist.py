@@ -86,31 +86,34 @@ def _shipped() -> dict[str, tuple[np.ndarray, list[str]]]:
         return {s: (z[f"{s}_images"], [str(i) for i in z[f"{s}_ids"]]) for s in SHIPPED}
 
 
-def source(split: str, limit: int | None, root: str | None) -> tuple[np.ndarray, list[str]]:
-    """(uint8 images, ids) of ``split``: from the full files when present, else from the shipped subset."""
+def source(split: str, root: str | None) -> tuple[np.ndarray, list[str], bool]:
+    """(uint8 images, ids, complete) of ``split``: the full split when the files are present, else the shipped
+    subset (``complete = False``; the first images of the split, identical to the full files' first images)."""
     if root is None and Path(DEBIAN_ROOT).is_dir():
         root = DEBIAN_ROOT
     if root is not None:
-        return _full(str(root))[split]
-    if split in SHIPPED and limit is not None and limit <= SHIPPED[split]:
-        return _shipped()[split]
-    what = f"all of split {split!r}" if limit is None or split not in SHIPPED else \
-        f"{limit} images of split {split!r} (the repository ships {SHIPPED[split]})"
-    raise UserError(f"fashion-mnist: {what} needs the full dataset; {INSTALL_HINT}")
+        return (*_full(str(root))[split], True)
+    if split in SHIPPED:
+        return (*_shipped()[split], False)
+    raise UserError(f"fashion-mnist: split {split!r} needs the full dataset; {INSTALL_HINT}")
 
 
 @DATASETS.register("fashion-mnist")
 class FashionMNIST(Dataset):
     splits = ("train", "val", "test")
     native_size = 28
+    ood = "patches"
     train_augment = False  # 55,000 images: no shifts (reflect padding would invent borders); flips only
     description = ("Fashion-MNIST, 28×28 grey clothing (MIT); 55,000 train / 5,000 val / 10,000 test; "
                    f"the first {SHIPPED['test']} test and {SHIPPED['val']} val images ship with the repository")
 
     def load(self, split: str, size: int = 28, root: str | None = None, limit: int | None = None) -> ImageSet:
-        imgs, ids = source(split, limit, root)
-        if limit is not None:
-            imgs, ids = imgs[:limit], ids[:limit]
+        """The split (see the module docstring); without the full files, the shipped first images of ``test`` and
+        ``val``, marked incomplete (``ImageSet.missing`` says what to install for the rest)."""
+        imgs, ids, complete = source(split, root)
+        if limit is not None and (complete or limit <= len(ids)):
+            imgs, ids, complete = imgs[:limit], ids[:limit], True
         x = imgs.astype(np.float32) / 255.0
         x = x[:, None] if size == imgs.shape[1] else np.stack([resize(im, size) for im in x])
-        return ImageSet(torch.from_numpy(np.ascontiguousarray(x)), list(ids), "fashion-mnist", split)
+        return ImageSet(torch.from_numpy(np.ascontiguousarray(x)), list(ids), "fashion-mnist", split,
+                        missing=None if complete else INSTALL_HINT)

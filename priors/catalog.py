@@ -160,7 +160,7 @@ def shipped() -> list[dict]:
         rows.append({"name": name, "arch": cfg.get("arch", prov.get("arch")),
                      "preset": cfg.get("preset", prov.get("preset")), "dataset": prov.get("dataset"),
                      "size": prov.get("size"), "params": prov.get("params"), "test_bpd": prov.get("test_bpd"),
-                     "val_bpd": prov.get("val_bpd"), "baseline_test_bpd": prov.get("gaussian_baseline_test_bpd"),
+                     "ood_dataset": prov.get("ood_dataset"), "ood_bpd": prov.get("ood_bpd"), "val_bpd": prov.get("val_bpd"), "baseline_test_bpd": prov.get("gaussian_baseline_test_bpd"),
                      "file_size": pt.stat().st_size, "sha256": prov.get("sha256")})
     return rows
 
@@ -186,7 +186,8 @@ def print_shipped() -> None:
     from tabulate import tabulate
 
     table = [[r["name"], r["arch"], r["preset"], r["dataset"], r["size"], r["params"], r["test_bpd"],
+              f"{r['ood_bpd']} ({r['ood_dataset']})" if r["ood_bpd"] is not None else "-",
               r["baseline_test_bpd"], _human(r["file_size"])] for r in rows]
     print(tabulate(table, headers=["name", "arch", "preset", "dataset", "size", "params", "test bits/dim",
-                                   "gaussian bits/dim", "file"]))
+                                   "OOD bits/dim", "gaussian bits/dim", "file"]))
     print(f"(architectures: {archs}; any prior also loads from a path to a .pt checkpoint)")

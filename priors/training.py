@@ -75,6 +75,17 @@ def evaluate_bpd(model, images: torch.Tensor, batch: int = 256) -> float:
     return float(torch.cat(vals).mean())
 
 
+def ood_bpd(model, dataset: str, size: int) -> dict:
+    """Bits/dim of the OOD set declared by ``dataset`` (``Dataset.ood``), for the provenance and ``list priors``:
+    ``{"ood_dataset": name, "ood_bpd": value}`` (empty if the dataset declares none)."""
+    from bench.datasets.base import DATASETS, load_dataset, parse_dataset_name
+
+    ood = DATASETS.get(parse_dataset_name(dataset)).ood
+    if ood is None:
+        return {}
+    return {"ood_dataset": ood, "ood_bpd": round(evaluate_bpd(model, load_dataset(ood, "test", size).images), 4)}
+
+
 def fit_gaussian_baseline(train_images: torch.Tensor) -> GaussianLogitPrior:
     """The trivial prior: independent per-pixel N(μ, σ²) fitted (ML) in logit space on the train cell centres."""
     u, _ = to_logit(centres(quantize(train_images)).double())
@@ -115,14 +126,16 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
                 steps: int = 10000, minutes: float | None = None, seed: int = 0, out: str | Path = ".", batch: int = 32,
                 lr: float = 1e-3, device: str = "auto", name: str | None = None, eval_every: int = 25,
                 patience: int = 40, warmup: int = 50, progress: bool = True, data_root: str | None = None,
-                train_images: int | None = None, eval_images: int | None = None) -> dict:
+                train_images: int | None = None, eval_images: int | None = None, init: str | None = None) -> dict:
     """Train ``arch``/``preset`` on ``dataset`` (split ``train``, augmented), select on ``val``, report ``test``.
 
     Writes ``out/<name>.pt`` and ``out/<name>.json`` (default name ``<arch>-<preset>``) and returns the provenance.
     ``data_root`` is the dataset folder (CelebA); ``train_images`` / ``eval_images`` keep the first images of the
     train / val and test splits (None: all — CelebA's full train split is ~8 GB as float32 at 64×64×3).
     Stops after ``steps`` optimiser steps, ``minutes`` of wall time, or ``patience`` evaluations without a new best
-    validation bits/dim, whichever comes first.
+    validation bits/dim, whichever comes first. ``init``: a checkpoint of the same architecture, preset and image
+    shape to continue from (its weights replace the fresh initialisation; the provenance records it and its
+    steps, so a run split in two is described in full).
     """
     from bench.datasets.augment import augment
     from bench.datasets.base import DATASETS, load_dataset, parse_dataset_name
@@ -151,6 +164,18 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
     model.train()
     with torch.no_grad():
         model.log_prob(dequantize(k_train[:INIT_IMAGES], gen).to(dev))
+    previous = None
+    if init is not None:
+        from bench.priors.catalog import model_from_checkpoint, read_checkpoint
+
+        config, _ = read_checkpoint(init)
+        if config != model.config:
+            raise UserError(f"--init {init}: its config {config} differs from the model being trained "
+                            f"{model.config}")
+        model.load_state_dict(model_from_checkpoint(init).state_dict())
+        prev_json = Path(init).with_suffix(".json")
+        previous = json.loads(prev_json.read_text()) if prev_json.is_file() else {"sha256": sha256_file(init)}
+        previous.pop("history", None)
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
@@ -226,7 +251,9 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
         "warmup": warmup, "eval_every": eval_every, "patience": patience,
         **{k: round(v, 4) for k, v in result.items()},
         "gaussian_baseline_test_bpd": round(evaluate_bpd(baseline, test), 4),
+        **ood_bpd(model, dataset, size),
         "bpd_convention": BPD_CONVENTION, "history": history,
+        "continued_from": previous,
         "git_commit": git_commit()[0], "sha256": sha, "file_size": pt.stat().st_size,
         "torch_version": torch.__version__, "device": str(dev), "wall_time_s": round(time.time() - t0, 1),
     }

@@ -1,11 +1,13 @@
 """``aipo``: AIPO's practical algorithm (Liu et al. 2023, Appendix C, Algorithm 2, Table 4 defaults)."""
 from __future__ import annotations
 
+import math
+
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import clamp01, make_optimizer
-from bench.solvers.stages import MLEStart, Tracer, evaluate, mle_passes
+from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes
 
 torch = lazy_module("torch")
 
@@ -13,6 +15,16 @@ torch = lazy_module("torch")
 def delta_min_bounds(dmin0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Table 4: δ_min,l = δ_min⁰/4 and δ_min,h = 4δ_min⁰ ∨ 1 = min(4δ_min⁰, 1) (∨ = min, see :class:`AIPO`)."""
     return dmin0 / 4, torch.clamp(4 * dmin0, max=1.0)
+
+
+def first_round_steps(passes: int, delta_min0: float, growth: float, share: float = 0.8) -> int:
+    """K of the first round when ``K = 0`` (the robust protocol; the harness's own rule, not the paper's): the
+    largest K such that N = ⌈1/δ_min⁰⌉ rounds of K·growth^j steps (j = 1..N, line 12) fit in ``share`` of the
+    ``passes`` left after the MLE. N rounds is the schedule when line 8's δ never exceeds δ_min⁰·Λ, so Alg. 2's
+    own rule reaches Λ (line 13) before the budget's last-round jump unless line 10 shrinks δ_min. Table 4's
+    K = 40 is this rule at ≈ 3,200 passes, about the paper's schedule (≈ 2,000–3,000 steps)."""
+    n = math.ceil(1.0 / delta_min0 - 1e-9)
+    return max(1, int(share * passes / sum(growth ** j for j in range(1, n + 1))))
 
 
 def update_delta_min(dmin, DLp, DL, lo, hi) -> torch.Tensor:
@@ -42,7 +54,12 @@ class AIPO(MLEStart, Solver):
     - lines 4–6: K steps on L(x; λ) with step α — the inner optimiser is ``optimizer`` ("adam" by default, as
       §4.1 says the experiments optimise by Adam; "gd" is line 5 verbatim). Adam's moments are kept across rounds
       (``adam_reset = False``): λ moves by small steps, and a reset would give every pixel a full sign-like step of
-      size α at the start of each round. Its step size is set to the round's α. Every iterate is clamped to [0, 1].
+      size α at the start of each round. Its step size is set to the round's α, times the protocol's decay
+      τ/(τ + t − 1) over all inner steps t so far (``lr_decay`` τ; 0 under the paper protocol; the harness's own,
+      shared with the fixed-Λ baselines so that only the start and the λ schedule differ; a reset restarts t).
+      Every iterate is clamped to [0, 1].
+    - K of the first round: Table 4's 40 under the paper protocol; under the robust protocol (``K = 0``) sized
+      to the budget by :func:`first_round_steps` (the harness's own rule) so that the schedule plays out.
     - line 8: δ = r·|log p_e(e)/log p_G(x_K) + λ| with the task's Gaussian log p_e (:mod:`bench.objective`) and
       the discretised log p_G; since L = −log p_e − λ log p_G this equals r·|L(x_K; λ)/log p_G(x_K)|, the λ step
       that changes the loss by the fraction r. |log p_G| is floored at 1e-12 (a huge δ then just lands on Λ).
@@ -70,17 +87,19 @@ class AIPO(MLEStart, Solver):
 
     parameters = {
         "alpha": Param(float, 0.05, tunable=True, doc="inner step size α (Table 4)"),
-        "K": Param(int, 40, doc="inner steps per round at the start (Table 4)"),
+        "K": Param(int, 0, protocols={"paper": 40},
+                   doc="inner steps of the first round (Table 4: 40, paper protocol); 0 = sized to the budget "
+                       "(first_round_steps)"),
         "r": Param(float, 0.05, doc="λ step as a fraction of the loss ratio, line 8 (Table 4)"),
         "delta_min0": Param(float, 0.05, doc="δ_min⁰ as a fraction of Λ (Table 4: Λ/20)"),
         "K_growth": Param(float, 1.1, doc="K ← K_growth·K after each round (Table 4)"),
         "alpha_decay": Param(float, 0.99, doc="α ← alpha_decay·α after each round (Table 4)"),
         "optimizer": Param(str, "adam", doc="inner optimiser: adam (§4.1) or gd"),
         "adam_reset": Param(bool, False, doc="reset Adam's moments at every round"),
-        "mle_lr": Param(float, 3e-4, tunable=True, doc="step of the MLE stage's projected ascent"),
-        "mle_optimizer": Param(str, "gd", doc="MLE stage optimiser: gd or adam"),
+        **STEP_PARAMS,
+        **MLE_PARAMS,
     }
-    ranges = {"alpha": ">0", "K": ">=1", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
+    ranges = {"alpha": ">0", "K": ">=0", "lr_decay": ">=0", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
               "optimizer": "adam|gd", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
@@ -101,8 +120,9 @@ class AIPO(MLEStart, Solver):
         lam_reached = torch.full((B,), float("nan"), dtype=dt, device=dev)
         rounds = torch.zeros(B, dtype=torch.long)
         schedule = []
-        opt = make_optimizer(p["optimizer"], p["alpha"])
-        K, j = float(p["K"]) * p["K_growth"], 1     # the λ = 0 round took no step; its line 12 has run
+        opt = make_optimizer(p["optimizer"], p["alpha"], p["lr_decay"])
+        K0 = p["K"] or first_round_steps(int(ctx.budget - int(prior.used.max())), p["delta_min0"], p["K_growth"])
+        K, j = float(K0) * p["K_growth"], 1         # the λ = 0 round took no step; its line 12 has run
         L0 = None
         while True:
             left = int(ctx.budget - int(prior.used.max()))
@@ -143,7 +163,7 @@ class AIPO(MLEStart, Solver):
             K *= p["K_growth"]
             j += 1
         sched = torch.stack(schedule, 1) if schedule else torch.zeros(B, 0, dtype=dt, device=dev)
-        info = {"lam_reached": lam_reached.cpu(), "rounds": rounds,
+        info = {"lam_reached": lam_reached.cpu(), "rounds": rounds, "K0": torch.full((B,), K0),
                 "lam_schedule": sched.cpu(), "mle_passes": torch.full((B,), mle_passes(problem, ctx))}
         return SolveResult(x.detach(), tracer.trace, info)
 

@@ -1,4 +1,4 @@
-"""``lasso-dct``: min_c ||AΦc − y||² + 0.01||c||₁ with Φ the orthonormal 2-D DCT (Asim et al. 2020, footnote 1)."""
+"""``lasso-dct``: min_c ||AΦc − y||² + α||c||₁ with Φ the orthonormal 2-D DCT (Asim et al. 2020, footnote 1)."""
 from __future__ import annotations
 
 from bench.solvers.base import SOLVERS

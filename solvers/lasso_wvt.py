@@ -1,4 +1,4 @@
-"""``lasso-wvt``: min_c ||AΦc − y||² + 0.01||c||₁ with Φ an orthonormal periodized wavelet synthesis (Asim et al.
+"""``lasso-wvt``: min_c ||AΦc − y||² + α||c||₁ with Φ an orthonormal periodized wavelet synthesis (Asim et al.
 2020, footnote 1).
 
 Default wavelet ``haar`` (= db1): the Lasso-wavelet baseline of Bora et al. (2017), whose CelebA set-up Asim et al.

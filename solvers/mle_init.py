@@ -5,9 +5,8 @@ initialization, gradient descent with the MLE initialization is used as the thir
 """
 from __future__ import annotations
 
-from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver
-from bench.solvers.stages import FixedLambdaSolver, MLEStart
+from bench.solvers.stages import MLE_PARAMS, FixedLambdaSolver, MLEStart
 
 
 @SOLVERS.register("mle-init")
@@ -16,12 +15,11 @@ class MLEInit(MLEStart, FixedLambdaSolver, Solver):
 
     - Start: the MLE stage of :func:`bench.solvers.stages.mle` — ``ctx.mle_steps`` passes of projected gradient
       ascent on log p_G (``mle_optimizer``, step ``mle_lr``; App. A projections, ending in the box) for cs and
-      inpaint, charged to this row's budget; clip(y, 0, 1) at no cost for denoising.
+      inpaint, charged to this row's budget; clip(y, 0, 1) at no cost for denoising. Under the robust protocol
+      projected Adam on the tangent gradient, under the paper protocol projected GD (App. A).
     - Then Adam (step ``lr``) at Λ for the rest of ``ctx.budget``; every iterate clamped to [0, 1].
     """
 
-    parameters = {**FixedLambdaSolver.parameters,
-                  "mle_lr": Param(float, 3e-4, tunable=True, doc="step of the MLE stage's projected ascent"),
-                  "mle_optimizer": Param(str, "gd", doc="MLE stage optimiser: gd or adam")}
+    parameters = {**FixedLambdaSolver.parameters, **MLE_PARAMS}
     description = "Adam on x at fixed lambda from the MLE x*(0) (AIPO sec. 4.1 baseline)"
     # paper: Liu et al. 2023 (AIPO), sec. 4.1

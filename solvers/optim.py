@@ -30,14 +30,24 @@ def clamp01(x: torch.Tensor) -> torch.Tensor:
 # --- optimisers on x ----------------------------------------------------------------------------------------------
 # AIPO Table 4's step size α, the default inner step of every x-space Adam solver (equal optimiser settings).
 ADAM_LR = 0.05
+# The robust protocol's step decay τ (passes): step t (1-based) is lr·τ/(τ + t − 1). The harness's own choice,
+# measured (README "Protocols"): with a constant step, Adam keeps moving around the optimum and more budget can
+# raise the loss; with this decay the loss at the full budget is below the loss at half of it. 0 = constant.
+LR_DECAY = 100.0
+
+
+def decayed(lr, decay: float, t: int):
+    """The step of iteration ``t`` (1-based): ``lr`` if ``decay`` is 0, else lr·decay/(decay + t − 1)."""
+    return lr if not decay else lr * (decay / (decay + t - 1))
 
 
 class Adam:
     """Adam (Kingma & Ba 2014, Alg. 1) exactly as ``torch.optim.Adam`` computes it (betas 0.9/0.999, eps 1e-8),
-    elementwise so rows never interact. ``lr`` is a float or a (B,) tensor (per-row step)."""
+    elementwise so rows never interact. ``lr`` is a float or a (B,) tensor (per-row step); ``decay`` τ > 0 makes
+    step t take lr·τ/(τ + t − 1) (:func:`decayed`; t counts steps since the last :meth:`reset`)."""
 
-    def __init__(self, lr, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.lr, self.betas, self.eps = lr, betas, eps
+    def __init__(self, lr, decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.decay, self.betas, self.eps = lr, decay, betas, eps
         self.reset()
 
     def reset(self):
@@ -52,29 +62,31 @@ class Adam:
         self.v = self.v * b2 + g * g * (1 - b2)
         bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         denom = self.v.sqrt() / (bc2 ** 0.5) + self.eps
-        return x - rowwise(self.lr, x) / bc1 * self.m / denom
+        return x - rowwise(decayed(self.lr, self.decay, self.t), x) / bc1 * self.m / denom
 
 
 class GD:
-    """Plain gradient step x ← x − lr·g (AIPO Alg. 1 line 11, Alg. 2 line 5)."""
+    """Plain gradient step x ← x − lr·g (AIPO Alg. 1 line 11, Alg. 2 line 5); ``decay`` as for :class:`Adam`."""
 
-    def __init__(self, lr):
-        self.lr = lr
+    def __init__(self, lr, decay: float = 0.0):
+        self.lr, self.decay = lr, decay
+        self.reset()
 
     def reset(self):
-        pass
+        self.t = 0
 
     def step(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return x - rowwise(self.lr, x) * g
+        self.t += 1
+        return x - rowwise(decayed(self.lr, self.decay, self.t), x) * g
 
 
 OPTIMIZERS = {"adam": Adam, "gd": GD}
 
 
-def make_optimizer(name: str, lr):
+def make_optimizer(name: str, lr, decay: float = 0.0):
     if name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](lr)
+    return OPTIMIZERS[name](lr, decay)
 
 
 # --- batched L-BFGS -----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from bench import objective
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import Trace
-from bench.solvers.optim import ADAM_LR, Adam, clamp01, make_optimizer, rowwise
+from bench.solvers.optim import ADAM_LR, LR_DECAY, Adam, clamp01, make_optimizer, rowwise
 
 torch = lazy_module("torch")
 
@@ -90,32 +90,33 @@ def mle_start(problem) -> torch.Tensor:
 
 
 def mle(problem, prior, steps: int, lr: float, tracer: Tracer | None = None, lam=None,
-        optimizer: str = "gd") -> torch.Tensor:
-    """x*(0) ∈ argmax p_G(x) s.t. f(x) = y (AIPO eq. 4) by projected gradient ascent (App. A), ``steps`` passes.
+        optimizer: str = "gd", decay: float = 0.0) -> torch.Tensor:
+    """x*(0) ∈ argmax p_G(x) s.t. f(x) = y (AIPO eq. 4) by projected ascent (App. A), ``steps`` passes.
 
-    Each step is a step of ``optimizer`` on −log p_G with step size ``lr``, followed by ``problem.project`` (App. A:
-    affine projection alternated with the box clip, ending in the box). The returned point is the last projected
-    iterate (not yet evaluated). Where the constraint set is a single point (denoising) x*(0) = clip(y, 0, 1) and
-    no pass is spent. ``tracer``/``lam`` record L(x; Λ) of the iterates.
+    Each step is a step of ``optimizer`` on −log p_G with step size ``lr`` (decayed by ``decay``,
+    :func:`bench.solvers.optim.decayed`), followed by ``problem.project`` (App. A: affine projection alternated
+    with the box clip, ending in the box). The returned point is the last projected iterate (not yet evaluated).
+    Where the constraint set is a single point (denoising) x*(0) = clip(y, 0, 1) and no pass is spent.
+    ``tracer``/``lam`` record L(x; Λ) of the iterates.
 
-    ``optimizer = "gd"`` (default) is App. A's projected gradient method: for a small enough step P·g is an ascent
-    direction. "adam" is offered, but on cs it is not guaranteed to ascend: Adam's per-pixel scaling D does not
-    commute with the affine projection P, so P·D·g need not increase log p_G (measured on a random-weight 8×8
-    RealNVP: log p fell from 21.5 to 18.4 over 500 projected Adam steps while projected GD rose to 22.6). For
-    inpainting P is diagonal and both ascend. Step size: the solvers' default ``mle_lr = 3e-4`` was the best of
-    {1e-2, 3e-3, 1e-3, 3e-4} for GD on a trained realnvp-xs at 16×16 (lfw-faces val, cs and inpaint, 500 steps;
-    ||∇ log p|| ≈ 250–500 there, so 1e-3 already oscillates); it depends on the prior's gradient scale, hence
-    tunable.
+    - ``"gd"``: App. A's projected gradient method (the paper protocol; step 3e-4 was the best of {1e-2, 3e-3,
+      1e-3, 3e-4} for GD on a trained realnvp-xs at 16×16, where ||∇ log p|| ≈ 250–500). It ascends slowly: in 50
+      steps the holes of an inpainting problem stay near the start's zeros.
+    - ``"adam"`` (the robust protocol): Adam fed the *tangent* gradient P·g (P the projection onto the null
+      space of f, :meth:`bench.tasks.Problem.tangent`). Adam's per-pixel scaling D does not commute with P, but
+      P·D·(P·g) is still an ascent direction, since gᵀP·D·P·g = (P·g)ᵀD(P·g) > 0; fed the raw g, P·D·g need not
+      be (measured on a random-weight 8×8 RealNVP: log p fell from 21.5 to 18.4 over 500 such steps).
     """
     if has_point_constraint(problem):
         return problem.project(problem.y.clone())
     x = mle_start(problem)
-    opt = make_optimizer(optimizer, lr)
+    opt = make_optimizer(optimizer, lr, decay)
     for _ in range(int(steps)):
         e = evaluate(problem, prior, x)
         if tracer is not None:
             tracer(e.loss(lam))
-        x = problem.project(opt.step(x, -e.g_logp))
+        g = problem.tangent(-e.g_logp) if optimizer == "adam" else -e.g_logp
+        x = problem.project(opt.step(x, g))
     return x
 
 
@@ -135,13 +136,26 @@ def descend(problem, prior, x, lam, n_evals: int, opt, tracer: Tracer) -> tuple[
 
 
 # --- the fixed-Λ baselines of AIPO §4.1 ---------------------------------------------------------------------------
+STEP_PARAMS = {
+    "lr_decay": Param(float, LR_DECAY, protocols={"paper": 0.0},
+                      doc="step decay τ in passes: step t is lr·τ/(τ + t − 1); 0 = constant (paper protocol)"),
+}
+MLE_PARAMS = {
+    "mle_lr": Param(float, 0.01, tunable=True, protocols={"paper": 3e-4},
+                    doc="step of the MLE stage's projected ascent (paper protocol: GD at 3e-4)"),
+    "mle_optimizer": Param(str, "adam", protocols={"paper": "gd"},
+                           doc="MLE stage optimiser: adam on the tangent gradient, or gd (App. A, paper protocol)"),
+}
+
+
 class MLEStart:
-    """Mixin: start from the MLE x*(0) (AIPO eq. 4) — :func:`mle` with the solver's declared ``mle_lr`` and
-    ``mle_optimizer``, charged ``mle_passes`` per row (shared by ``aipo``, ``aipo-uniform`` and ``mle-init``)."""
+    """Mixin: start from the MLE x*(0) (AIPO eq. 4) — :func:`mle` with the solver's declared ``mle_lr``,
+    ``mle_optimizer`` and ``lr_decay``, charged ``mle_passes`` per row (shared by ``aipo``, ``aipo-uniform`` and
+    ``mle-init``, which declare :data:`MLE_PARAMS`)."""
 
     def initial_point(self, problem, prior, lam, ctx, tracer=None):
         return mle(problem, prior, mle_passes(problem, ctx), self.params["mle_lr"], tracer, lam,
-                   self.params["mle_optimizer"])
+                   self.params["mle_optimizer"], self.params["lr_decay"])
 
 
 class FixedLambdaSolver:
@@ -155,12 +169,14 @@ class FixedLambdaSolver:
     clamped to [0, 1].
 
     ``lr`` (Adam step size): AIPO gives none for the baselines; by default they use AIPO's own inner step, Table 4's
-    α = 0.05 (``ADAM_LR``), so the only differences between AIPO and the three baselines are the start and the λ
-    schedule (AIPO §4.1: every method optimises x by Adam at an equal budget). ``bench tune`` may search it.
+    α = 0.05 (``ADAM_LR``), with AIPO's step decay ``lr_decay`` (the protocol's), so the only differences between
+    AIPO and the three baselines are the start and the λ schedule (AIPO §4.1: every method optimises x by Adam at
+    an equal budget). ``bench tune`` may search it.
     """
 
-    parameters = {"lr": Param(float, ADAM_LR, tunable=True, doc="Adam step size (AIPO Table 4's α by default)")}
-    ranges = {"lr": ">0", "temperature": ">=0", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
+    parameters = {"lr": Param(float, ADAM_LR, tunable=True, doc="Adam step size (AIPO Table 4's α by default)"),
+                  **STEP_PARAMS}
+    ranges = {"lr": ">0", "lr_decay": ">=0", "temperature": ">=0", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
     uses_prior = True
     lam_independent = False
 
@@ -175,7 +191,7 @@ class FixedLambdaSolver:
         x = self.initial_point(problem, prior, lam, ctx, tracer)
         init_passes = prior.used.clone()
         left = int(ctx.budget - int(prior.used.max()))
-        x, _ = descend(problem, prior, x, lam, left, Adam(self.params["lr"]), tracer)
+        x, _ = descend(problem, prior, x, lam, left, Adam(self.params["lr"], self.params["lr_decay"]), tracer)
         steps = torch.full_like(init_passes, max(left - 1, 0))
         return SolveResult(x.detach(), tracer.trace, {"init_passes": init_passes, "iterations": steps})
 

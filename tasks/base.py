@@ -117,6 +117,10 @@ class Problem:
         """The least-norm solution f⁺(y) of f(x) = y per row, in image shape (not clipped)."""
         return self.task.least_norm(self)
 
+    def tangent(self, v: torch.Tensor) -> torch.Tensor:
+        """The component of the direction ``v`` along {x : f(x) = y}: v − f⁺(f(v)) (the null space of f)."""
+        return self.task.tangent(self, v)
+
     def naive_estimate(self) -> torch.Tensor:
         """The "do nothing" reconstruction from y alone (no prior), in [0,1]: what every solver must beat."""
         return self.task.naive_estimate(self)
@@ -225,6 +229,14 @@ class Task:
         raise NotImplementedError
 
     # --- hooks with defaults --------------------------------------------------------------------------------------
+    def tangent(self, p: Problem, v: torch.Tensor) -> torch.Tensor:
+        """Orthogonal projection of a direction ``v`` (B, C, H, W) onto the null space of f, the directions along
+        which f(x) = y can move (the MLE stage ascends along them). Default: zero where the constraint set is one
+        point; other tasks must say."""
+        if self.point_constraint:
+            return torch.zeros_like(v)
+        raise NotImplementedError(f"task {self.name!r} does not define tangent()")
+
     def naive_estimate(self, p: Problem) -> torch.Tensor:
         """The "do nothing" reconstruction from y alone, in [0,1]. Default: clip(f⁺(y), 0, 1)."""
         return self.least_norm(p).clamp(0, 1)

@@ -110,6 +110,13 @@ class CompressedSensing(Task):
         G = p.state["gram_inv64"] if "gram_inv64" in p.state else torch.linalg.inv(A @ A.T)
         return ((p.y.double() @ G) @ A).to(p.y.dtype).view(p.y.shape[0], *p.shape)
 
+    def tangent(self, p, v):
+        """v − Aᵀ(AAᵀ)⁻¹Av, in float64."""
+        A = self._a64(p)
+        G = p.state["gram_inv64"] if "gram_inv64" in p.state else torch.linalg.inv(A @ A.T)
+        w = v.flatten(1).double()
+        return (w - ((w @ A.T) @ G) @ A).to(v.dtype).view(v.shape)
+
     def operator_norm(self, p):
         """The largest singular value of A (torch.linalg, float64)."""
         return float(torch.linalg.matrix_norm(self._a64(p), ord=2))

@@ -71,6 +71,10 @@ class Inpaint(Task):
     def least_norm(self, p):
         return p.state["mask"] * p.y
 
+    def tangent(self, p, v):
+        """The holes: (1 − M)⊙v."""
+        return (1 - p.state["mask"]) * v
+
     def naive_estimate(self, p):
         """The observed pixels, each hole filled with the mean of that image's observed pixels (per channel)."""
         M = p.state["mask"]

@@ -32,6 +32,7 @@ def add_arguments(p):
     p.add_argument("--patience", type=int, default=40,
                    help="stop after this many evaluations without a new best validation bits/dim (default 40)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--init", default=None, help="continue from this checkpoint (same architecture, preset, shape)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,7 +55,7 @@ def main(args) -> int:
                        minutes=args.minutes, seed=args.seed, out=args.out, batch=args.batch, lr=args.lr,
                        device=args.device, name=args.name, eval_every=args.eval_every, patience=args.patience,
                        progress=not args.no_progress, data_root=args.data_root,
-                       train_images=args.train_images, eval_images=args.eval_images)
+                       train_images=args.train_images, eval_images=args.eval_images, init=args.init)
     print(f"{prov['name']}: best step {prov['best_step']}/{prov['steps_run']} ({prov['stop_reason']}), "
           f"bits/dim train {prov['train_bpd']:.3f} val {prov['val_bpd']:.3f} test {prov['test_bpd']:.3f} "
           f"(per-pixel Gaussian test {prov['gaussian_baseline_test_bpd']:.3f}), {prov['wall_time_s']:.0f} s")
