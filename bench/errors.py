@@ -1,4 +1,6 @@
-"""Exceptions the CLI turns into one-line messages (no traceback)."""
+"""Exceptions the CLI turns into one-line messages (no traceback), and the one-line text helpers that keep
+terminal control characters (ANSI escapes, carriage returns, bells) out of messages and result rows."""
+import re
 
 
 class UserError(Exception):
@@ -22,7 +24,20 @@ def one_line(e: BaseException, limit: int = 400) -> str:
     return one_line_text(f"{type(e).__name__}: {e}", limit)
 
 
+# ANSI/VT escape sequences (CSI "ESC [ ... final", OSC "ESC ] ... BEL|ESC \\", two-character "ESC x"), then any
+# other C0/C1 control character; what a terminal would act on instead of print
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text) -> str:
+    """``text`` with terminal escape sequences removed and every other control character (line breaks and tabs
+    included) turned into a space: safe to print and to store."""
+    return _CONTROL.sub(" ", _ESCAPES.sub("", str(text)))
+
+
 def one_line_text(text: str, limit: int = 400) -> str:
-    """``text`` on one line (line breaks become spaces), at most ``limit`` characters."""
-    msg = str(text).replace("\r", " ").replace("\n", " ")
+    """``text`` on one line (line breaks become spaces, control characters and escapes are removed), at most
+    ``limit`` characters."""
+    msg = printable(text)
     return msg if len(msg) <= limit else msg[:limit - 3] + "..."

@@ -188,8 +188,27 @@ def _threads_arg(value: str) -> int:
     return n
 
 
+MAX_REMOTE_THREADS = 1024   # --threads on cluster nodes, whose cores this machine cannot count
+
+
+def check_threads(args) -> None:
+    """``--threads``: at most 4 × this machine's usable cores when units run here (``local``, or Dask without
+    ``--scheduler``), at most 1,024 on a cluster; UserError before anything starts."""
+    threads = getattr(args, "threads", None) or 1
+    executor = getattr(args, "executor", "local") or "local"
+    if executor == "local" or (executor == "dask" and not getattr(args, "scheduler", None)):
+        cap = MAX_WORKERS_PER_CORE * usable_cpus()
+        if threads > cap:
+            raise UserError(f"--threads {threads} is more than {MAX_WORKERS_PER_CORE} x the {usable_cpus()} usable "
+                            f"CPU cores of this machine (at most {cap})")
+    elif threads > MAX_REMOTE_THREADS:
+        raise UserError(f"--threads {threads} is more than {MAX_REMOTE_THREADS} torch threads per work unit")
+
+
 def resolve_workers(args) -> int:
-    """``--workers auto``: 1 on a GPU (one device, one unit at a time), else usable cores // ``--threads``."""
+    """``--workers auto``: 1 on a GPU (one device, one unit at a time), else usable cores // ``--threads``.
+    Checks ``--threads`` too (:func:`check_threads`)."""
+    check_threads(args)
     workers = getattr(args, "workers", None)
     if workers in (None, "auto"):
         from bench.device import resolve_device
