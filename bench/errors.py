@@ -27,12 +27,12 @@ def one_line(e: BaseException, limit: int = 400) -> str:
 # ANSI/VT escape sequences (CSI "ESC [ ... final", OSC "ESC ] ... BEL|ESC \\", two-character "ESC x"), then any
 # other C0/C1 control character; what a terminal would act on instead of print
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 def printable(text) -> str:
-    """``text`` with terminal escape sequences removed and every other control character (line breaks and tabs
-    included) turned into a space: safe to print and to store."""
+    """``text`` with terminal escape sequences removed and every run of other control characters (line breaks and
+    tabs included) turned into one space: safe to print and to store."""
     return _CONTROL.sub(" ", _ESCAPES.sub("", str(text)))
 
 

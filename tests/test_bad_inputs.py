@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,9 @@ def kit(tmp_path_factory):
     Image.fromarray(np.zeros((32, 32), dtype=np.float32)).save(flt / "g.tif")
     (d / "plugins").mkdir()
     (d / "plugins" / "broken_plugin_mod.py").write_text("def oops(:\n    pass\n")
+    # an error message carrying terminal escapes, a bell and a line break: none of them may reach the terminal
+    (d / "plugins" / "ansi_plugin_mod.py").write_text(
+        'raise RuntimeError("\\x1b[31mboom\\x1b[0m\\x07\\r\\nsecond line \\x1b]0;title\\x07")\n')
     return {"d": d, "good": str(good), "truncated": str(truncated), "garbage": str(garbage),
             "mismatched": str(mismatched), "a_file": a_file, "huge": str(huge), "big_folder": str(big),
             "float_folder": str(flt)}
@@ -64,6 +68,12 @@ def _grid(kit, name, **keys):
 def _raw_grid(kit, name, text):
     p = kit["d"] / f"{name}.toml"
     p.write_text(text)
+    return str(p)
+
+
+def _bytes_grid(kit, name, data: bytes):
+    p = kit["d"] / f"{name}.toml"
+    p.write_bytes(data)
     return str(p)
 
 
@@ -172,6 +182,25 @@ CASES = [
                                            "--out", str(k["d"])], "--train-images"),
     ("non-run-output-dir", lambda k: ["run", "--grid", _grid(k, "b18"), "--out", str(_dir_with(k, "j3", None))],
      "not a run directory"),
+    # each named, before any work and before the output folder exists
+    ("cs-m-nan", lambda k: ["run", "--grid", _grid(k, "c1", tasks=["cs[m=nan]"]), "--out", "OUT"], "got nan"),
+    ("aipo-K-1e30", lambda k: ["run", "--grid", _grid(k, "c2", solvers=["aipo[K=1e30]"]), "--out", "OUT"],
+     "'K'"),
+    ("grid-not-utf8", lambda k: ["run", "--grid", _bytes_grid(k, "c3", b'name = "\xff\xfe"\n' + _base(k).encode()),
+                                 "--out", "OUT"], "c3.toml"),
+    ("lam-1e308", lambda k: ["run", "--grid", _grid(k, "c4", lams=[1e308]), "--out", "OUT"], "1e+308"),
+    ("threads-1000000", lambda k: ["run", "--grid", _grid(k, "c5"), "--threads", "1000000", "--out", "OUT"],
+     "--threads 1000000"),
+    ("dead-dask-scheduler", lambda k: ["run", "--grid", _grid(k, "c6"), "--executor", "dask", "--scheduler",
+                                       "tcp://127.0.0.1:9", "--out", "OUT"], "tcp://127.0.0.1:9"),
+    ("check-max-lines-negative", lambda k: ["check", str(k["d"]), "--reference", str(k["d"]), "--max-lines", "-1"],
+     "'-1'"),
+    ("check-tolerance-minus-3se", lambda k: ["check", str(k["d"]), "--reference", str(k["d"]), "--fail-map-loss",
+                                             "-3se"], "'-3se'"),
+    ("tune-factors-minus-1-0", lambda k: ["tune", "--grid", _grid(k, "c7"), "--factors", "-1,0", "--out",
+                                          "OUT/tuned.json"], "'-1,0'"),
+    ("ansi-escapes-in-a-message", lambda k: ["run", "--grid", _grid(k, "c8"), "--plugin", "ansi_plugin_mod",
+                                             "--out", "OUT"], "boom second line"),
 ]
 
 
@@ -200,7 +229,7 @@ def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, 
         pytest.skip("sbatch is installed here")
     out = tmp_path / "out"
     args = [str(out) if a == "OUT" else a for a in argv(kit)]
-    if name == "plugin-syntax-error":
+    if name in ("plugin-syntax-error", "ansi-escapes-in-a-message"):
         monkeypatch.syspath_prepend(str(kit["d"] / "plugins"))
     if name in SUBPROCESS:
         r = run_bench(*args)
@@ -217,6 +246,7 @@ def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, 
     assert "Traceback" not in err + stdout
     assert len(lines) == 1, err
     assert "error" in lines[0] and needle in lines[0], lines[0]
-    _check_out(out)
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", err), repr(err)   # no escapes, bells, CRs, tabs
+    assert not out.exists(), sorted(p.name for p in out.iterdir())   # nothing created, not even the folder
     if os.path.isdir(out):
         assert not (out / store.ROWS).exists() or not any((out / store.ROWS).iterdir())
