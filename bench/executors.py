@@ -46,9 +46,11 @@ def init_worker(threads: int | None = None, imports: tuple = ()) -> None:
         importlib.import_module(mod)
 
 
-def _die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """Linux: ask the kernel to SIGKILL this process when its parent dies, so that ``kill -9`` of a run also stops
-    its pool workers instead of leaving orphans that go on writing part files (best effort elsewhere)."""
+    its pool workers instead of leaving orphans that go on writing part files (best effort elsewhere). The request
+    only covers a parent alive when it is made: if ``parent_pid`` (the pid that started us) is already gone — the
+    run was killed while this worker was starting — exit at once."""
     try:
         import ctypes
         import signal
@@ -56,10 +58,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
-def _init_pool_worker(threads, imports) -> None:
-    _die_with_parent()
+def _init_pool_worker(threads, imports, parent_pid=None) -> None:
+    die_with_parent(parent_pid)   # first, before the slow imports (torch, plugins)
     init_worker(threads, imports)
 
 
@@ -122,7 +126,8 @@ class LocalExecutor(Executor):
             return
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(specs)), mp_context=ctx,
-                                   initializer=_init_pool_worker, initargs=(self.threads, self.imports))
+                                   initializer=_init_pool_worker,
+                                   initargs=(self.threads, self.imports, os.getpid()))
         pending, queue = {}, list(reversed(specs))
         try:
             while queue or pending:
