@@ -6,6 +6,7 @@ and ``main(args) -> int``. User errors (:class:`bench.errors.UserError`) print o
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -73,6 +74,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:   # a full disk outside the run's own writes (report, tune): one line
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        sys.stderr.write(f"error: disk full writing {one_line_text(e.filename or '(unknown file)')}: {e.strerror}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished work units are saved, rerun the same command to resume\n")
         return 130

@@ -10,6 +10,11 @@ class UserError(Exception):
     """
 
 
+class DiskFull(UserError):
+    """The disk (or the user's quota) filled up while the harness wrote a file: one line naming the file (and, from
+    the runner, how much of the run was kept); nothing half-written stays behind."""
+
+
 class BudgetExceeded(RuntimeError):
     """A solver asked the prior for more passes than its per-image budget allows (README contract 2)."""
 

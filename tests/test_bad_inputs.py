@@ -39,6 +39,11 @@ def kit(tmp_path_factory):
     cfg_huge.update(hidden=10 ** 6)
     huge = d / "huge.pt"
     torch.save({**payload, "config": json.dumps(cfg_huge)}, huge)
+    nan_payload = torch.load(good, weights_only=True)
+    first = next(k for k, v in nan_payload["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    nan_payload["state_dict"][first].view(-1)[1] = float("nan")
+    nan_weights = d / "nan-weights.pt"
+    torch.save(nan_payload, nan_weights)
     from PIL import Image
 
     big = d / "big-images"
@@ -55,7 +60,7 @@ def kit(tmp_path_factory):
         'raise RuntimeError("\\x1b[31mboom\\x1b[0m\\x07\\r\\nsecond line \\x1b]0;title\\x07")\n')
     return {"d": d, "good": str(good), "truncated": str(truncated), "garbage": str(garbage),
             "mismatched": str(mismatched), "a_file": a_file, "huge": str(huge), "big_folder": str(big),
-            "float_folder": str(flt)}
+            "float_folder": str(flt), "nan_weights": str(nan_weights)}
 
 
 def _grid(kit, name, **keys):
@@ -199,6 +204,12 @@ CASES = [
                                              "-3se"], "'-3se'"),
     ("tune-factors-minus-1-0", lambda k: ["tune", "--grid", _grid(k, "c7"), "--factors", "-1,0", "--out",
                                           "OUT/tuned.json"], "'-1,0'"),
+    ("checkpoint-nan-weights-inspect", lambda k: ["inspect-prior", k["nan_weights"]], "non-finite"),
+    ("checkpoint-nan-weights-in-grid", lambda k: ["run", "--grid", _grid(k, "c9", priors=[k["nan_weights"]]),
+                                                  "--out", "OUT"], "non-finite"),
+    ("train-prior-name-escapes-out", lambda k: ["train-prior", "--prior", "realnvp", "--preset", "xs", "--steps", "1",
+                                                "--name", "../escaped", "--out", "OUT"], "'../escaped'"),
+    ("report-out-in-missing-folder", lambda k: ["report", str(k["d"]), "--out", "OUT/LEADERBOARD.md"], "does not exist"),
     ("ansi-escapes-in-a-message", lambda k: ["run", "--grid", _grid(k, "c8"), "--plugin", "ansi_plugin_mod",
                                              "--out", "OUT"], "boom second line"),
 ]
@@ -228,7 +239,7 @@ def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, 
     if name == "slurm-without-sbatch" and __import__("shutil").which("sbatch"):
         pytest.skip("sbatch is installed here")
     out = tmp_path / "out"
-    args = [str(out) if a == "OUT" else a for a in argv(kit)]
+    args = [str(out) + a[3:] if a.startswith("OUT") else a for a in argv(kit)]
     if name in ("plugin-syntax-error", "ansi-escapes-in-a-message"):
         monkeypatch.syspath_prepend(str(kit["d"] / "plugins"))
     if name in SUBPROCESS:
@@ -248,5 +259,6 @@ def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, 
     assert "error" in lines[0] and needle in lines[0], lines[0]
     assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", err), repr(err)   # no escapes, bells, CRs, tabs
     assert not out.exists(), sorted(p.name for p in out.iterdir())   # nothing created, not even the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "written beside the output folder"
     if os.path.isdir(out):
         assert not (out / store.ROWS).exists() or not any((out / store.ROWS).iterdir())

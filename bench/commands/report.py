@@ -22,10 +22,31 @@ def add_arguments(p):
                    help="import MODULE first (it may register extra metrics); repeatable")
 
 
+def check_out_file(out) -> None:
+    """``--out FILE``: its folder must exist and be writable, and FILE must not be a folder (UserError, before any
+    work; the report never creates folders the user did not ask for)."""
+    import os
+    from pathlib import Path
+
+    from bench.errors import UserError
+
+    p = Path(out)
+    folder = p.parent
+    if p.is_dir():
+        raise UserError(f"--out {str(p)!r} is a folder; give the markdown file to write, e.g. "
+                        f"{str(p / 'LEADERBOARD.md')!r}")
+    if not folder.is_dir():
+        raise UserError(f"--out {str(p)!r}: folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {str(p)!r}: folder {str(folder)!r} is not writable")
+
+
 def main(args) -> int:
     from bench.commands.run import import_plugins
     from bench.report import write_report
 
+    if args.out:
+        check_out_file(args.out)
     import_plugins(args.plugin)
     path = write_report(args.dir, args.out, make_figures=not args.no_figures, also=args.also)
     print(path)
