@@ -13,7 +13,8 @@ significance-tested (Wilcoxon signed-rank, Holm). Prints the path."""
 def add_arguments(p):
     p.add_argument("dir", metavar="DIR", help="run directory (rows/*.parquet, traces/, recon/, run.json)")
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="markdown file to write (default DIR/LEADERBOARD.md); figures go to its folder's figures/")
+                   help="markdown file to write (default DIR/LEADERBOARD.md; its folder must exist); figures go to "
+                        "its folder's figures/")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="DIR",
                    help="another run directory of the same instances whose rows and traces count towards the "
