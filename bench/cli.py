@@ -6,11 +6,12 @@ and ``main(args) -> int``. User errors (:class:`bench.errors.UserError`) print o
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
-from bench.errors import UserError
+from bench.errors import UserError, one_line_text
 
 COMMANDS = {
     "list": "list_",
@@ -29,8 +30,15 @@ COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad input in one line (no usage block) and exits 2."""
 
+    def _parse_optional(self, arg_string):
+        """``-3se``, ``-1,0``, ``-.5``: values (no option of this CLI starts with a digit), so that a bad value
+        after an option is named by its own check instead of "expected one argument"."""
+        if len(arg_string) > 1 and arg_string[0] == "-" and (arg_string[1].isdigit() or arg_string[1] == "."):
+            return None
+        return super()._parse_optional(arg_string)
+
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {one_line_text(message, 2000)}\n")
         raise SystemExit(2)
 
 
@@ -60,12 +68,17 @@ def main(argv=None) -> int:
         return 2
     try:
         return int(args._main(args) or 0)
-    except UserError as e:
-        sys.stderr.write(f"error: {e}\n")
+    except UserError as e:   # one line, control characters and escapes removed, whatever the message holds
+        sys.stderr.write(f"error: {one_line_text(e, 2000)}\n")
         return 2
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:   # a full disk outside the run's own writes (report, tune): one line
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        sys.stderr.write(f"error: disk full writing {one_line_text(e.filename or '(unknown file)')}: {e.strerror}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; finished work units are saved, rerun the same command to resume\n")
         return 130

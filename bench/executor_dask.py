@@ -16,10 +16,11 @@ GPU per worker itself). Since units write their own part files, the rows are the
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
-from bench.errors import UserError
+from bench.errors import UserError, one_line
 from bench.executors import EXECUTORS, Executor, init_worker, resolve_workers
 
 INSTALL_HINT = "pip install 'flowprior-bench[dask]'"
@@ -31,6 +32,46 @@ def _import_distributed():
     except ImportError:
         raise UserError(f"--executor dask needs dask.distributed, which is not installed: {INSTALL_HINT}") from None
     return distributed
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """UserError (one line) unless a TCP connection to the scheduler's ``[tcp|tls://]host:port`` opens within
+    ``timeout`` seconds: checked before the run creates its folder, lock or run.json. Other transports (``ucx://``,
+    ``inproc://``) are left to Dask."""
+    import socket
+
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    if scheme not in ("tcp", "tls"):
+        return
+    host, _, port = rest.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--scheduler {address!r} is not an address like tcp://host:8786")
+    hint = "start it (dask scheduler) or leave --scheduler out for a LocalCluster"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = f"no answer in {timeout:g} s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+        raise UserError(f"cannot reach Dask scheduler {address!r}: {why}; {hint}") from None
+    try:   # something listens there: is it a Dask scheduler?
+        kind = asyncio.run(_identity(address, timeout)).get("type")
+    except Exception as e:  # noqa: BLE001 -- whatever the other end does, it is one line
+        kind = f"no Dask answer ({type(e).__name__})"
+    if kind != "Scheduler":
+        raise UserError(f"{address!r} is not a Dask scheduler: {kind}; {hint}")
+
+
+async def _identity(address: str, timeout: float) -> dict:
+    """The ``identity`` reply of a Dask server (type, id, workers...), within ``timeout`` seconds."""
+    from distributed.core import rpc
+
+    async def ask():
+        async with rpc(address, timeout=timeout) as r:
+            return await r.identity()
+
+    return await asyncio.wait_for(ask(), timeout)
 
 
 def run_on_worker(fn, spec, out_dir, threads, imports):
@@ -64,8 +105,12 @@ class DaskExecutor(Executor):
 
     @classmethod
     def from_args(cls, args, imports: tuple = ()) -> "DaskExecutor":
-        return cls(workers=resolve_workers(args), imports=imports, scheduler=getattr(args, "scheduler", None),
-                   threads=getattr(args, "threads", None) or 1)
+        ex = cls(workers=resolve_workers(args), imports=imports, scheduler=getattr(args, "scheduler", None),
+                 threads=getattr(args, "threads", None) or 1)
+        _import_distributed()
+        if ex.scheduler:
+            check_reachable(ex.scheduler)
+        return ex
 
     def describe(self) -> str:
         if self.scheduler:
@@ -77,8 +122,8 @@ class DaskExecutor(Executor):
         if self.scheduler:
             try:
                 client = distributed.Client(self.scheduler, timeout="30s", set_as_default=False)
-            except (OSError, TimeoutError, ValueError) as e:
-                raise UserError(f"cannot connect to Dask scheduler {self.scheduler!r}: {e}") from None
+            except Exception as e:  # noqa: BLE001 -- whatever the other end does, it is one line
+                raise UserError(f"cannot connect to Dask scheduler {self.scheduler!r}: {one_line(e)}") from None
             return client, None
         kwargs = dict(n_workers=self.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, silence_logs=logging.ERROR)

@@ -46,9 +46,11 @@ def init_worker(threads: int | None = None, imports: tuple = ()) -> None:
         importlib.import_module(mod)
 
 
-def _die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """Linux: ask the kernel to SIGKILL this process when its parent dies, so that ``kill -9`` of a run also stops
-    its pool workers instead of leaving orphans that go on writing part files (best effort elsewhere)."""
+    its pool workers instead of leaving orphans that go on writing part files (best effort elsewhere). The request
+    only covers a parent alive when it is made: if ``parent_pid`` (the pid that started us) is already gone — the
+    run was killed while this worker was starting — exit at once."""
     try:
         import ctypes
         import signal
@@ -56,10 +58,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
 
 
-def _init_pool_worker(threads, imports) -> None:
-    _die_with_parent()
+def _init_pool_worker(threads, imports, parent_pid=None) -> None:
+    die_with_parent(parent_pid)   # first, before the slow imports (torch, plugins)
     init_worker(threads, imports)
 
 
@@ -122,7 +126,8 @@ class LocalExecutor(Executor):
             return
         ctx = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(specs)), mp_context=ctx,
-                                   initializer=_init_pool_worker, initargs=(self.threads, self.imports))
+                                   initializer=_init_pool_worker,
+                                   initargs=(self.threads, self.imports, os.getpid()))
         pending, queue = {}, list(reversed(specs))
         try:
             while queue or pending:
@@ -188,8 +193,27 @@ def _threads_arg(value: str) -> int:
     return n
 
 
+MAX_REMOTE_THREADS = 1024   # --threads on cluster nodes, whose cores this machine cannot count
+
+
+def check_threads(args) -> None:
+    """``--threads``: at most 4 × this machine's usable cores when units run here (``local``, or Dask without
+    ``--scheduler``), at most 1,024 on a cluster; UserError before anything starts."""
+    threads = getattr(args, "threads", None) or 1
+    executor = getattr(args, "executor", "local") or "local"
+    if executor == "local" or (executor == "dask" and not getattr(args, "scheduler", None)):
+        cap = MAX_WORKERS_PER_CORE * usable_cpus()
+        if threads > cap:
+            raise UserError(f"--threads {threads} is more than {MAX_WORKERS_PER_CORE} x the {usable_cpus()} usable "
+                            f"CPU cores of this machine (at most {cap})")
+    elif threads > MAX_REMOTE_THREADS:
+        raise UserError(f"--threads {threads} is more than {MAX_REMOTE_THREADS} torch threads per work unit")
+
+
 def resolve_workers(args) -> int:
-    """``--workers auto``: 1 on a GPU (one device, one unit at a time), else usable cores // ``--threads``."""
+    """``--workers auto``: 1 on a GPU (one device, one unit at a time), else usable cores // ``--threads``.
+    Checks ``--threads`` too (:func:`check_threads`)."""
+    check_threads(args)
     workers = getattr(args, "workers", None)
     if workers in (None, "auto"):
         from bench.device import resolve_device

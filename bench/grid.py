@@ -183,8 +183,8 @@ def _list(where, v, item, allow_all=False):
 def _lam(where, v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         _fail(where, f"λ must be a finite number, got {v!r}")
-    if v < 0:
-        _fail(where, f"λ must be >= 0, got {v}")
+    if not 0 <= v <= 1e6:   # λ weighs log p_G against the data term; past 10^6 the data no longer count
+        _fail(where, f"λ must be in 0 … 1e6 (the prior's weight in the MAP loss), got {v}")
     return float(v)
 
 
@@ -317,7 +317,7 @@ def read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:   # TOML is UTF-8 text: other bytes are a parse error
         raise UserError(f"cannot parse grid file {str(path)!r}: {e}") from None
     except OSError as e:
         raise UserError(f"cannot read grid file {str(path)!r}: {e.strerror}") from None

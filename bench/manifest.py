@@ -60,7 +60,7 @@ class RunLock:
         self.created = not self.out_dir.exists()
         prepare_out_dir(self.out_dir)
         self.path = self.out_dir / LOCK_NAME
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -82,6 +82,19 @@ class RunLock:
             pass
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+def refuse_links(out_dir: Path) -> None:
+    """The folders and files a run writes (rows/, traces/, recon/, run.json, .lock) must be its own: a symbolic
+    link there (or a file where a folder belongs) is refused, never followed or replaced."""
+    for name, folder in ((store.ROWS, True), (store.TRACES, True), (store.RECON, True), (RUN_JSON, False),
+                         (LOCK_NAME, False)):
+        p = Path(out_dir) / name
+        if p.is_symlink():
+            raise UserError(f"{str(p)!r} is a symbolic link; a run never writes through a link: replace it with a "
+                            f"real {'folder' if folder else 'file'} or use another --out")
+        if folder and p.exists() and not p.is_dir():
+            raise UserError(f"{str(p)!r} is not a folder; move it aside or use another --out")
 
 
 def refuse_foreign_dir(out_dir: Path) -> None:

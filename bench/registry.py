@@ -179,6 +179,7 @@ def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dic
                 v = int(v)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise UserError(f"parameter {k!r} of {kind} {name!r} must be an integer, got {v!r}")
+            _check_int_size(kind, name, k, v)
         elif isinstance(d, float):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise UserError(f"parameter {k!r} of {kind} {name!r} must be a number, got {v!r}")
@@ -189,6 +190,17 @@ def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dic
             v = str(v)
         out[k] = v
     return out
+
+
+MAX_INT = 2 ** 31 - 1   # integer parameters (step counts, sizes): anything larger overflows columns, not a setting
+
+
+def _check_int_size(kind: str, name: str, key: str, v: int) -> None:
+    """Raise UserError for an integer parameter beyond ±MAX_INT (``aipo[K=1e30]``), before any work."""
+    if abs(v) > MAX_INT:
+        got = f"{float(v):.3g}" if abs(v) < 1e300 else f"a {len(str(abs(v)))}-digit number"
+        raise UserError(f"parameter {key!r} of {kind} {name!r} must be an integer of magnitude at most {MAX_INT:,}, "
+                        f"got {got}")
 
 
 def _check_type(kind: str, name: str, key: str, typ, v) -> None:
@@ -206,3 +218,5 @@ def _check_type(kind: str, name: str, key: str, typ, v) -> None:
         return
     if not ok:
         raise UserError(f"parameter {key!r} of {kind} {name!r} must be {want} ({typ.__name__}), got {v!r}")
+    if typ is int:
+        _check_int_size(kind, name, key, int(v))

@@ -2,8 +2,13 @@
 
 Resume is per cell: every rows file in DIR is read and verified (an unreadable or inconsistent unit is reported and
 recomputed); a unit whose cells all exist is skipped, one with some λ present runs only the missing λ. So filtered
-runs and a later full run of the same grid compose without duplicate rows. Only files this harness writes (unit ids,
-its temp names) are ever removed.
+runs and a later full run of the same grid compose without duplicate rows.
+
+Only files this harness wrote are ever removed, and never through a symbolic link: its temp names; a damaged unit
+of this run (its rows file is named by a planned unit, or carries the harness's integrity record), which is then
+recomputed; traces and reconstructions whose rows never landed, when named by a planned unit or when their content
+is the harness's (a traces table of that unit, a recon archive of its arrays). Anything else named like a unit id
+is reported and left alone.
 """
 from __future__ import annotations
 
@@ -22,10 +27,44 @@ def _unit_files(out_dir: Path, uid: str) -> list[Path]:
             out_dir / store.RECON / f"{uid}.npz"]
 
 
+def _own_file(p: Path) -> bool:
+    """A regular file, not a symbolic link (a link is never the harness's: it is never followed or removed)."""
+    return p.is_file() and not p.is_symlink()
+
+
 def remove_unit(out_dir: Path, uid: str) -> None:
     for p in _unit_files(out_dir, uid):
-        if p.exists():
+        if _own_file(p):
             p.unlink()
+
+
+RECON_KEYS = {"cell_id", "x_hat", "x_true", "observed", "mask"}
+
+
+def _written_by_us(f: Path, sub: str, uid: str) -> bool:
+    """Whether a traces or recon file without its rows holds what this harness writes for unit ``uid``."""
+    import zipfile
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    try:
+        if sub == store.TRACES:
+            t = pq.read_table(f)
+            return t.column_names == store.TRACE_COLUMNS and set(t.column("unit_id").to_pylist()) <= {uid}
+        with zipfile.ZipFile(f):
+            pass
+        with np.load(f) as z:
+            return set(z.files) == RECON_KEYS
+    except Exception:  # noqa: BLE001 -- unreadable: not recognisably ours
+        return False
+
+
+def _has_integrity_record(f: Path) -> bool:
+    try:
+        return bool(store.unit_meta(f))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 KEY_COLUMNS = ["task", "prior", "split", "lam", "solver", "seed", "budget", "image_id"]  # a cell × image, readable
@@ -42,46 +81,64 @@ class Scan:
     """What a results directory holds: readable rows, corrupt units, leftovers of a killed run."""
 
     rows: pd.DataFrame                              # cell_id, unit_id, status, KEY_COLUMNS of every readable unit
-    corrupt: list = field(default_factory=list)     # (unit_id, reason)
+    corrupt: list = field(default_factory=list)     # (unit_id, reason): ours, removed and recomputed
     leftovers: list = field(default_factory=list)   # our temp files; traces/recon of units whose rows never landed
+    foreign: list = field(default_factory=list)     # (path, reason): named like a unit's file, not ours: left alone
 
     @property
     def done(self) -> dict[str, str]:
         return dict(zip(self.rows["cell_id"], self.rows["status"]))
 
 
-def scan_dir(out_dir) -> Scan:
-    """Read-only survey of ``out_dir`` (every rows file is read; traces and recon files are checked)."""
+def scan_dir(out_dir, planned=frozenset()) -> Scan:
+    """Read-only survey of ``out_dir`` (every rows file is read; traces and recon files are checked). ``planned``:
+    the unit ids this run plans (their files are the harness's whatever they hold)."""
     out_dir = Path(out_dir)
     finished = store.unit_ids(out_dir)
-    leftovers = []
+    leftovers, foreign = [], []
     own = {store.TRACES: ".parquet", store.RECON: ".npz"}
     for sub in (store.TRACES, store.RECON, store.ROWS):
         d = out_dir / sub
-        if d.is_dir():   # only names this harness writes: other files (yours) are never touched
-            leftovers += [f for f in sorted(d.iterdir()) if f.is_file() and (
-                store.is_temp_name(f.name) or (sub in own and f.name.endswith(own[sub])
-                                               and store.UNIT_ID.match(f.name[:-len(own[sub])])
-                                               and f.name[:-len(own[sub])] not in finished))]
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):   # only what this harness wrote: other files (yours) are never touched
+            if not _own_file(f):
+                continue
+            if store.is_temp_name(f.name):
+                leftovers.append(f)
+                continue
+            uid = f.name[:-len(own[sub])] if sub in own and f.name.endswith(own[sub]) else ""
+            if store.UNIT_ID.match(uid) and uid not in finished:
+                if uid in planned or _written_by_us(f, sub, uid):
+                    leftovers.append(f)
+                else:
+                    foreign.append((f, "named like a unit's file but not written by this harness"))
     parts, corrupt = [], []
     for uid in sorted(finished):
         try:
             parts.append(_check_unit_files(out_dir, uid))
         except Exception as e:  # noqa: BLE001
-            corrupt.append((uid, one_line(e, 160)))
+            rows_file = out_dir / store.ROWS / f"{uid}.parquet"
+            if uid in planned or _has_integrity_record(rows_file):
+                corrupt.append((uid, one_line(e, 160)))
+            else:
+                foreign.append((rows_file, f"not a unit of this run and unreadable ({one_line(e, 120)})"))
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell_id", "unit_id", "status"]
                                                                             + KEY_COLUMNS)
-    return Scan(rows, corrupt, leftovers)
+    return Scan(rows, corrupt, leftovers, foreign)
 
 
 def clean_dir(out_dir, scan: Scan, warn) -> None:
-    """Remove corrupt units (reported through ``warn``; their cells are then recomputed) and leftovers."""
+    """Remove corrupt units (reported through ``warn``; their cells are then recomputed) and leftovers; report the
+    files that are not ours and leave them."""
     for uid, why in scan.corrupt:
         warn(f"unit {uid} in {out_dir} is unreadable or corrupt ({why}); recomputing it")
         remove_unit(Path(out_dir), uid)
     for f in scan.leftovers:
-        if f.exists():
+        if _own_file(f):
             f.unlink()
+    for f, why in scan.foreign:
+        warn(f"{f} is left alone: {why}")
 
 
 def planned_keys(units) -> dict:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import store
-from bench.errors import UserError, one_line
+from bench.errors import DiskFull, UserError, one_line
 from bench.estimate import estimate_wall
 from bench.grid import Grid
 from bench.manifest import (RunLock, check_writable, compatibility_problems, read_run_json, refuse_foreign_dir,
-                            write_run_json)
+                            refuse_links, write_run_json)
 from bench.planning import plan_units, preflight
 from bench.provenance import git_commit, now_iso, row_provenance, versions
 from bench.resume import clean_dir, planned_keys, reduce_to_missing, remove_unit, scan_dir, stale_rows
@@ -41,6 +41,8 @@ def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = ""
         bar = tqdm(total=len(specs), unit="unit", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     try:
         for spec, result in executor.map(execute_unit, specs, out_dir):
+            if isinstance(result, DiskFull):   # no rows can be written either: stop, keep what is finished
+                raise result
             if isinstance(result, BaseException):
                 if lost_is_error:
                     raise UserError(f"unit {spec.unit_id} failed in the executor: {one_line(result)}")
@@ -114,11 +116,15 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
         "tuned": tuned.record() if tuned else None,
     }
     refuse_foreign_dir(out_dir)
+    refuse_links(out_dir)
     lock = None if dry_run else RunLock(out_dir)
     try:
         return _run_locked(grid, out_dir, units, record, started, executor, device=device,
                            resume_anyway=resume_anyway, retry_failed=retry_failed, progress=progress,
                            dry_run=dry_run, argv=argv, log=log, t_start=t_start)
+    except DiskFull as e:
+        raise DiskFull(f"{e}; {len(store.unit_ids(out_dir))} finished units are kept in {str(out_dir)!r}: free "
+                       f"space and rerun the same command to resume") from None
     finally:
         if lock is not None:
             lock.release()
@@ -130,7 +136,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     commit, dirty = record["git_commit"], record["git_dirty"]
     prev = read_run_json(out_dir) if out_dir.exists() else None
     problems = compatibility_problems(prev, record, bool(store.unit_ids(out_dir)))
-    scan = scan_dir(out_dir)
+    scan = scan_dir(out_dir, planned={u.unit_id for u in units})
     stale = stale_rows(scan, planned_keys(units))
     if len(stale):
         ex = stale.iloc[0]
@@ -165,8 +171,10 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
 
     clean_dir(out_dir, scan, warn=lambda m: log(f"warning: {m}"))
     rows = scan.rows  # readable units only; the corrupt ones were just removed
-    if retry_failed:
-        failed = sorted(set(rows.loc[rows["status"] != "ok", "unit_id"]))   # skipped ones too
+    planned_cells = {c for u in units for c in u.cell_ids()}
+    if retry_failed:   # units with failed (or skipped) rows whose cells this run plans, so recomputes
+        by_unit = rows.groupby("unit_id")["cell_id"].agg(set)
+        failed = sorted(u for u in set(rows.loc[rows["status"] != "ok", "unit_id"]) if by_unit[u] <= planned_cells)
         for uid in failed:
             remove_unit(out_dir, uid)
         rows = rows[~rows["unit_id"].isin(failed)]
@@ -174,7 +182,6 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     to_run, skipped = reduce_to_missing(units, done)
     to_run.sort(key=lambda u: -u.rows)  # big units first: shorter tail with workers
     summary.units_skipped = len(skipped)
-    planned_cells = {c for u in units for c in u.cell_ids()}
     run_cells = {c for u in to_run for c in u.cell_ids()}
     earlier = {}
     for c in planned_cells - run_cells:

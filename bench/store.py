@@ -17,6 +17,7 @@ the harness except a unit's own three files.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.errors import DiskFull
 from bench.metrics import METRICS
 
 META_KEY = b"flowbench"
@@ -62,18 +64,29 @@ def is_temp_name(name: str) -> bool:
     return bool(TEMP_NAME.match(name))
 
 
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``data`` into the (new, empty) file ``path`` and flush it to the disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``path`` whole or not at all: a temp file beside it, renamed into place. A full disk (or quota) is a
+    :class:`~bench.errors.DiskFull` naming the file, with the temp file removed."""
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        _write_file(tmp, data)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"disk full writing {str(path)!r} ({len(data):,} bytes): {e.strerror or e}") from None
         raise
 
 

@@ -7,7 +7,8 @@
 - The solver gets ``Problem.for_solver()`` (no clean images, copies of everything) and a fresh model; the harness
   scores ``x_hat`` with :func:`bench.metrics.score` and *another* fresh model (never the budgeted one).
 - Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``;
-  :class:`~bench.errors.BudgetExceeded` gives ``"overspend"``; a row whose ``x_hat`` is not finite gives ``"nan"``.
+  :class:`~bench.errors.BudgetExceeded` gives ``"overspend"``; a row whose ``x_hat`` is not finite gives ``"nan"``;
+  an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an error, never cast.
 - ``wall_time_s`` is the unit's wall time (problem, solve, scoring; cached loading excluded) divided by its rows.
 """
 from __future__ import annotations
@@ -185,6 +186,8 @@ def _run_unit(spec):
         if int(used.max()) > budget:
             raise BudgetExceeded((used > budget).nonzero().flatten().tolist(), int(used.max()), budget)
         xs = res.x_hat.detach()
+        if not xs.is_floating_point():   # complex, integer or bool: an error, never silently cast to real
+            raise TypeError(f"solver returned x_hat of dtype {xs.dtype}; expected a real floating-point tensor")
         if tuple(xs.shape) != (solve_p.batch_size, *solve_p.shape):
             raise ValueError(f"solver returned x_hat of shape {tuple(xs.shape)}, "
                              f"expected {(solve_p.batch_size, *solve_p.shape)}")

@@ -133,6 +133,10 @@ def model_from_checkpoint(path, device="cpu", data: bytes | None = None) -> torc
                         f"{tuple(own[k].shape)})")
         raise UserError(f"{path}: weights do not match the config {cfg.get('arch')}/{cfg.get('preset')} "
                         f"{cfg.get('image_shape')}: {'; '.join(what)}")
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path}: weights hold non-finite values (NaN or inf) in {len(bad)} tensors (e.g. {bad[0]}); "
+                        f"the checkpoint is damaged or its training diverged")
     model.load_state_dict(state, strict=True)
     model.eval().requires_grad_(False)
     return model.to(device)

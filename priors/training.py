@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -122,6 +123,9 @@ def build_model(arch: str, preset: str, image_shape, seed_parts) -> torch.nn.Mod
 
 
 # --- the training loop --------------------------------------------------------------------------------------------
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")   # checkpoint names: no path separators, no ".."
+
+
 def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: str = "s",
                 steps: int = 10000, minutes: float | None = None, seed: int = 0, out: str | Path = ".", batch: int = 32,
                 lr: float = 1e-3, device: str = "auto", name: str | None = None, eval_every: int = 25,
@@ -146,6 +150,9 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
                         f"{', '.join(n for n in ARCHS.names() if n != 'gaussian')}")
     if steps < 1 or batch < 1 or lr <= 0:
         raise UserError(f"--steps and --batch must be >= 1 and --lr > 0 (got {steps}, {batch}, {lr})")
+    if name is not None and not SAFE_NAME.match(name):
+        raise UserError(f"--name {name!r} is not a safe file name (letters, digits, '.', '_', '-', starting with a "
+                        f"letter or digit, at most 64; it names OUT/<name>.pt and never leaves --out)")
     dev = resolve_device(device)
     t0 = time.time()
     train = load_dataset(dataset, "train", size, root=data_root, limit=train_images).images

@@ -45,7 +45,8 @@ class CompressedSensing(Task):
             raise UserError(f"task 'cs': noise must be one of {', '.join(self.NOISE_MODES)}, "
                             f"got {self.params['noise']!r}")
         m = self.params["m"]
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 or (m > 1 and not float(m).is_integer()):
+        if (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0
+                or (m > 1 and not float(m).is_integer())):
             raise UserError(f"task 'cs': m must be a whole number > 1 or a fraction in (0, 1], got {m!r}")
         if m > 1:
             self.params["m"] = int(m)

@@ -83,8 +83,29 @@ class LamFreeSolver(Solver):
         return SolveResult((problem.adjoint(problem.y) + self.params["shift"]).clamp(0, 1))
 
 
+class EscapeSolver(Solver):
+    """Raises an exception whose message carries terminal escapes, a bell and a carriage return."""
+
+    parameters = {}
+
+    def solve(self, problem, prior, lam, ctx):
+        raise RuntimeError("\x1b[2J\x1b[31mred alert\x1b[0m\x07\rover\x1b]0;title\x07written")
+
+
+class DtypeSolver(Solver):
+    """A fine answer in the wrong dtype: complex, integer or bool (``kind``); it must not be silently cast."""
+
+    parameters = {"kind": "complex"}
+
+    def solve(self, problem, prior, lam, ctx):
+        x = problem.adjoint(problem.y).clamp(0, 1)
+        kind = self.params["kind"]
+        return SolveResult(x.to(torch.complex64) if kind == "complex" else (x > 0.5) if kind == "bool"
+                           else (x * 255).to(torch.uint8) if kind == "uint8" else x.round().long())
+
+
 TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
-                "t-lamfree": LamFreeSolver}
+                "t-lamfree": LamFreeSolver, "t-escape": EscapeSolver, "t-dtype": DtypeSolver}
 
 
 @pytest.fixture

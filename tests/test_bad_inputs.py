@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,11 @@ def kit(tmp_path_factory):
     cfg_huge.update(hidden=10 ** 6)
     huge = d / "huge.pt"
     torch.save({**payload, "config": json.dumps(cfg_huge)}, huge)
+    nan_payload = torch.load(good, weights_only=True)
+    first = next(k for k, v in nan_payload["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    nan_payload["state_dict"][first].view(-1)[1] = float("nan")
+    nan_weights = d / "nan-weights.pt"
+    torch.save(nan_payload, nan_weights)
     from PIL import Image
 
     big = d / "big-images"
@@ -49,9 +55,12 @@ def kit(tmp_path_factory):
     Image.fromarray(np.zeros((32, 32), dtype=np.float32)).save(flt / "g.tif")
     (d / "plugins").mkdir()
     (d / "plugins" / "broken_plugin_mod.py").write_text("def oops(:\n    pass\n")
+    # an error message carrying terminal escapes, a bell and a line break: none of them may reach the terminal
+    (d / "plugins" / "ansi_plugin_mod.py").write_text(
+        'raise RuntimeError("\\x1b[31mboom\\x1b[0m\\x07\\r\\nsecond line \\x1b]0;title\\x07")\n')
     return {"d": d, "good": str(good), "truncated": str(truncated), "garbage": str(garbage),
             "mismatched": str(mismatched), "a_file": a_file, "huge": str(huge), "big_folder": str(big),
-            "float_folder": str(flt)}
+            "float_folder": str(flt), "nan_weights": str(nan_weights)}
 
 
 def _grid(kit, name, **keys):
@@ -64,6 +73,12 @@ def _grid(kit, name, **keys):
 def _raw_grid(kit, name, text):
     p = kit["d"] / f"{name}.toml"
     p.write_text(text)
+    return str(p)
+
+
+def _bytes_grid(kit, name, data: bytes):
+    p = kit["d"] / f"{name}.toml"
+    p.write_bytes(data)
     return str(p)
 
 
@@ -172,6 +187,31 @@ CASES = [
                                            "--out", str(k["d"])], "--train-images"),
     ("non-run-output-dir", lambda k: ["run", "--grid", _grid(k, "b18"), "--out", str(_dir_with(k, "j3", None))],
      "not a run directory"),
+    # each named, before any work and before the output folder exists
+    ("cs-m-nan", lambda k: ["run", "--grid", _grid(k, "c1", tasks=["cs[m=nan]"]), "--out", "OUT"], "got nan"),
+    ("aipo-K-1e30", lambda k: ["run", "--grid", _grid(k, "c2", solvers=["aipo[K=1e30]"]), "--out", "OUT"],
+     "'K'"),
+    ("grid-not-utf8", lambda k: ["run", "--grid", _bytes_grid(k, "c3", b'name = "\xff\xfe"\n' + _base(k).encode()),
+                                 "--out", "OUT"], "c3.toml"),
+    ("lam-1e308", lambda k: ["run", "--grid", _grid(k, "c4", lams=[1e308]), "--out", "OUT"], "1e+308"),
+    ("threads-1000000", lambda k: ["run", "--grid", _grid(k, "c5"), "--threads", "1000000", "--out", "OUT"],
+     "--threads 1000000"),
+    ("dead-dask-scheduler", lambda k: ["run", "--grid", _grid(k, "c6"), "--executor", "dask", "--scheduler",
+                                       "tcp://127.0.0.1:9", "--out", "OUT"], "tcp://127.0.0.1:9"),
+    ("check-max-lines-negative", lambda k: ["check", str(k["d"]), "--reference", str(k["d"]), "--max-lines", "-1"],
+     "'-1'"),
+    ("check-tolerance-minus-3se", lambda k: ["check", str(k["d"]), "--reference", str(k["d"]), "--fail-map-loss",
+                                             "-3se"], "'-3se'"),
+    ("tune-factors-minus-1-0", lambda k: ["tune", "--grid", _grid(k, "c7"), "--factors", "-1,0", "--out",
+                                          "OUT/tuned.json"], "'-1,0'"),
+    ("checkpoint-nan-weights-inspect", lambda k: ["inspect-prior", k["nan_weights"]], "non-finite"),
+    ("checkpoint-nan-weights-in-grid", lambda k: ["run", "--grid", _grid(k, "c9", priors=[k["nan_weights"]]),
+                                                  "--out", "OUT"], "non-finite"),
+    ("train-prior-name-escapes-out", lambda k: ["train-prior", "--prior", "realnvp", "--preset", "xs", "--steps", "1",
+                                                "--name", "../escaped", "--out", "OUT"], "'../escaped'"),
+    ("report-out-in-missing-folder", lambda k: ["report", str(k["d"]), "--out", "OUT/LEADERBOARD.md"], "does not exist"),
+    ("ansi-escapes-in-a-message", lambda k: ["run", "--grid", _grid(k, "c8"), "--plugin", "ansi_plugin_mod",
+                                             "--out", "OUT"], "boom second line"),
 ]
 
 
@@ -199,8 +239,8 @@ def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, 
     if name == "slurm-without-sbatch" and __import__("shutil").which("sbatch"):
         pytest.skip("sbatch is installed here")
     out = tmp_path / "out"
-    args = [str(out) if a == "OUT" else a for a in argv(kit)]
-    if name == "plugin-syntax-error":
+    args = [str(out) + a[3:] if a.startswith("OUT") else a for a in argv(kit)]
+    if name in ("plugin-syntax-error", "ansi-escapes-in-a-message"):
         monkeypatch.syspath_prepend(str(kit["d"] / "plugins"))
     if name in SUBPROCESS:
         r = run_bench(*args)
@@ -217,6 +257,8 @@ def test_bad_input_gives_one_line_and_exit_2(name, argv, needle, kit, tmp_path, 
     assert "Traceback" not in err + stdout
     assert len(lines) == 1, err
     assert "error" in lines[0] and needle in lines[0], lines[0]
-    _check_out(out)
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", err), repr(err)   # no escapes, bells, CRs, tabs
+    assert not out.exists(), sorted(p.name for p in out.iterdir())   # nothing created, not even the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "written beside the output folder"
     if os.path.isdir(out):
         assert not (out / store.ROWS).exists() or not any((out / store.ROWS).iterdir())

@@ -146,7 +146,50 @@ def test_workers_auto_is_one_per_core_on_cpu_and_one_on_gpu(monkeypatch):
     assert ex.resolve_workers(ns(threads=2)) == 4
     assert ex.resolve_workers(ns(threads=16)) == 1
     assert ex.resolve_workers(ns(workers=3)) == 3
+    with pytest.raises(UserError, match="--threads 33 is more than 4 x the 8 usable"):   # units run here
+        ex.resolve_workers(ns(threads=33))
+    assert ex.resolve_workers(ns(executor="slurm", workers=1, threads=64)) == 1          # cluster nodes: up to 1,024
+    with pytest.raises(UserError, match="--threads 2000"):
+        ex.resolve_workers(ns(executor="dask", scheduler="tcp://h:1", workers=1, threads=2000))
     monkeypatch.setattr(bench.device, "resolve_device", lambda name: torch.device("cuda"))
     assert ex.resolve_workers(ns(device="cuda")) == 1
     local = ex.make_executor(ns(executor="local", threads=2))
     assert (local.workers, local.threads) == (1, 2) and "1 worker × 2 threads" in local.describe()
+
+
+def test_scheduler_is_checked_before_anything_is_created():
+    """--scheduler: a closed port, something that is not Dask, and a bad address are one-line UserErrors from
+    ``check_reachable`` (which the CLI calls before the output folder exists); a live scheduler passes."""
+    import socket
+    import threading
+
+    from distributed import LocalCluster
+
+    from bench.executor_dask import check_reachable
+
+    with socket.socket() as s:   # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with pytest.raises(UserError, match="cannot reach Dask scheduler"):
+        check_reachable(f"tcp://127.0.0.1:{closed}")
+    with pytest.raises(UserError, match="not an address"):
+        check_reachable("tcp://127.0.0.1")
+
+    junk = socket.socket()
+    junk.bind(("127.0.0.1", 0))
+    junk.listen()
+
+    def answer_junk():
+        conn, _ = junk.accept()
+        conn.sendall(b"\xff" * 64 + b"HTTP/1.1 200 OK\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_junk, daemon=True).start()
+    try:
+        with pytest.raises(UserError, match="is not a Dask scheduler"):
+            check_reachable(f"tcp://127.0.0.1:{junk.getsockname()[1]}", timeout=3)
+    finally:
+        junk.close()
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        check_reachable(cluster.scheduler_address)

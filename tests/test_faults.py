@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +71,87 @@ def test_kill_9_then_resume_gives_every_row_once_and_same_values(kit, tmp_path, 
     assert_same_rows(got[["cell_id", *OUTCOMES]], want[["cell_id", *OUTCOMES]])
     assert (got["status"] == "ok").all()
     assert len(store.unit_ids(killed)) == n_units
+
+
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """{pid: (parent pid, state, command line)} of every process (Linux /proc)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            out[int(d.name)] = (int(stat[1]), stat[0], cmd)
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    table, out, todo = _process_table(), set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for p, (ppid, _, _) in table.items():
+            if ppid == parent and p not in out:
+                out.add(p)
+                todo.append(p)
+    return out
+
+
+def _survivors(pids, mention: str) -> list[str]:
+    """Live (not zombie) processes among ``pids``, or whose command line mentions ``mention``."""
+    return [f"{p}: {cmd[:120]}" for p, (_, state, cmd) in _process_table().items()
+            if state != "Z" and p != os.getpid() and (p in pids or mention in cmd)]
+
+
+def test_a_worker_whose_parent_is_already_gone_exits_at_once():
+    """The parent-death signal covers only a parent alive when it is requested: a pool worker started by a run that
+    was killed meanwhile (its parent pid is no longer its parent) exits instead of starting work."""
+    code = "import os, sys; from bench.executors import die_with_parent; die_with_parent(int(sys.argv[1])); print('on')"
+    gone = subprocess.run([sys.executable, "-c", code, "1" if os.getpid() != 1 else "2"], cwd=REPO, env=bench_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and gone.stdout == "", (gone.returncode, gone.stdout, gone.stderr)
+    here = subprocess.run([sys.executable, "-c", code, str(os.getpid())], cwd=REPO, env=bench_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert here.returncode == 0 and here.stdout.strip() == "on", here.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not all((REPO / "priors" / "checkpoints" / f"{n}.pt").is_file() for n in ("realnvp-xs", "glow-xs")),
+                    reason="shipped xs priors not trained yet")
+def test_kill_9_during_start_up_and_mid_run_leaves_no_process(tmp_path):
+    """``kill -9`` of ``bench run --grid smoke`` at ~1 s (importing), ~3 s (pool workers starting) and after its first
+    unit: 2 s later no process it started is left (pool workers die with their parent, even one killed while they
+    were still starting), and the resumed run is bit-identical to an uninterrupted one (``check --exact``)."""
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    args = ["run", "--grid", "smoke", "--task", "inpaint", "--workers", "2", "--device", "cpu", "-q", "--no-report"]
+    env = bench_env()
+    for when in (1.0, 3.0, "first unit"):
+        n_before = len(store.unit_ids(killed))
+        proc = subprocess.Popen(bench_cmd(*args, "--out", killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        seen, t0 = set(), time.monotonic()
+        try:
+            while proc.poll() is None and time.monotonic() - t0 < 120:
+                seen |= _descendants(proc.pid)
+                if (when == "first unit" and len(store.unit_ids(killed)) > n_before) or \
+                        (when != "first unit" and time.monotonic() - t0 >= when):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.02)
+        finally:
+            proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill at {when}"
+        time.sleep(2.0)
+        assert _survivors(seen, str(killed)) == [], f"left behind after kill -9 at {when} ({len(seen)} seen)"
+
+    resumed = run_bench(*args, "--out", killed)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = run_bench(*args, "--out", ref)
+    assert fresh.returncode == 0, fresh.stderr
+    check = run_bench("check", killed, "--reference", ref, "--exact")
+    assert check.returncode == 0 and "check passed" in check.stdout, check.stdout + check.stderr
 
 
 # -------------------------------------------------------------------------------------- failing solvers

@@ -219,6 +219,7 @@ def test_plugin_metric_is_a_row_column_a_leaderboard_table_and_checked(tmp_path)
     ok = rows[rows["status"] == "ok"]
     assert len(ok) and np.isfinite(ok["mse"]).all() and (ok["mse"] > 0).all()
 
+    (tmp_path / "rep").mkdir()   # report --out never creates folders
     r = run_bench("report", tmp_path / "a", "--out", tmp_path / "rep" / "LEADERBOARD.md", "--no-figures",
                   "--plugin", "mse_plugin", env=env["plain"])
     assert r.returncode == 0, r.stderr

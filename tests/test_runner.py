@@ -174,6 +174,23 @@ def test_failure_isolation(priors, test_solvers, tmp_path):
     assert len(store.read_run(tmp_path / "out")) == 32
 
 
+def test_solver_output_is_neither_cast_nor_printed_raw(priors, test_solvers, tmp_path):
+    """An x̂ that is complex, integer or bool is an error (never cast to real); an exception carrying terminal
+    escapes reaches the rows' error column without them."""
+    kinds = ["complex", "bool", "uint8", "int64"]
+    g = make_grid(priors[:1], solvers=["t-escape", *(f"t-dtype[kind={k}]" for k in kinds)], splits=["id"])
+    run(g, tmp_path / "out")
+    df = store.read_run(tmp_path / "out")
+    esc = df[df.solver == "t-escape"]
+    assert (esc["status"] == "error").all()
+    assert (esc["error"] == "RuntimeError: red alert overwritten").all(), esc["error"].iloc[0]
+    for k in kinds:
+        rows = df[df.solver == (f"t-dtype[kind={k}]" if k != "complex" else "t-dtype")]
+        assert len(rows) == 8 and (rows["status"] == "error").all(), (k, rows["status"].tolist())
+        assert rows["error"].str.contains("expected a real floating-point tensor").all()
+        assert rows["psnr"].isna().all()
+
+
 def test_cli_exit_codes(priors, test_solvers, tmp_path, capsys):
     path = tmp_path / "g.toml"
     path.write_text(f'name = "cli"\npriors = ["{priors[0]}"]\ntasks = ["denoise"]\nlams = [0.5]\nsplits = ["id"]\n'

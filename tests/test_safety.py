@@ -76,6 +76,82 @@ def test_user_files_in_the_run_folders_survive(kit, tmp_path):
     assert len(probs) == 1 and "not written by this harness" in probs[0] and "notes.txt" in probs[0]
 
 
+def _drop_unit(out, uid):
+    """Delete a unit's three files, so that the next run recomputes (and writes) it."""
+    for sub, ext in (("rows", "parquet"), ("traces", "parquet"), ("recon", "npz")):
+        (out / sub / f"{uid}.{ext}").unlink(missing_ok=True)
+
+
+def _cli_run(kit, out, capsys) -> tuple[int, str]:
+    code = cli(["run", "--grid", kit["grid"], "--out", str(out), "-q", "--workers", "1", "--no-report"])
+    return code, capsys.readouterr().err
+
+
+def test_files_named_like_units_of_another_run_and_links_survive(kit, tmp_path, capsys):
+    """Files named like a unit id that this run does not plan and that are not the harness's (a user's bytes), and
+    links named like a unit's file, are left alone and reported; the run itself completes."""
+    out = tmp_path / "out"
+    shutil.copytree(kit["ref"], out)
+    _drop_unit(out, sorted(store.unit_ids(out))[0])   # the run has work to do, and cleaning
+    precious = tmp_path / "precious.parquet"
+    precious.write_bytes(b"precious")
+    mine = {out / "rows" / f"{'a' * 20}.parquet": b"mine", out / "traces" / f"{'b' * 20}.parquet": b"mine",
+            out / "recon" / f"{'c' * 20}.npz": b"mine"}
+    for p, data in mine.items():
+        p.write_bytes(data)
+    link = out / "traces" / f"{'d' * 20}.parquet"
+    link.symlink_to(precious)
+    code, err = _cli_run(kit, out, capsys)
+    assert code == 0, err
+    assert all(p.read_bytes() == data for p, data in mine.items())
+    assert link.is_symlink() and precious.read_bytes() == b"precious"
+    assert "left alone" in err and "a" * 20 in err and "b" * 20 in err and "c" * 20 in err, err
+    assert_same_rows(comparable(store.read_run(out, skip_unreadable=True)), comparable(store.read_run(kit["ref"])))
+
+
+@pytest.mark.parametrize("sub", ["traces", "rows", "recon"])
+def test_a_symlinked_result_folder_is_refused(kit, tmp_path, capsys, sub):
+    out = tmp_path / "out"
+    shutil.copytree(kit["ref"], out)
+    _drop_unit(out, sorted(store.unit_ids(out))[0])   # without the refusal, the run would write through the link
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(out / sub, elsewhere)
+    (out / sub).symlink_to(elsewhere, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    code, err = _cli_run(kit, out, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "symbolic link" in lines[0] and str(out / sub) in lines[0], err
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == before
+
+
+def test_disk_full_is_one_line_naming_the_file_and_what_was_kept(kit, tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing the second unit's rows: one line naming the file and the units kept, no temp file left;
+    the rerun (disk freed) finishes the run with the same rows as an uninterrupted one."""
+    import errno
+    import os
+
+    out, real, landed = tmp_path / "out", store._write_file, []
+
+    def full_after_one_unit(path, data):
+        is_rows = f"{os.sep}rows{os.sep}" in path
+        if is_rows and landed:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+        landed.extend([path] if is_rows else [])
+
+    monkeypatch.setattr(store, "_write_file", full_after_one_unit)
+    code, err = _cli_run(kit, out, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "disk full writing" in lines[0] and str(out / "rows") in lines[0] and "1 finished units are kept" in lines[0]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] and len(store.unit_ids(out)) == 1
+    monkeypatch.undo()
+    code, err = _cli_run(kit, out, capsys)
+    assert code == 0, err
+    _same_as_ref(kit, out)
+    assert run_problems(out) == []
+
+
 def test_a_non_empty_folder_that_is_not_a_run_is_refused(kit, tmp_path):
     out = tmp_path / "photos"
     out.mkdir()

@@ -33,10 +33,23 @@ def add_arguments(p):
                    help="tolerance for any metric, also one a --plugin registers (repeatable)")
     p.add_argument("--plugin", action="append", metavar="MODULE",
                    help="import MODULE first (it may register extra metrics or solvers); repeatable")
-    p.add_argument("--max-lines", metavar="N", type=int, default=60,
+    p.add_argument("--max-lines", metavar="N", type=_count, default=60,
                    help="print at most N problem lines (default 60; 0 = all)")
     p.add_argument("--exact", action="store_true",
                    help="require bit-identical values in every row (the same run twice on one machine)")
+
+
+def _count(value: str) -> int:
+    """A whole number >= 0 (argparse type)."""
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0 (0 = all), got {value!r}")
+    return n
 
 
 def tolerances(args) -> dict:
@@ -84,7 +97,7 @@ def main(args) -> int:
         print(f"check failed: {len(broken)} problems with the run directories themselves (above)")
         return 1
     if problems:
-        shown = problems if args.max_lines <= 0 else problems[:args.max_lines]
+        shown = problems if args.max_lines == 0 else problems[:args.max_lines]
         print(tabulate(shown, headers=HEADERS, tablefmt="simple", disable_numparse=True))
         if len(shown) < len(problems):
             print(f"... {len(problems) - len(shown)} more (--max-lines 0 prints all)")
@@ -98,7 +111,7 @@ def main(args) -> int:
         for note in provenance_notes(cur, ref):
             print(f"note: {note}")
         return 1
-    shown = new if args.max_lines <= 0 else new[:args.max_lines]
+    shown = new if args.max_lines == 0 else new[:args.max_lines]
     for label in shown:
         print(f"new, not compared: {label}")
     if len(shown) < len(new):

@@ -13,7 +13,8 @@ significance-tested (Wilcoxon signed-rank, Holm). Prints the path."""
 def add_arguments(p):
     p.add_argument("dir", metavar="DIR", help="run directory (rows/*.parquet, traces/, recon/, run.json)")
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="markdown file to write (default DIR/LEADERBOARD.md); figures go to its folder's figures/")
+                   help="markdown file to write (default DIR/LEADERBOARD.md; its folder must exist); figures go to "
+                        "its folder's figures/")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.add_argument("--with", dest="also", action="append", default=[], metavar="DIR",
                    help="another run directory of the same instances whose rows and traces count towards the "
@@ -22,10 +23,31 @@ def add_arguments(p):
                    help="import MODULE first (it may register extra metrics); repeatable")
 
 
+def check_out_file(out) -> None:
+    """``--out FILE``: its folder must exist and be writable, and FILE must not be a folder (UserError, before any
+    work; the report never creates folders the user did not ask for)."""
+    import os
+    from pathlib import Path
+
+    from bench.errors import UserError
+
+    p = Path(out)
+    folder = p.parent
+    if p.is_dir():
+        raise UserError(f"--out {str(p)!r} is a folder; give the markdown file to write, e.g. "
+                        f"{str(p / 'LEADERBOARD.md')!r}")
+    if not folder.is_dir():
+        raise UserError(f"--out {str(p)!r}: folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {str(p)!r}: folder {str(folder)!r} is not writable")
+
+
 def main(args) -> int:
     from bench.commands.run import import_plugins
     from bench.report import write_report
 
+    if args.out:
+        check_out_file(args.out)
     import_plugins(args.plugin)
     path = write_report(args.dir, args.out, make_figures=not args.no_figures, also=args.also)
     print(path)

@@ -34,6 +34,7 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    import math
     from pathlib import Path
 
     from bench.commands.run import import_plugins
@@ -48,7 +49,11 @@ def main(args) -> int:
     try:
         factors = tuple(float(f) for f in args.factors.split(",") if f.strip())
     except ValueError:
-        raise UserError(f"--factors must be a comma list of numbers, got {args.factors!r}") from None
+        factors = ()
+    bad = [f for f in factors if not (math.isfinite(f) and f > 0)]
+    if not factors or bad:
+        raise UserError(f"--factors must be a comma list of positive numbers, got {args.factors!r}"
+                        + (f" ({', '.join(f'{f:g}' for f in bad)} not > 0)" if bad else ""))
     grid = load_grid(args.grid, data_root=args.data_root)
     grid = apply_filters(grid, task=args.task, prior=args.prior, solver=args.solver, lam=args.lam)
     device = resolve_device(args.device)
