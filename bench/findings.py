@@ -114,7 +114,7 @@ def run_fact_lines(df: pd.DataFrame, meta: dict, info: dict, problems=()) -> lis
     wall = f", {info['run_wall_s'] / 60:.1f} min wall" if info.get("run_wall_s") else ""
     facts.append(f"- provenance: commit `{commit}`, device `{info['device'] or '?'}`, torch "
                  f"`{info['torch_version'] or '?'}`{wall}")
-    facts.append(f"- integrity: **{len(problems)} problems** (listed below)" if problems
+    facts.append(f"- integrity: **{len(problems)} problem{'s' if len(problems) > 1 else ''}** (listed below)" if problems
                  else "- integrity: complete and consistent (every planned cell has a row; every file verified)")
     return facts
 
