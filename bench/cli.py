@@ -18,6 +18,8 @@ COMMANDS = {
     "run": "run",
     "report": "report",
     "check": "check",
+    "compare": "compare",
+    "export": "export",
     "reference": "reference",
     "tune": "tune",
     "train-prior": "train_prior",

@@ -1,5 +1,5 @@
-"""PNG figures of a run directory (matplotlib, Agg backend): anytime curves, data profiles, rankings against the
-budget; the reconstruction grids and PSNR vs m are in :mod:`bench.figures_recon`. :func:`make_all` draws them all.
+"""PNG figures of a run directory (matplotlib, Agg backend): anytime curves and data profiles (one file per task,
+at most :data:`MAX_CURVES` curves per panel), rankings against the budget; the reconstruction grids and PSNR vs m are in :mod:`bench.figures_recon`. :func:`make_all` draws them all.
 
 - Anytime curves (per task): for every trace (a cell's MAP loss after t passes, averaged over the images the
   trace covers) the gap L_t − L*, where L* is the lowest MAP loss any solver reached on the same problem
@@ -99,89 +99,89 @@ def anytime_curves(rows: pd.DataFrame, traces: pd.DataFrame) -> dict:
     return out
 
 
-def plot_anytime(rows, traces, path: Path, meta=None) -> str | None:
-    curves = anytime_curves(rows, traces)
-    if not curves:
-        return None
-    tasks = task_order(curves)
+MAX_CURVES = 8   # per panel: more would need a legend no one can read
+
+
+def _chunks(names: list, k: int = MAX_CURVES) -> list[list]:
+    return [names[i:i + k] for i in range(0, len(names), k)] or [[]]
+
+
+def plot_anytime_task(curves: dict, task: str, rows, path: Path, meta=None) -> str | None:
+    """The anytime curves of one task, in panels of at most :data:`MAX_CURVES` solvers."""
+    c = curves[task]
+    se = c.attrs.get("se", pd.DataFrame())
     solvers_all = solver_order(rows["solver"].unique(), meta)
-    ncol = min(3, len(tasks))
-    nrow = -(-len(tasks) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
-    flat = axes.ravel()
-    for ax in flat[len(tasks):]:
-        ax.axis("off")
     colors = {s: f"C{i % 10}" for i, s in enumerate(solvers_all)}
-    for ax, task in zip(flat, tasks):
-        c = curves[task]
-        se = c.attrs.get("se", pd.DataFrame())
-        for s in solver_order(c.columns, meta):
+    groups = _chunks(solver_order(c.columns, meta))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
+    for ax, names in zip(axes[0], groups):
+        for s in names:
             y = c[s].dropna().clip(lower=GAP_FLOOR)
             if len(y) == 1:
                 ax.plot(y.index, y.values, "o", color=colors[s], label=s)
-            else:
-                ax.plot(y.index, y.values, "-", color=colors[s], label=s, lw=1.4)
-                if s in se.columns:
-                    e = se[s].reindex(y.index).fillna(0).to_numpy()
-                    ax.fill_between(y.index, np.clip(y.values - e, GAP_FLOOR, None), y.values + e,
-                                    color=colors[s], alpha=0.15, lw=0)
+                continue
+            ax.plot(y.index, y.values, "-", color=colors[s], label=s, lw=1.4)
+            if s in se.columns:
+                e = se[s].reindex(y.index).fillna(0).to_numpy()
+                ax.fill_between(y.index, np.clip(y.values - e, GAP_FLOOR, None), y.values + e, color=colors[s],
+                                alpha=0.15, lw=0)
+        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(task, fontsize=10)
         ax.set_xlabel("prior passes per image")
+        ax.set_ylabel("mean MAP loss − best reached")
         ax.grid(alpha=0.3, which="both")
-    for row in axes:
-        row[0].set_ylabel("mean MAP loss − best reached")
-    flat[0].legend(fontsize=7)
-    fig.suptitle(_scope_title("Anytime gap to the best-known optimum", rows), fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    sub = rows[rows["task"] == task]
+    fig.suptitle(_scope_title(f"{task}: anytime gap to the best-known optimum", sub), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    no_trace = [s for s in solvers_all if not any(s in curves[t].columns for t in curves)]
-    return ("Anytime curves: mean over problems (prior, split, λ, seed, image) of the gap L(x_t) − f_ref, f_ref = "
-            "lowest MAP loss any solver reached on that problem (every trace point is the harness's score of the "
-            f"clipped iterate), shaded ± se over problems; log scale, floored at {GAP_FLOOR:g}; a stopped "
-            "solver's curve is carried forward at its last value."
-            + (f" No traces for: {', '.join(no_trace)}." if no_trace else ""))
+    return (f"Anytime curves, {task}: mean over problems (prior, split, λ, seed, image) of the gap L(x_t) − f_ref, "
+            "f_ref = lowest MAP loss any solver reached on that problem, shaded ± se; log axes, floored at "
+            f"{GAP_FLOOR:g}; a stopped solver's curve is carried forward at its last value.")
 
 
 # ---------------------------------------------------------------------------------------------------- profiles
-def plot_profiles(prof: dict, path: Path, title: str = "Data profiles and target ECDFs") -> str | None:
-    """Data profiles (rows: τ) and target ECDFs (last row) per task (columns), passes on a log axis."""
+def plot_profiles_task(d: dict, task: str, path: Path, title: str = "") -> str | None:
+    """Data profiles (rows: τ) and the target ECDF (last row) of one task; one column per budget (the algorithms
+    ``solver@budget``), so a panel holds at most one curve per solver (split further past :data:`MAX_CURVES`)."""
     from bench.profiles import N_TARGETS, TAUS
 
-    if not prof:
-        return None
-    tasks = task_order(prof)
-    algos = sorted({a for d in prof.values() for a in d["ecdf"].columns})
-    colors = {a: f"C{i % 10}" for i, a in enumerate(algos)}
-    fig, axes = plt.subplots(len(TAUS) + 1, len(tasks), figsize=(3.6 * len(tasks), 2.6 * (len(TAUS) + 1)),
+    algos = list(d["ecdf"].columns)
+    budgets = sorted({a.rsplit("@", 1)[1] for a in algos if "@" in a}, key=float) or [None]
+    cols = []
+    for b in budgets:
+        names = [a for a in algos if b is None or a.endswith(f"@{b}")]
+        cols += [(b, part) for part in _chunks(names)]
+    solvers = sorted({a.rsplit("@", 1)[0] for a in algos})
+    colors = {s: f"C{i % 10}" for i, s in enumerate(solvers)}
+    fig, axes = plt.subplots(len(TAUS) + 1, len(cols), figsize=(3.8 * len(cols), 2.5 * (len(TAUS) + 1)),
                              squeeze=False, sharey=True)
-    for j, task in enumerate(tasks):
-        d = prof[task]
-        panels = [(d["data"][tau], f"{task}: solved at τ = {tau:g}") for tau in TAUS]
-        panels.append((d["ecdf"], f"{task}: target ECDF ({N_TARGETS} targets)"))
-        for i, (frame, title) in enumerate(panels):
+    for j, (b, names) in enumerate(cols):
+        panels = [(d["data"][tau], f"solved at τ = {tau:g}") for tau in TAUS]
+        panels.append((d["ecdf"], f"target ECDF ({N_TARGETS} targets)"))
+        for i, (frame, what) in enumerate(panels):
             ax = axes[i][j]
-            for a in frame.columns:
-                ax.step(d["grid"], frame[a].to_numpy(), where="post", color=colors[a], label=a, lw=1.3)
+            for a in names:
+                s = a.rsplit("@", 1)[0] if b is not None else a
+                ax.step(d["grid"], frame[a].to_numpy(), where="post", color=colors[s], label=s, lw=1.3)
             ax.set_xscale("log")
             ax.set_ylim(-0.02, 1.02)
-            ax.set_title(title, fontsize=9)
+            ax.set_title(what + (f", budget {b}" if b is not None else ""), fontsize=9)
             ax.grid(alpha=0.3, which="both")
             if i == len(panels) - 1:
                 ax.set_xlabel("prior passes per image")
+        axes[0][j].legend(fontsize=7, loc="upper left")
     for i in range(len(TAUS) + 1):
         axes[i][0].set_ylabel("fraction" if i < len(TAUS) else "fraction of (instance, target)")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"{task}: data profiles and target ECDFs" + (f" — {title}" if title else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    left = sorted({s for d in prof.values() for s in d["left_out"]})
-    return ("Data profiles (Moré & Wild 2009; rows 1–3): fraction of instances (prior, split, image, λ, seed) a "
-            "solver has solved after p passes, f(x0) − f_best(p) ≥ (1 − τ)(f(x0) − f_ref), f(x0) = MAP loss of doing "
-            "nothing, f_ref = best-known optimum. Bottom row: ECDF of (instance, target) pairs reached, targets f_ref "
-            "+ Δf with Δf log-spaced over the task's observed gaps (COCO)."
+    left = d["left_out"]
+    return (f"Data profiles, {task} (Moré & Wild 2009; rows 1–3): fraction of instances (prior, split, image, λ, "
+            "seed) solved after p passes, f(x0) − f_best(p) ≥ (1 − τ)(f(x0) − f_ref), f(x0) = MAP loss of doing "
+            "nothing, f_ref = best-known optimum. Bottom row: ECDF of (instance, target) pairs reached (COCO)."
             + (f" Prior-free solvers (no passes) are left out: {', '.join(left)}." if left else ""))
 
 
@@ -250,10 +250,16 @@ def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Pat
             traces = read_traces(run_dir)
         except Exception:  # noqa: BLE001 -- unreadable traces files are named by bench.integrity
             traces = pd.DataFrame()
-    attempt("anytime", lambda p: plot_anytime(rows, traces, p, meta), fig_dir / "anytime.png")
-    if prof:
-        title = _scope_title("Data profiles and target ECDFs", rows)
-        attempt("profiles", lambda p: plot_profiles(prof, p, title), fig_dir / "profiles.png")
+    try:
+        curves = anytime_curves(rows, traces)
+    except Exception as e:  # noqa: BLE001 -- a broken figure must not cost the tables
+        sys.stderr.write(f"warning: anytime curves skipped: {type(e).__name__}: {e}\n")
+        curves = {}
+    for task in task_order(curves):
+        attempt("anytime", lambda p, t=task: plot_anytime_task(curves, t, rows, p, meta),
+                fig_dir / f"anytime_{_safe(task)}.png")
+    for task in task_order(prof or {}):
+        attempt("profiles", lambda p, t=task: plot_profiles_task(prof[t], t, p), fig_dir / f"profiles_{_safe(task)}.png")
     attempt("budget", lambda p: plot_budget_axis(rows, p, meta), fig_dir / "budget_axis.png")
     for task in task_order(rows["task"].unique()):
         attempt("recon", lambda p, t=task: plot_recon(run_dir, rows, t, p, meta),

@@ -1,6 +1,6 @@
 """Reconstruction grids and the compressed-sensing sweep of a run directory (matplotlib, Agg backend).
 
-- Reconstruction grid (per task, AIPO Fig. 1–4): clean, observed, then each solver, for a few images of one
+- Reconstruction grid (per task, AIPO Fig. 1–4): clean, doing nothing (shown once), then each solver, for a few images of one
   (prior, split, λ, seed): the first prior, the first split, the λ nearest the median λ, the lowest seed.
 - PSNR vs m (Asim Fig. 4): cs tasks with at least 3 values of m; one panel per prior (first split), one line per
   solver at that solver's best λ (highest mean PSNR over the sweep — an oracle choice, stated in the caption),
@@ -21,6 +21,7 @@ from bench.store import RECON  # noqa: E402
 from bench.tables import is_ok, solver_order, split_order, task_base  # noqa: E402
 
 MAX_IMAGES = 4
+TRIVIAL = "observed"   # the do-nothing solver: shown once, in the second column
 
 
 # ---------------------------------------------------------------------------------------------------- recon grid
@@ -108,22 +109,25 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
     rec = rec.merge(ident, on=["cell_id", "image_id"])
     if rec.empty:
         return None
-    solvers = solver_order(rec["solver"].unique(), meta)
+    solvers = [s for s in solver_order(rec["solver"].unique(), meta) if s != TRIVIAL]   # doing nothing: column 2
     images = [i for i in sel["images"] if i in set(rec["image_id"])]
     ncol = 2 + len(solvers)
     fig, axes = plt.subplots(len(images), ncol, figsize=(1.45 * ncol, 1.55 * len(images) + 0.3), squeeze=False)
     for r, img in enumerate(images):
         ri = rec[rec["image_id"] == img]
         any_rec = ri.iloc[0]
-        for c, (key, title) in enumerate((("x_true", "clean"), ("observed", "observed"))):
-            ax = axes[r][c]
-            arr = any_rec[key] if key in any_rec and isinstance(any_rec[key], np.ndarray) else None
-            if arr is None or (key == "observed" and not np.any(arr)):   # y is not an image (cs, older runs)
-                _show(ax, np.zeros(1))
-            else:
-                _show(ax, arr)
-            if r == 0:
-                ax.set_title(title, fontsize=8)
+        _show(axes[r][0], any_rec["x_true"] if isinstance(any_rec.get("x_true"), np.ndarray) else np.zeros(1))
+        ax = axes[r][1]
+        nothing = ri[(ri["solver"] == TRIVIAL) & (ri["status"] == "ok")]
+        if len(nothing):   # the do-nothing solver's x̂ (each task's naive estimate) and its PSNR
+            _show(ax, nothing.iloc[0]["x_hat"])
+            ax.set_xlabel(f"{nothing.iloc[0]['psnr']:.2f} dB", fontsize=7)
+        else:
+            arr = any_rec["observed"] if isinstance(any_rec.get("observed"), np.ndarray) else None
+            _show(ax, arr if arr is not None and np.any(arr) else np.zeros(1))   # y is not an image (cs)
+        if r == 0:
+            axes[r][0].set_title("clean", fontsize=8)
+            ax.set_title("doing nothing" if len(nothing) else "observed", fontsize=8)
         axes[r][0].set_ylabel(img, fontsize=6)
         for c, s in enumerate(solvers, start=2):
             ax = axes[r][c]
@@ -144,7 +148,8 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return (f"Reconstructions, {task}: prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}, "
-            f"seed {sel['seed']}; columns clean, observed, then each solver (PSNR below).")
+            f"seed {sel['seed']}; columns clean, doing nothing (`{TRIVIAL}`'s x̂, else the observation), then each "
+            "solver (PSNR below).")
 
 
 # ---------------------------------------------------------------------------------------------------- cs sweep

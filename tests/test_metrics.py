@@ -224,7 +224,7 @@ def test_plugin_metric_is_a_row_column_a_leaderboard_table_and_checked(tmp_path)
                   "--plugin", "mse_plugin", env=env["plain"])
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "rep" / "LEADERBOARD.md").read_text()
-    assert "## MSE (lower is better; plugin metric)" in md and "## SSIM (higher is better)" in md
+    assert "- MSE (lower is better; plugin metric): [" in md and "- SSIM (higher is better): [" in md
 
     r = run_bench("check", tmp_path / "b", "--reference", tmp_path / "a", "--plugin", "mse_plugin", env=env["plain"])
     assert r.returncode == 0 and "mse 3se+0.0001" in r.stdout, r.stdout + r.stderr

@@ -90,7 +90,7 @@ def test_budget_axis_runs_resumes_and_reports_both_budgets(tmp_path):
     assert again.returncode == 0 and "0 units run" in again.stdout
     assert cli(["report", str(out)]) == 0
     text = (out / "LEADERBOARD.md").read_text()
-    assert "### denoise[budget=20]" in text and "### denoise[budget=40]" in text
+    assert "[denoise[budget=20]](tables/" in text and "[denoise[budget=40]](tables/" in text
     assert (out / "figures" / "budget_axis.png").is_file() and "aipo@40" in text
 
 

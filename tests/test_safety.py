@@ -215,7 +215,7 @@ def test_report_never_averages_cells_of_different_budgets(kit, tmp_path):
     assert r.returncode == 0, r.stderr
     assert cli(["report", str(out), "--no-figures"]) == 0
     text = (out / "LEADERBOARD.md").read_text()
-    assert "### denoise[budget=30]" in text and "### denoise[budget=60]" in text
+    assert "[denoise[budget=30]](tables/" in text and "[denoise[budget=60]](tables/" in text
 
 
 def test_check_passes_under_simulated_cross_cpu_noise_and_fails_on_a_real_change(kit, tmp_path, capsys):

@@ -110,6 +110,8 @@ def main(args) -> int:
               + (f"; and {len(broken)} problems with the run directories (above)" if broken else ""))
         for note in provenance_notes(cur, ref):
             print(f"note: {note}")
+        print(f"paired differences per cell and the verdicts that moved: python -m bench compare {args.reference} "
+              f"{args.dir}")
         return 1
     shown = new if args.max_lines == 0 else new[:args.max_lines]
     for label in shown:

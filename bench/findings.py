@@ -1,0 +1,152 @@
+"""The leaderboard's short texts, generated from the numbers (pure functions): the run facts under the title, the
+findings paragraph, and the *regime* table (where on the prior's density the reconstructions sit).
+
+Regime, per (dataset, prior, task, λ), over the ok rows of the prior-based solvers (those that spent passes): the
+mean −log p_G(x̂) in bits/dim (``bits_per_dim`` = −log_prior / (n ln 2), n = pixels) and the mean ratio
+|data_nll| / |log_prior| of the two terms of the MAP loss at x̂ (how much the data term weighs against the prior
+term before λ scales it).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.tables import is_ok, task_base
+
+TRIVIAL = "observed"
+
+
+def _uses_prior(df: pd.DataFrame) -> set:
+    nfe = pd.to_numeric(df["nfe_used"], errors="coerce")
+    return set(df.loc[nfe > 0, "solver"].unique())
+
+
+def protocols(df: pd.DataFrame, meta: dict) -> list[str]:
+    """The run's protocol names (run.json ``protocol`` or ``grid.protocol``, else the rows' ``protocol`` column)."""
+    vals = []
+    for v in (meta.get("protocol"), (meta.get("grid") or {}).get("protocol")):
+        if v:
+            vals += list(v) if isinstance(v, (list, tuple)) else [v]
+    if not vals and "protocol" in df.columns:
+        vals = sorted(map(str, df["protocol"].dropna().unique()))
+    return [str(v) if not isinstance(v, dict) else str(v.get("name", v)) for v in dict.fromkeys(map(str, vals))]
+
+
+def schedule_fraction(df: pd.DataFrame) -> list[str]:
+    """Per solver with ``info_lam_reached`` (AIPO's own λ schedule): the share of ok rows that reached Λ."""
+    if "info_lam_reached" not in df.columns:
+        return []
+    out = []
+    for solver, g in df[is_ok(df)].groupby("solver", sort=True):
+        reached = pd.to_numeric(g["info_lam_reached"], errors="coerce")
+        keep = reached.notna()
+        if keep.any():
+            hit = reached[keep] >= g.loc[keep, "lam"].astype(float) * (1 - 1e-6)
+            out.append(f"`{solver}` finished its λ schedule in {hit.mean():.0%} of {int(keep.sum())} rows")
+    return out
+
+
+def regime(df: pd.DataFrame) -> pd.DataFrame:
+    """The regime table (module docstring): one row per (dataset, prior, task, λ); empty without the columns."""
+    need = {"log_prior", "data_nll"}
+    if not need <= set(df.columns):
+        return pd.DataFrame()
+    ok = df[is_ok(df) & df["solver"].isin(_uses_prior(df))].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    lp = pd.to_numeric(ok["log_prior"], errors="coerce")
+    if "bits_per_dim" in ok.columns:
+        ok["bpd"] = pd.to_numeric(ok["bits_per_dim"], errors="coerce")
+    else:
+        n = pd.to_numeric(ok["image_size"], errors="coerce") ** 2
+        ok["bpd"] = -lp / (n * math.log(2))
+    ok["ratio"] = pd.to_numeric(ok["data_nll"], errors="coerce").abs() / lp.abs().where(lp.abs() > 0)
+    ok["task_group"] = ok["task"].map(task_base)
+    keys = [c for c in ("dataset", "prior") if c in ok.columns] + ["task_group", "lam"]
+    g = ok.groupby(keys, sort=True)
+    return pd.DataFrame({"bits_per_dim": g["bpd"].mean(), "data_to_prior": g["ratio"].mean(),
+                         "rows": g.size()}).reset_index()
+
+
+def regime_lines(reg: pd.DataFrame, link: str | None = None) -> list[str]:
+    """The compact regime table: per (dataset, prior, task) at the largest λ."""
+    from bench.tables import markdown
+
+    if reg.empty:
+        return []
+    keys = [c for c in ("dataset", "prior", "task_group") if c in reg.columns]
+    top = reg.loc[reg.groupby(keys)["lam"].idxmax()]
+    rows = [[*(str(r[k]) for k in keys), f"{r['lam']:g}", f"{r['bits_per_dim']:.2f}", f"{r['data_to_prior']:.3f}"]
+            for _, r in top.iterrows() if np.isfinite(r["bits_per_dim"])]
+    if not rows:
+        return []
+    return ["## Regime", "",
+            "Where the prior-based solvers' reconstructions sit, at the largest λ: mean −log p_G(x̂) in bits/dim, "
+            "and the mean ratio |data log-likelihood| / |log p_G(x̂)| of the MAP loss's two terms at x̂."
+            + (f" Every λ: [{link}]({link})." if link else ""), "",
+            markdown([*[k.replace("task_group", "task") for k in keys], "λ", "bits/dim", "data / prior ratio"],
+                     rows), ""]
+
+
+def run_fact_lines(df: pd.DataFrame, meta: dict, info: dict, problems=()) -> list[str]:
+    """The few lines under the title: protocol, budget, size, failures, schedules, provenance, integrity."""
+    status = df["status"].astype(str).value_counts()
+    fails = ", ".join(f"{k} {v}" for k, v in status.items() if k != "ok")
+    budget = info["budget"]
+    prot = protocols(df, meta)
+    facts = []
+    if prot:
+        facts.append(f"- protocol: {', '.join(f'`{p}`' for p in prot)}")
+    facts.append(f"- grid `{info['name']}`: budget {budget} prior passes per image (MLE stage {info['mle_steps']} "
+                 f"steps); {len(df):,} rows, {int(status.get('ok', 0)):,} ok"
+                 + (f", failed: {fails}" if fails else ", no failures"))
+    tuned = info.get("tuned")
+    if tuned not in (None, "", False, "none", "None") and not (isinstance(tuned, float) and math.isnan(tuned)):
+        what = (f"`{tuned.get('file', '?')}` (hash {tuned.get('hash', '?')})" if isinstance(tuned, dict)
+                else "parameters in the rows' p_solver_* columns" if tuned is True else str(tuned))
+        facts.append(f"- tuned: each solver's step sizes tuned on validation images, {what}")
+    sched = schedule_fraction(df)
+    if sched:
+        facts.append("- " + "; ".join(sched) + " (before the budget rule's final jump to Λ)")
+    commit = str(info["git_commit"] or "?")[:12] + (" (dirty)" if info.get("git_dirty") else "")
+    wall = f", {info['run_wall_s'] / 60:.1f} min wall" if info.get("run_wall_s") else ""
+    facts.append(f"- provenance: commit `{commit}`, device `{info['device'] or '?'}`, torch "
+                 f"`{info['torch_version'] or '?'}`{wall}")
+    facts.append(f"- integrity: **{len(problems)} problem{'s' if len(problems) > 1 else ''}** (listed below)" if problems
+                 else "- integrity: complete and consistent (every planned cell has a row; every file verified)")
+    return facts
+
+
+def findings_text(groups, df: pd.DataFrame) -> str:
+    """One short paragraph from the headline tables (:func:`bench.headline.headline`): who ranks first per group,
+    whether it wins significantly, and what doing nothing scores. A group with nothing to say gets no sentence;
+    an absent ``observed`` is said once."""
+    sent, no_trivial = [], []
+    prior_based = _uses_prior(df)
+    for label, t in groups:
+        if len(t) < 2:
+            continue
+        top, second = t.index[0], t.index[1]
+        r0, r1 = t.loc[top], t.loc[second]
+        s = (f"On {label}, {top} ranks first (mean rank {r0['mean_rank']:.2f} over {int(r0['cells'])} cells, "
+             f"{second} next at {r1['mean_rank']:.2f})")
+        if r0["wins"] or r0["losses"]:
+            s += f" with {int(r0['wins'])} significant wins and {int(r0['losses'])} losses"
+        else:
+            s += ", without a significant win"
+        sig = int(t["wins"].sum())
+        s += f"; {sig} of {int(t['tests'].iloc[0])} paired tests are significant."
+        sent.append(s)
+        d = t["d_psnr"].drop(TRIVIAL, errors="ignore")
+        d = d[[i in prior_based for i in d.index]].dropna()
+        if not t["d_psnr"].notna().any():
+            no_trivial.append(label)
+        elif len(d):
+            worse = sorted(d.index[d <= 0])
+            sent.append(f"Against doing nothing, the prior-based solvers gain {d.min():+.2f} to {d.max():+.2f} dB "
+                        "PSNR" + (f" ({', '.join(worse)} do not gain)." if worse else "."))
+    if no_trivial:
+        sent.append(f"`{TRIVIAL}` (doing nothing) did not run on {'; '.join(no_trivial)}: no comparison there.")
+    return " ".join(sent) if sent else "No group has two solvers: nothing to compare."
