@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.grid import Grid, is_prior_path
+from bench.grid import Grid
+from bench.grid_fields import is_prior_path
 from bench.identity import cell_ids, unit_id
 from bench.loading import get_images, get_prior
 from bench.protocols import DEFAULT as DEFAULT_PROTOCOL

@@ -117,7 +117,7 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     (:mod:`bench.headline`), the regime table, links to the per-cell tables (``tables``: what
     :func:`bench.table_files.write_tables` returned), the anytime section and the figures.
     ``problems``: what :func:`bench.integrity.run_problems` found; ``anytime``: lines of :func:`anytime_section`."""
-    from bench.findings import findings_text, regime_lines, run_fact_lines
+    from bench.findings import findings_text, regime_lines, run_fact_lines, start_lines, start_spread
     from bench.headline import headline, markdown_lines
 
     solvers = solver_order(df["solver"].unique(), meta)
@@ -134,6 +134,7 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     out += markdown_lines(groups, tables["index"] if tables else None)
     if regime is not None:
         out += regime_lines(regime, tables.get("regime") if tables else None)
+    out += start_lines(start_spread(df))
     out += ["## Details", ""]
     if html:
         out += [f"Interactive page (filters, sortable tables, per-image values and reconstructions, curves): "

@@ -64,7 +64,8 @@ def _rows_frame(spec, *, status, error, metrics: dict, nfe_used, iterations, wal
     for k, v in sorted(spec.task_params.items()):
         cols[f"p_task_{k}"] = [v] * n
     for k, v in sorted(spec.solver_params.items()):
-        cols[f"p_solver_{k}"] = [v] * n
+        # an unresolved (None) parameter is NaN, not null, so part files of one run share a schema
+        cols[f"p_solver_{k}"] = [float("nan") if v is None else v] * n
     for k, v in sorted((info or {}).items()):
         cols[f"info_{k}"] = v
     return pd.DataFrame(cols)

@@ -112,6 +112,8 @@ class Solver:
     - ``chaotic``: True: last-bit float differences (another CPU) change its answers; ``check`` judges it against
       the reference cell's spread instead of paired noise.
     - ``stochastic``: True: its answer depends on the seed index (random draws), not only on the data.
+    - ``start``: for solvers that differ from others only in where they start (the fixed-Λ Adam family), a few
+      words naming the start; the leaderboard's start-sensitivity table compares the solvers that declare one.
     """
 
     name: str = "?"
@@ -122,6 +124,7 @@ class Solver:
     lam_independent: bool = False
     chaotic: bool = False
     stochastic: bool = False
+    start: str | None = None
     description: str = ""
 
     def __init_subclass__(cls, **kw):

@@ -21,5 +21,6 @@ class MLEInit(MLEStart, FixedLambdaSolver, Solver):
     """
 
     parameters = {**FixedLambdaSolver.parameters, **MLE_PARAMS}
+    start = "x*(0), the MLE of eq. (4)"
     description = "Adam on x at fixed lambda from the MLE x*(0) (AIPO sec. 4.1 baseline)"
     # paper: Liu et al. 2023 (AIPO), sec. 4.1

@@ -16,6 +16,7 @@ class NaiveInit(FixedLambdaSolver, Solver):
     an Adam step (step ``lr``, the protocol's decay); every iterate clamped to [0, 1]. Deterministic.
     """
 
+    start = "the naive estimate"
     description = "Adam on x at fixed lambda from the naive estimate clip(y) / clip(A+y) / mean fill (start study)"
 
     def initial_point(self, problem, prior, lam, ctx, tracer=None):

@@ -23,6 +23,7 @@ class RandomInit(FixedLambdaSolver, Solver):
     parameters = {**FixedLambdaSolver.parameters,
                   "temperature": Param(float, 1.0, doc="z0 ~ N(0, temperature² I)")}
     stochastic = True   # z ~ N(0, T²I) keyed by the seed index
+    start = "G(z), z ~ N(0, I)"
     description = "Adam on x at fixed lambda from G(z0), z0 ~ N(0, I) (AIPO sec. 4.1 baseline)"
     # paper: Liu et al. 2023 (AIPO), sec. 4.1
 

@@ -16,6 +16,7 @@ class ZeroInit(FixedLambdaSolver, Solver):
     Adam step (step ``lr``). Clipping: G(0) and every iterate are clamped to [0, 1]. Deterministic (no seed use).
     """
 
+    start = "G(0)"
     description = "Adam on x at fixed lambda from G(0) (AIPO sec. 4.1 baseline)"
     # paper: Liu et al. 2023 (AIPO), sec. 4.1
 

@@ -155,7 +155,7 @@ CASES = [
      "image_size"),
     ("negative-alpha", lambda k: ["run", "--grid", _grid(k, "b5", solvers=["aipo[alpha=-1.0]"]), "--out", "OUT"],
      "alpha"),
-    ("zero-K", lambda k: ["run", "--grid", _grid(k, "b6", solvers=["aipo[K=0]"]), "--out", "OUT"], "K"),
+    ("negative-K", lambda k: ["run", "--grid", _grid(k, "b6", solvers=["aipo[K=-1]"]), "--out", "OUT"], "K"),
     ("cs-m-exceeds-n", lambda k: ["run", "--grid", _grid(k, "b7", tasks=["cs[m=300]"]), "--out", "OUT"], "m=300"),
     ("cs-m-exceeds-n-dry-run", lambda k: ["run", "--grid", _grid(k, "b7d", tasks=["cs[m=300]"]), "--dry-run",
                                           "--out", "OUT"], "m=300"),

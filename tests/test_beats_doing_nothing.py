@@ -1,6 +1,6 @@
 """Sanity of the posed problem: with the papers' MAP objective, a plain MAP solver under a shipped prior must beat
 doing nothing. Denoising at λ = 0.5 on the 20 test faces: mle-init (Adam from clip(y)) against the trivial
-``observed`` baseline clip(y), on both shipped s priors, at the default grid's budget."""
+``observed`` baseline clip(y), on both shipped s priors, at the faces grid's budget."""
 from __future__ import annotations
 
 import pytest
@@ -20,7 +20,7 @@ def test_mle_init_beats_the_noisy_input_by_1db(prior_name):
 
     model = catalog.load_prior(prior_name).model
     faces = load_dataset("lfw-faces", "test", 16)
-    grid = load_grid("default")
+    grid = load_grid("faces")
     pb = make_task("denoise").make(faces.images, faces.ids, 0)
     lam = torch.full((pb.batch_size,), 0.5)
     ctx = SolveContext(budget=grid.budget, mle_steps=grid.mle_steps)

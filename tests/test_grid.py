@@ -93,13 +93,16 @@ def test_presets_validate(name):
 
 
 def test_preset_contents():
-    smoke, default = load_grid("smoke"), load_grid("default")
+    smoke, faces = load_grid("smoke"), load_grid("faces")
     assert set(smoke.main.priors) == {"realnvp-xs", "glow-xs"} and smoke.images_per_split == {"id": 2, "ood": 2}
     assert smoke.main.lams == (0.5, 2.0)
-    assert set(default.main.priors) == {"realnvp-s", "glow-s"} and default.images_per_split["id"] == 8
-    assert default.main.lams == (0.3, 0.5, 1.0, 1.5, 2.0)
-    for g in (smoke, default):
+    assert set(faces.main.priors) == {"realnvp-s", "glow-s"} and faces.images_per_split["id"] == 8
+    assert faces.main.lams == (0.3, 0.5, 1.0, 1.5, 2.0)
+    for g in (smoke, faces):
         assert g.main.tasks == ("denoise", "cs", "cs[m=0.1628]", "inpaint")  # cs[m=0.3255] is cs's default
+    default = load_grid("default")
+    assert default.dataset == "fashion-mnist" and default.image_size == 28 and default.protocol == "robust"
+    assert set(default.main.priors) == {"realnvp-m", "glow-m"}
     full = load_grid("full")
     assert full.main.seeds == (0, 1, 2) and full.images_per_split["id"] is None and len(full.blocks) == 2
     paper = load_grid("paper")

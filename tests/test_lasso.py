@@ -1,4 +1,6 @@
 """Lasso baselines (Asim et al. 2020, footnote 1): bases, FISTA against scikit-learn, and the solver contract."""
+import math
+
 import numpy as np
 import pytest
 import pywt
@@ -110,14 +112,20 @@ def test_solver_contract_objective_and_batching(name, task_spec):
 
 @pytest.mark.parametrize("name", LASSO)
 def test_denoise_is_soft_threshold(name):
-    """For A = I the minimiser of ||Φc − y||² + α||c||₁ is soft(Φᵀy, α/2)."""
+    """For A = I the minimiser of ||Φc − y||² + α||c||₁ is soft(Φᵀy, α/2); α defaults to the universal threshold
+    2σ√(2 ln n) (σ = 0.1, n = the pixels of all channels) and is recorded per row."""
+    from bench.solvers.lasso import universal_alpha
+
     p = make_task("denoise").make(images(3, H=16, W=16), ["a", "b", "c"], seed=1)
     solver = make_solver(name)
     basis = solver.basis(16, 16, "cpu")
-    c_ref = soft(basis.analysis(p.y.double()), 0.01 / 2)
+    alpha = universal_alpha(0.1, p.n)
+    assert alpha == pytest.approx(0.2 * (2 * math.log(p.n)) ** 0.5)
+    c_ref = soft(basis.analysis(p.y.double()), alpha / 2)
     res = solver.solve(p, None, torch.ones(3), SolveContext(budget=0))
     assert torch.allclose(res.x_hat.double(), basis.synth(c_ref), atol=1e-6)
     assert int(res.info["iterations"].max()) <= 3
+    assert torch.allclose(res.info["alpha"], torch.full((3,), alpha))
 
 
 def test_optimality_conditions_inpaint():

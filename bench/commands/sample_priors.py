@@ -13,7 +13,7 @@ def add_arguments(p):
 
 
 def write_sample_grid(lp, path, temperature=0.7, n=16, seed=0):
-    """Save a figure: n samples at ``temperature`` (left) beside n real test faces of the training dataset."""
+    """Save a figure: n samples at ``temperature`` (left) beside n real test images of the training dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +26,7 @@ def write_sample_grid(lp, path, temperature=0.7, n=16, seed=0):
     prov = lp.provenance
     c, h, w = lp.model.image_shape
     samples = lp.model.sample(n, temperature, generator=generator("sample-priors", lp.name, seed)).cpu()
-    real = load_dataset(prov.get("dataset", "lfw-faces"), "test", prov.get("size", h)).images[:n]
+    real = load_dataset(prov.get("dataset", "lfw-faces"), "test", prov.get("size", h), limit=n).images
     cols = 4
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, 2 * cols + 1, figsize=(2 * cols + 1, rows + 0.6))
@@ -40,7 +40,7 @@ def write_sample_grid(lp, path, temperature=0.7, n=16, seed=0):
                 axes[r, col + off].imshow(img[..., 0] if c == 1 else img, cmap="gray" if c == 1 else None,
                                           vmin=0, vmax=1, interpolation="nearest")
     axes[0, cols // 2].set_title(f"{lp.name} samples, T={temperature}", fontsize=8, loc="center")
-    axes[0, cols + 1 + cols // 2].set_title("real test faces", fontsize=8)
+    axes[0, cols + 1 + cols // 2].set_title("real test images", fontsize=8)
     bpd = prov.get("test_bpd")
     fig.suptitle(f"{lp.name}: test {bpd} bits/dim" if bpd is not None else lp.name, fontsize=9)
     fig.savefig(path, dpi=80, bbox_inches="tight")
