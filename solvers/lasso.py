@@ -33,8 +33,9 @@ def dct_matrix(n: int) -> np.ndarray:
 
 
 def wavelet_level(h: int, w: int, wavelet: str, level) -> int:
-    """PyWavelets' maximum level for the shorter side, unless ``level`` is given; validated so that every level
-    halves an even side (then the periodized transform is square and orthonormal)."""
+    """PyWavelets' maximum level for the shorter side, lowered until every level halves an even side, unless
+    ``level`` is given; validated so that every level halves an even side (then the periodized transform is square
+    and orthonormal)."""
     import pywt
 
     try:
@@ -44,8 +45,10 @@ def wavelet_level(h: int, w: int, wavelet: str, level) -> int:
                         f" e.g. haar, db2, db4, sym4, coif1") from None
     if not wav.orthogonal:
         raise UserError(f"wavelet {wavelet!r} is not orthogonal; use e.g. haar, db4, sym4, coif1")
-    if level is None:
+    if level is None:   # the deepest level at which every level still halves both sides (28 → 14 → 7: 2)
         level = pywt.dwt_max_level(min(h, w), wav.dec_len)
+        while level > 0 and (h % 2 ** level or w % 2 ** level):
+            level -= 1
     level = int(level)
     if level < 0 or h % 2 ** level or w % 2 ** level:
         raise UserError(f"wavelet level {level} needs an image side divisible by {2 ** max(level, 0)}, "
