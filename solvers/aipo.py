@@ -7,7 +7,8 @@ from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import clamp01, make_optimizer
-from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes
+from bench.solvers.stages import (MLE_PARAMS, MLE_RANGES, STEP_PARAMS, STEP_RANGES, MLEStart, Tracer, evaluate,
+                                  mle_passes)
 
 torch = lazy_module("torch")
 
@@ -99,8 +100,8 @@ class AIPO(MLEStart, Solver):
         **STEP_PARAMS,
         **MLE_PARAMS,
     }
-    ranges = {"alpha": ">0", "K": ">=0", "lr_decay": ">=0", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
-              "optimizer": "adam|gd", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
+    ranges = {"alpha": ">0", "K": ">=0", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
+              "optimizer": "adam|gd", **STEP_RANGES, **MLE_RANGES}
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
 

@@ -5,7 +5,8 @@ from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import ADAM_LR, GD, Adam, clamp01
-from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes
+from bench.solvers.stages import (MLE_PARAMS, MLE_RANGES, STEP_PARAMS, STEP_RANGES, MLEStart, Tracer, evaluate,
+                                  mle_passes)
 
 torch = lazy_module("torch")
 
@@ -74,9 +75,8 @@ class AIPOUniform(MLEStart, Solver):
         **STEP_PARAMS,
         **MLE_PARAMS,
     }
-    ranges = {"stages": ">=1", "optimizer": "adam|gd", "lr": ">0", "lr_decay": ">=0", "lipschitz_iters": ">=0",
-              "lipschitz_h": ">0", "step_scale": ">0", "mle_lr": ">0",
-              "mle_optimizer": "adam|gd"}
+    ranges = {"stages": ">=1", "optimizer": "adam|gd", "lr": ">0", "lipschitz_iters": ">=0", "lipschitz_h": ">0",
+              "step_scale": ">0", **STEP_RANGES, **MLE_RANGES}
     description = "AIPO Alg. 1: N uniform lambda stages, K GD steps of 1/L each (L estimated per image)"
     # paper: Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1
 

@@ -140,6 +140,8 @@ STEP_PARAMS = {
     "lr_decay": Param(float, LR_DECAY, protocols={"paper": 0.0},
                       doc="step decay τ in passes: step t is lr·τ/(τ + t − 1); 0 = constant (paper protocol)"),
 }
+STEP_RANGES = {"lr_decay": ">=0"}
+MLE_RANGES = {"mle_lr": ">0", "mle_optimizer": "adam|gd"}
 MLE_PARAMS = {
     "mle_lr": Param(float, 0.01, tunable=True, protocols={"paper": 3e-4},
                     doc="step of the MLE stage's projected ascent (paper protocol: GD at 3e-4)"),
@@ -176,7 +178,7 @@ class FixedLambdaSolver:
 
     parameters = {"lr": Param(float, ADAM_LR, tunable=True, doc="Adam step size (AIPO Table 4's α by default)"),
                   **STEP_PARAMS}
-    ranges = {"lr": ">0", "lr_decay": ">=0", "temperature": ">=0", "mle_lr": ">0", "mle_optimizer": "adam|gd"}
+    ranges = {"lr": ">0", "temperature": ">=0", **STEP_RANGES, **MLE_RANGES}
     uses_prior = True
     lam_independent = False
 
