@@ -6,7 +6,7 @@ import math
 from dataclasses import replace
 
 from bench.errors import UserError
-from bench.grid import AXES, Block, Grid
+from bench.grid import AXES, Grid
 
 
 def _split_values(values) -> list[str]:
@@ -88,7 +88,7 @@ def apply_filters(grid: Grid, task=None, prior=None, solver=None, lam=None, spli
                 cur = tuple(p for p in cur if any(matchers[axis](v, p) for v in tests[axis]))
             vals[axis] = cur
         if all(vals[a] for a in AXES):
-            blocks.append(Block(label=b.label, **vals))
+            blocks.append(replace(b, **vals))
     if not blocks:
         raise UserError(f"the filters leave no cell of grid {grid.name!r} (no block has all the requested values)")
     merged = {**grid.filters, **{k: list(v) for k, v in tests.items()}}

@@ -33,8 +33,17 @@ empty axis, a bad type... raises one :class:`~bench.errors.UserError` naming the
     solvers = ["aipo", "latent-lbfgs", "lasso-dct", "lasso-wvt"]
     lams    = [0.5]
 
+    [[extra]]                               # a block may also bring its own domain (dataset, ood_dataset,
+    label      = "sharp"                    # image_size, images_per_split): one grid, two domains
+    dataset    = "fashion-mnist"
+    ood_dataset = "patches"
+    image_size = 28
+    priors     = ["realnvp-m", "glow-m"]
+
 The cells of a grid are the union over its blocks (main block + extras) of tasks × priors × splits × λ × solvers ×
-seeds; a cell in two blocks is run once. Relative prior paths resolve against ``--prior-dir`` (default: the current
+seeds; a cell in two blocks is run once. Data roots (``data_root``, ``ood_data_root``, ``--data-root``,
+``--ood-root``) belong to the main block's datasets; a block with its own dataset reads it from the dataset's default
+place. Relative prior paths resolve against ``--prior-dir`` (default: the current
 directory). Filters (``--task --prior --solver --lam --split``) narrow every block (:mod:`bench.filters`).
 """
 from __future__ import annotations
@@ -56,7 +65,8 @@ TOP_KEYS = ("name", "description", "dataset", "ood_dataset", "data_root", "ood_d
             "images_per_split", "splits", "priors", "tasks", "lams", "solvers", "seeds", "budget", "mle_steps",
             "protocol", "prior_recipes", "extra")
 REQUIRED = ("priors", "tasks", "lams", "solvers", "budget", "mle_steps")
-EXTRA_KEYS = ("label",) + AXES
+DOMAIN_KEYS = ("dataset", "ood_dataset", "image_size", "images_per_split")
+EXTRA_KEYS = ("label",) + AXES + DOMAIN_KEYS
 
 
 @dataclass(frozen=True)
@@ -70,9 +80,34 @@ class Block:
     splits: tuple
     seeds: tuple
     label: str = "main"
+    domain: dict = field(default_factory=dict)   # the DOMAIN_KEYS this block sets itself (empty: the grid's)
 
     def as_dict(self) -> dict:
-        return {"label": self.label, **{a: list(getattr(self, a)) for a in AXES}}
+        return {"label": self.label, **{a: list(getattr(self, a)) for a in AXES}, **_plain(self.domain)}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where a block's images come from: its datasets, image size and images per split (and their data roots)."""
+
+    dataset: str
+    ood_dataset: str
+    image_size: int
+    images_per_split: dict
+    data_root: str | None = None
+    ood_data_root: str | None = None
+
+    def dataset_for(self, split: str) -> tuple[str, str | None]:
+        """(dataset name, data root) of a grid split ("id" or "ood"); both read the dataset's ``test`` split."""
+        if split == "id":
+            return self.dataset, self.data_root
+        fallback = self.data_root if self.ood_dataset == self.dataset else None
+        return self.ood_dataset, self.ood_data_root or fallback
+
+
+def _plain(domain: dict) -> dict:
+    return {k: ({s: "all" if n is None else n for s, n in sorted(v.items())} if k == "images_per_split" else v)
+            for k, v in domain.items()}
 
 
 @dataclass(frozen=True)
@@ -112,12 +147,21 @@ class Grid:
                     out.append(v)
         return out
 
-    def dataset_for(self, split: str) -> tuple[str, str | None]:
-        """(dataset name, data root) of a grid split ("id" or "ood"); both read the dataset's ``test`` split."""
-        if split == "id":
-            return self.dataset, self.data_root
-        fallback = self.data_root if self.ood_dataset == self.dataset else None
-        return self.ood_dataset, self.ood_data_root or fallback
+    def domain(self, block: Block | None = None) -> Domain:
+        """The domain of ``block`` (default: the main block's, the grid's top-level keys). Data roots apply only
+        to the main domain's datasets."""
+        main = Domain(self.dataset, self.ood_dataset, self.image_size, self.images_per_split, self.data_root,
+                      self.ood_data_root)
+        if block is None or not block.domain:
+            return main
+        d = replace(main, **block.domain)
+        roots = {"data_root": d.data_root if d.dataset == self.dataset else None,
+                 "ood_data_root": d.ood_data_root if d.ood_dataset == self.ood_dataset else None}
+        return replace(d, **roots)
+
+    def dataset_for(self, split: str, block: Block | None = None) -> tuple[str, str | None]:
+        """(dataset name, data root) of a grid split ("id" or "ood") in ``block``'s domain (default: the main one)."""
+        return self.domain(block).dataset_for(split)
 
     def resolved(self) -> dict:
         """The grid as plain data (canonical specs, "all" expanded): what run.json records and the hash covers."""
@@ -161,7 +205,33 @@ def _block(where: str, raw: dict, base: dict | None) -> Block:
     label = raw.get("label", "main" if base is None else None)
     if label is None:
         label = "extra"
-    return Block(label=_str(f"{where}label", label), **vals)
+    domain = {}
+    if base is not None:
+        if "dataset" in raw:
+            domain["dataset"] = _dataset(f"{where}dataset", raw["dataset"])
+        if "ood_dataset" in raw:
+            domain["ood_dataset"] = _dataset(f"{where}ood_dataset", raw["ood_dataset"])
+        if "image_size" in raw:
+            domain["image_size"] = _image_size(f"{where}image_size", raw["image_size"])
+        if "images_per_split" in raw:
+            domain["images_per_split"] = _images_per_split(f"{where}images_per_split", raw["images_per_split"])
+    return Block(label=_str(f"{where}label", label), domain=domain, **vals)
+
+
+def _image_size(where: str, v) -> int:
+    size = _int(where, v, lo=4)
+    if size > MAX_IMAGE_SIZE:
+        _fail(where, f"must be <= {MAX_IMAGE_SIZE} pixels, got {size}")
+    return size
+
+
+def _images_per_split(where: str, ips) -> dict:
+    if isinstance(ips, dict):
+        for k in ips:
+            if k not in SPLITS:
+                _fail(where, f"unknown split {k!r}; valid: {', '.join(SPLITS)}")
+        return {s: _images_count(f"{where}.{s}", ips.get(s, 8)) for s in SPLITS}
+    return dict.fromkeys(SPLITS, _images_count(where, ips))
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -229,17 +299,8 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
     for k in ("data_root", "ood_data_root"):
         v = raw.get(k)
         roots[k] = None if v is None else _str(k, v)
-    size = _int("image_size", raw.get("image_size", 16), lo=4)
-    if size > MAX_IMAGE_SIZE:
-        _fail("image_size", f"must be <= {MAX_IMAGE_SIZE} pixels, got {size}")
-    ips = raw.get("images_per_split", 8)
-    if isinstance(ips, dict):
-        for k in ips:
-            if k not in SPLITS:
-                _fail("images_per_split", f"unknown split {k!r}; valid: {', '.join(SPLITS)}")
-        ips = {s: _images_count(f"images_per_split.{s}", ips.get(s, 8)) for s in SPLITS}
-    else:
-        ips = dict.fromkeys(SPLITS, _images_count("images_per_split", ips))
+    size = _image_size("image_size", raw.get("image_size", 16))
+    ips = _images_per_split("images_per_split", raw.get("images_per_split", 8))
     raw_b = raw["budget"]
     budgets = _list("budget", raw_b, _int) if isinstance(raw_b, list) else [_int("budget", raw_b)]
     mle = _int("mle_steps", raw["mle_steps"], lo=0)

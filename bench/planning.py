@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.grid import Grid
+from bench.grid import Domain, Grid
 from bench.grid_fields import is_prior_path
 from bench.identity import cell_ids, unit_id
 from bench.loading import get_images, get_prior
@@ -82,14 +82,19 @@ def preflight(grid: Grid, prior_dir: str | None = None) -> None:
     from bench.datasets.base import DATASETS
 
     problems = []
-    for split in grid.values("splits"):
-        ds, root = grid.dataset_for(split)
-        cls = DATASETS.get(ds)
-        flag = "--data-root" if split == "id" else "--ood-root"
-        if cls.needs_root and not root:
-            problems.append(f"{flag} (dataset {ds!r} for split {split!r} reads images from a folder)")
-        elif root and not Path(root).expanduser().is_dir():
-            problems.append(f"{flag} {root!r} is not a folder")
+    for b in grid.blocks:
+        for split in b.splits:
+            ds, root = grid.dataset_for(split, b)
+            cls = DATASETS.get(ds)
+            flag = "--data-root" if split == "id" else "--ood-root"
+            if cls.needs_root and not root:
+                msg = f"{flag} (dataset {ds!r} for split {split!r} reads images from a folder)"
+            elif root and not Path(root).expanduser().is_dir():
+                msg = f"{flag} {root!r} is not a folder"
+            else:
+                continue
+            if msg not in problems:
+                problems.append(msg)
     missing = []
     for spec in grid.values("priors"):
         if is_prior_path(spec) and not Path(resolve_prior(spec, prior_dir)).is_file():
@@ -103,11 +108,11 @@ def preflight(grid: Grid, prior_dir: str | None = None) -> None:
         raise UserError(f"grid {grid.name!r} cannot start, missing: " + "; ".join(problems))
 
 
-def split_images(grid: Grid, split: str) -> list[str]:
-    """Image ids of a grid split (first ``images_per_split`` of the dataset's test split, id order)."""
-    ds, root = grid.dataset_for(split)
-    iset = get_images(ds, "test", grid.image_size, root)
-    k = grid.images_per_split[split]
+def split_images(domain: Domain, split: str) -> list[str]:
+    """Image ids of a split of ``domain`` (first ``images_per_split`` of the dataset's test split, id order)."""
+    ds, root = domain.dataset_for(split)
+    iset = get_images(ds, "test", domain.image_size, root)
+    k = domain.images_per_split[split]
     if k is not None and k > len(iset) and not iset.missing:
         raise UserError(f"images_per_split = {k} exceeds the {len(iset)} images of {ds}/test (split {split!r}); "
                         f"use at most {len(iset)} or \"all\"")
@@ -115,9 +120,9 @@ def split_images(grid: Grid, split: str) -> list[str]:
     return list(iset.ids if k is None else iset.ids[:k])
 
 
-def image_channels(grid: Grid, split: str) -> tuple:
-    ds, root = grid.dataset_for(split)
-    return tuple(get_images(ds, "test", grid.image_size, root).images.shape[1:])
+def image_channels(domain: Domain, split: str) -> tuple:
+    ds, root = domain.dataset_for(split)
+    return tuple(get_images(ds, "test", domain.image_size, root).images.shape[1:])
 
 
 def lookup_tuned(tuned: dict | None, solver: str, task: str, prior: str) -> dict:
@@ -154,35 +159,36 @@ def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, pr
     from bench.tasks import make_task
 
     provenance = provenance or {}
-    images = {s: split_images(grid, s) for s in grid.values("splits")}
-    for s in images:
-        for t in grid.values("tasks"):
-            make_task(t).check_shape(image_channels(grid, s))
-    priors = {}
-    for spec in grid.values("priors"):
-        lp = get_prior(resolve_prior(spec, prior_dir), "cpu")
-        for s in images:
-            shape = image_channels(grid, s)
-            if lp.image_shape != shape:
-                raise UserError(f"prior {spec!r} models images of shape {lp.image_shape} but grid "
-                                f"{grid.name!r} gives {shape} (image_size {grid.image_size}, split {s!r})")
-        priors[spec] = lp
-    keys: dict = {}
+    priors, images, domains, keys = {}, {}, {}, {}
     for b in grid.blocks:
+        dom = grid.domain(b)
         for split in b.splits:
-            for prior in b.priors:
+            where = (dom.dataset_for(split), dom.image_size, dom.images_per_split[split], split)
+            if where not in images:
+                domains[where] = dom
+                images[where] = split_images(dom, split)
+                for t in b.tasks:
+                    make_task(t).check_shape(image_channels(dom, split))
+            shape = image_channels(dom, split)
+            for spec in b.priors:
+                if spec not in priors:
+                    priors[spec] = get_prior(resolve_prior(spec, prior_dir), "cpu")
+                if priors[spec].image_shape != shape:
+                    raise UserError(f"prior {spec!r} models images of shape {priors[spec].image_shape} but grid "
+                                    f"{grid.name!r} gives {shape} (image_size {dom.image_size}, split {split!r}, "
+                                    f"block {b.label!r})")
                 for task in b.tasks:
                     for seed in b.seeds:
                         for solver in b.solvers:
                             for budget in grid.budgets:   # each budget is its own cell (AIPO's schedule uses it)
-                                keys.setdefault((split, prior, task, seed, solver, budget), set()).update(b.lams)
+                                keys.setdefault((where, spec, task, seed, solver, budget), set()).update(b.lams)
     units = []
-    for (split, prior, task, seed, solver, budget), lams in keys.items():
-        ds, root = grid.dataset_for(split)
+    for (where, prior, task, seed, solver, budget), lams in keys.items():
+        (ds, root), dom, split = where[0], domains[where], where[-1]
         units.append(make_unit(
             task=task, prior_spec=resolve_prior(prior, prior_dir), prior=priors[prior], dataset=ds,
-            dataset_split="test", split=split, data_root=root, image_size=grid.image_size, image_ids=images[split],
-            lams=lams, solver=solver, tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed,
-            budget=budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports,
-            protocol=grid.protocol))
+            dataset_split="test", split=split, data_root=root, image_size=dom.image_size,
+            image_ids=images[where], lams=lams, solver=solver,
+            tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed, budget=budget,
+            mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports, protocol=grid.protocol))
     return units

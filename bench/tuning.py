@@ -172,6 +172,8 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     priors = {p: get_prior(resolve_prior(p, prior_dir), "cpu") for p in grid.values("priors")}
     combos: dict = {}
     for b in grid.blocks:
+        if b.domain:        # tuning reads the main domain's validation images; blocks with their own are not tuned
+            continue
         for prior in b.priors:
             for task in b.tasks:
                 for solver in b.solvers:

@@ -53,7 +53,7 @@ def _faces() -> np.ndarray:
 @DATASETS.register("lfw-faces")
 class LFWFaces(Dataset):
     splits = ("train", "val", "test")
-    ood = "ood"
+    ood = "textures"
     description = "100 grey LFW faces shipped with scikit-image; fixed 70/10/20 train/val/test split"
 
     def load(self, split: str, size: int = 16, root: str | None = None) -> ImageSet:

@@ -172,3 +172,24 @@ def test_list_grids(capsys):
     out = capsys.readouterr().out
     for name in preset_names():
         assert name in out
+
+
+def test_block_with_its_own_domain_plans_its_own_images():
+    """An extra block may bring its own dataset, OOD set, image size and image count: its units read those, the
+    main block's units keep the grid's, a bad domain value names its field, and filters keep the domain."""
+    from bench.planning import plan_units
+
+    g = grid_of(solvers=["observed"], tasks=["denoise"], lams=[1.0], images_per_split=1,
+                extra=[{"label": "sharp", "dataset": "fashion-mnist", "ood_dataset": "patches", "image_size": 28,
+                        "images_per_split": {"id": 2, "ood": 1}, "priors": ["glow-m"]}])
+    assert g.blocks[1].domain["image_size"] == 28 and g.domain(g.main).image_size == 16
+    assert g.blocks[1].as_dict()["dataset"] == "fashion-mnist" and "dataset" not in g.main.as_dict()
+    units = plan_units(g)
+    got = {(u.prior, u.dataset, u.image_size, len(u.image_ids)) for u in units}
+    assert got == {("realnvp-xs", "lfw-faces", 16, 1), ("realnvp-xs", "ood", 16, 1),
+                   ("glow-m", "fashion-mnist", 28, 2), ("glow-m", "patches", 28, 1)}
+    assert apply_filters(g, prior=["glow-m"]).blocks[0].domain == g.blocks[1].domain
+    with pytest.raises(UserError, match="extra\\[0\\].image_size"):
+        grid_of(extra=[{"image_size": 2}])
+    with pytest.raises(UserError, match="prior 'realnvp-xs' models images of shape"):
+        plan_units(grid_of(extra=[{"image_size": 28, "dataset": "fashion-mnist"}]))

@@ -317,9 +317,7 @@ OOD_GAP = 0.8   # bits/dim: an OOD set must score at least this much worse than 
 @pytest.mark.parametrize("name", [r["name"] for r in shipped()])
 def test_ood_set_is_out_of_distribution(name):
     """Every shipped prior scores its dataset's declared OOD set ≥ OOD_GAP bits/dim worse than its test images, and
-    the figure its provenance records (shown by `list priors`) is what it scores now. The faces priors are the
-    known exception (README "Priors": every natural set tried scores better under them): asserted as such, so the
-    day they pass, this test says the README is out of date."""
+    the figure its provenance records (shown by `list priors`) is what it scores now."""
     from bench.datasets.base import load_dataset
     from bench.priors.training import evaluate_bpd, ood_bpd
 
@@ -333,7 +331,4 @@ def test_ood_set_is_out_of_distribution(name):
     except UserError:                          # a split of fewer than 256 images (20 LFW test faces): all of it
         test_images = load_dataset(prov["dataset"], "test", size).images
     test = evaluate_bpd(lp.model, test_images)
-    if prov["dataset"] == "lfw-faces":
-        assert measured["ood_bpd"] - test < OOD_GAP, (name, measured, test)
-        return
     assert measured["ood_bpd"] - test >= OOD_GAP, (name, measured, test)
