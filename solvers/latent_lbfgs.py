@@ -45,8 +45,8 @@ class LatentLBFGS(Solver):
     is the harness's own addition, not Asim's setting: ``torch.optim.LBFGS``'s ``line_search_fn="strong_wolfe"``
     (bracketing and zoom with cubic interpolation, Nocedal & Wright Alg. 3.5/3.6; c1 = 1e-4, c2 = 0.9, at most
     max_eval − current_evals evaluations per search), per row: each row searches with its own state and
-    evaluations. With lr = 1 the fixed steps can diverge (G(z) non-finite) on denoising; the line search only
-    accepts steps that decrease the objective. Each trial point costs one pass; a row whose budget runs out
+    evaluations. With lr = 1 the fixed steps can diverge (G(z) non-finite) on denoising; the line search moves
+    only to an evaluated point no higher than its start (non-finite values aside). Each trial point costs one pass; a row whose budget runs out
     mid-search keeps the best point it evaluated. With it the trace records every evaluated point, trial points
     included.
 
