@@ -7,7 +7,7 @@ from bench.errors import UserError
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.optim import clamp01, lbfgs_minimize
+from bench.solvers.optim import LINE_SEARCHES, clamp01, lbfgs_minimize
 
 torch = lazy_module("torch")
 
@@ -25,7 +25,7 @@ PENALTIES = ("l2", "l2sq")
 @SOLVERS.register("latent-lbfgs")
 class LatentLBFGS(Solver):
     """min_z ||y − f(G(z))||² + γ·||z|| (Asim eq. 2; ``penalty = "l2sq"`` uses γ||z||², their App. B variant),
-    z0 = 0, solved with L-BFGS without line search, returning x̂ = clip(G(ẑ), 0, 1).
+    z0 = 0, solved with L-BFGS (by default without line search), returning x̂ = clip(G(ẑ), 0, 1).
 
     The optimiser is :func:`bench.solvers.optim.lbfgs_minimize`, a per-row mirror of
     ``torch.optim.LBFGS(lr, max_iter=20, max_eval=25, history_size=100, tolerance_grad=1e-7,
@@ -41,6 +41,15 @@ class LatentLBFGS(Solver):
     γ = 1 at n = 64 pins ẑ at the kink z = 0, where the L-BFGS secant pairs blow up (measured: G(z) diverges).
     An explicit ``gamma`` is used as given. The resolved values are returned per row in ``info``.
 
+    ``line_search``: ``"none"`` (default) is Asim's/GlowIP's setting, fixed steps of size lr. ``"strong_wolfe"``
+    is the harness's own addition, not Asim's setting: ``torch.optim.LBFGS``'s ``line_search_fn="strong_wolfe"``
+    (bracketing and zoom with cubic interpolation, Nocedal & Wright Alg. 3.5/3.6; c1 = 1e-4, c2 = 0.9, at most
+    max_eval − current_evals evaluations per search), per row: each row searches with its own state and
+    evaluations. With lr = 1 the fixed steps can diverge (G(z) non-finite) on denoising; the line search moves
+    only to an evaluated point no higher than its start (non-finite values aside). Each trial point costs one pass; a row whose budget runs out
+    mid-search keeps the best point it evaluated. With it the trace records every evaluated point, trial points
+    included.
+
     Budget: one pass (``decode_with_log_prob`` + backward) per evaluation, at most ``ctx.budget − 1`` per row;
     the last pass decodes ẑ when the final iterate was not evaluated. The trace records the returned image
     clip(G(z), 0, 1) of the evaluated iterates, and the harness scores it like x̂ (at every λ of the cell).
@@ -55,9 +64,12 @@ class LatentLBFGS(Solver):
                   "max_iter": Param(int, 20, doc="inner iterations per LBFGS.step"),
                   "history_size": Param(int, 100, doc="L-BFGS memory"),
                   "tolerance_grad": Param(float, 1e-7, doc="torch LBFGS tolerance_grad"),
-                  "tolerance_change": Param(float, 1e-9, doc="torch LBFGS tolerance_change")}
+                  "tolerance_change": Param(float, 1e-9, doc="torch LBFGS tolerance_change"),
+                  "line_search": Param(str, "none", doc="line search: none (GlowIP, fixed step lr) or "
+                                                        "strong_wolfe (torch LBFGS line_search_fn; not Asim's)")}
     ranges = {"lr": ">0", "steps": ">=1", "gamma": ">=0", "penalty": "|".join(PENALTIES), "max_iter": ">=1",
-              "history_size": ">=1", "tolerance_grad": ">=0", "tolerance_change": ">=0"}
+              "history_size": ">=1", "tolerance_grad": ">=0", "tolerance_change": ">=0",
+              "line_search": "|".join(LINE_SEARCHES)}
     lam_independent = True
     chaotic = True   # L-BFGS without a line search: other CPUs' last bits lead to other local minima
     description = "Asim et al. 2020: LBFGS on min_z ||y - f(G(z))||^2 + gamma ||z|| from z0 = 0 (GlowIP settings)"
@@ -136,7 +148,8 @@ class LatentLBFGS(Solver):
                              float(p["lr"]), int(p["steps"]), ctx.budget - 1 - prior.used.to(dev),
                              max_iter=int(p["max_iter"]), history_size=int(p["history_size"]),
                              tolerance_grad=float(p["tolerance_grad"]),
-                             tolerance_change=float(p["tolerance_change"]), on_eval=on_eval)
+                             tolerance_change=float(p["tolerance_change"]), on_eval=on_eval,
+                             line_search=p["line_search"])
         pend = res.pending.nonzero().squeeze(1)
         if len(pend) and int(prior.remaining(pend.cpu()).min()) >= 1:   # always true unless ctx.budget == 0
             rl = pend.cpu().tolist()
