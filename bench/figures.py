@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.figures_recon import plot_cs_sweep, plot_recon  # noqa: E402
+from bench.regime_gaps import plot_regime_gaps, regime_gaps  # noqa: E402
 from bench.store import read_traces  # noqa: E402
 from bench.tables import is_ok, rank_cells, solver_order, split_order, task_order  # noqa: E402
 
@@ -220,7 +221,7 @@ def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
 # ---------------------------------------------------------------------------------------------------- all
 def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Path, prof: dict | None = None,
              traces: pd.DataFrame | None = None) -> dict:
-    """Write every figure into ``fig_dir``; return {"anytime"|"profiles"|"budget"|"recon"|"cs_sweep":
+    """Write every figure into ``fig_dir``; return {"anytime"|"profiles"|"budget"|"recon"|"cs_sweep"|"regime":
     [(caption, relative path)]}. ``rows``: as :func:`bench.report.load_run` returns them; ``traces``: the run's
     traces (``None``: read from ``run_dir``); ``prof``: :func:`bench.profiles.profiles` of the run (drawn when
     given).
@@ -228,7 +229,7 @@ def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Pat
     A figure that fails is skipped with a warning on stderr (the tables are still written)."""
     run_dir, fig_dir = Path(run_dir), Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    out = {"anytime": [], "profiles": [], "budget": [], "recon": [], "cs_sweep": []}
+    out = {"anytime": [], "profiles": [], "budget": [], "recon": [], "cs_sweep": [], "regime": []}
 
     def rel(p: Path) -> str:
         try:
@@ -265,4 +266,6 @@ def make_all(run_dir, rows: pd.DataFrame, meta: dict, fig_dir: Path, rel_to: Pat
         attempt("recon", lambda p, t=task: plot_recon(run_dir, rows, t, p, meta),
                 fig_dir / f"recon_{_safe(task)}.png")
     attempt("cs_sweep", lambda p: plot_cs_sweep(run_dir, rows, p, meta), fig_dir / "psnr_vs_m.png")
+    attempt("regime", lambda p: plot_regime_gaps(regime_gaps(rows), p)
+            and "each solver's paired gap to the best against the data / prior ratio", fig_dir / "regime_gaps.png")
     return out

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.tables import is_ok, task_base
+from bench.tables import is_ok
 
 TRIVIAL = "observed"
 
@@ -63,8 +63,7 @@ def regime(df: pd.DataFrame) -> pd.DataFrame:
         n = pd.to_numeric(ok["image_size"], errors="coerce") ** 2
         ok["bpd"] = -lp / (n * math.log(2))
     ok["ratio"] = pd.to_numeric(ok["data_nll"], errors="coerce").abs() / lp.abs().where(lp.abs() > 0)
-    ok["task_group"] = ok["task"].map(task_base)
-    keys = [c for c in ("dataset", "prior") if c in ok.columns] + ["task_group", "lam"]
+    keys = [c for c in ("dataset", "prior") if c in ok.columns] + ["task", "lam"]
     g = ok.groupby(keys, sort=True)
     return pd.DataFrame({"bits_per_dim": g["bpd"].mean(), "data_to_prior": g["ratio"].mean(),
                          "rows": g.size()}).reset_index()
@@ -121,7 +120,7 @@ def regime_lines(reg: pd.DataFrame, link: str | None = None) -> list[str]:
 
     if reg.empty:
         return []
-    keys = [c for c in ("dataset", "prior", "task_group") if c in reg.columns]
+    keys = [c for c in ("dataset", "prior", "task") if c in reg.columns]
     top = reg.loc[reg.groupby(keys)["lam"].idxmax()]
     rows = [[*(str(r[k]) for k in keys), f"{r['lam']:g}", f"{r['bits_per_dim']:.2f}", f"{r['data_to_prior']:.3f}"]
             for _, r in top.iterrows() if np.isfinite(r["bits_per_dim"])]
@@ -131,7 +130,7 @@ def regime_lines(reg: pd.DataFrame, link: str | None = None) -> list[str]:
             "Where the prior-based solvers' reconstructions sit, at the largest λ: mean −log p_G(x̂) in bits/dim, "
             "and the mean ratio |data log-likelihood| / |log p_G(x̂)| of the MAP loss's two terms at x̂."
             + (f" Every λ: [{link}]({link})." if link else ""), "",
-            markdown([*[k.replace("task_group", "task") for k in keys], "λ", "bits/dim", "data / prior ratio"],
+            markdown([*keys, "λ", "bits/dim", "data / prior ratio"],
                      rows), ""]
 
 

@@ -119,6 +119,7 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     ``problems``: what :func:`bench.integrity.run_problems` found; ``anytime``: lines of :func:`anytime_section`."""
     from bench.findings import findings_text, regime_lines, run_fact_lines, start_lines, start_spread
     from bench.headline import headline, markdown_lines
+    from bench.regime_gaps import regime_gap_lines, regime_gaps
 
     solvers = solver_order(df["solver"].unique(), meta)
     info = run_info(df, meta)
@@ -134,6 +135,9 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     out += markdown_lines(groups, tables["index"] if tables else None)
     if regime is not None:
         out += regime_lines(regime, tables.get("regime") if tables else None)
+    fig = [rel for _, rel in (figures or {}).get("regime", [])]
+    out += regime_gap_lines(regime_gaps(df), fig[0] if fig else None,
+                            f"{TABLES}/regime_gaps.md" if tables and tables.get("regime_gaps") else None)
     out += start_lines(start_spread(df))
     out += ["## Details", ""]
     if html:
@@ -157,7 +161,8 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
         out += ["## Figures", ""]
         for key, title in (("anytime", "Anytime curves"), ("profiles", "Data profiles and target ECDFs"),
                            ("budget", "Rankings against the budget"), ("recon", "Reconstructions"),
-                           ("cs_sweep", "PSNR vs m (measurement sweep)")):
+                           ("cs_sweep", "PSNR vs m (measurement sweep)"),
+                           ("regime", "Gap to the best against the regime")):
             items = figures.get(key) or []
             if not items:
                 continue

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS
+from bench.regime_gaps import regime_gaps, write_gap_table
 from bench.tables import (BASELINE, cell_stats, cell_verdicts, markdown, metric_table, paired_table, ranking,
                           task_order)
 
@@ -91,6 +92,9 @@ def write_tables(out_dir: Path, df: pd.DataFrame, solvers: list, groups, reg: pd
                                         + markdown(list(reg.columns), rr) + "\n")
         reg_rel = f"{TABLES}/regime.md"
         index.append("- [regime per λ](regime.md) ([csv](regime.csv))")
+    gap_md = write_gap_table(regime_gaps(df), tdir)
+    if gap_md:
+        index.append(f"- [gap to the best solver against the regime]({gap_md}) (csv: regime_gaps.csv)")
     if anytime is not None and len(anytime):
         anytime.to_csv(tdir / "anytime_scores.csv")
         ar = [[a] + [f"{anytime.loc[a, c]:.3f}" if np.isfinite(anytime.loc[a, c]) else "—" for c in anytime.columns]
@@ -99,4 +103,4 @@ def write_tables(out_dir: Path, df: pd.DataFrame, solvers: list, groups, reg: pd
                                                 + markdown(["solver"] + list(anytime.columns), ar) + "\n")
         index.append("- [anytime scores per task](anytime_scores.md) ([csv](anytime_scores.csv))")
     (tdir / "index.md").write_text("\n".join(index) + "\n")
-    return {"blocks": blocks, "regime": reg_rel, "index": f"{TABLES}/index.md"}
+    return {"blocks": blocks, "regime": reg_rel, "regime_gaps": gap_md, "index": f"{TABLES}/index.md"}

@@ -1,0 +1,145 @@
+"""Where continuation pays off, measured: each solver's paired gap to the best solver against the regime.
+
+A *regime point* is one (dataset, prior, task, λ) of a run, on its in-distribution images. Its abscissa is the
+ratio |log p_e(y − f(x̂))| / |log p_G(x̂)| of the MAP loss's two terms at the prior-based solvers' reconstructions
+(:func:`bench.findings.regime`, mean over rows): small where the prior dominates the objective, large where the data
+term does. A grid with a regime axis (the same images under several noise levels σ) spreads these points over a
+range of ratios. At each point, per (image, seed), the best solver is the one with the lowest MAP loss (or the
+highest PSNR) among the solvers that ran there; a solver's gap is the mean over (image, seed) of its distance to
+that best, in nats (MAP loss) and dB (PSNR). Rows that failed count as missing, and a solver's gap is reported only
+where it has every (image, seed) of the point.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.findings import regime
+from bench.tables import is_ok, markdown
+
+POINT = ["dataset", "prior", "task", "lam"]
+METRICS = {"map_loss": "min", "psnr": "max"}   # metric -> which end is best
+
+
+def regime_gaps(df: pd.DataFrame, split: str = "id") -> pd.DataFrame:
+    """One row per (regime point, solver): ratio, map_loss gap (nats, ≥ 0), psnr gap (dB, ≥ 0), pairs. Empty when
+    the rows lack what it needs."""
+    need = set(POINT) | {"solver", "image_id", "seed", "split", "status", *METRICS}
+    if not need <= set(df.columns):
+        return pd.DataFrame()
+    ok = df[is_ok(df) & (df["split"].astype(str) == split)].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["lam"] = ok["lam"].astype(float)
+    reg = regime(ok)
+    if reg.empty:
+        return pd.DataFrame()
+    ratio = reg.set_index(POINT)["data_to_prior"]
+    out = []
+    for point, g in ok.groupby(POINT, sort=True):
+        if point not in ratio.index or not np.isfinite(ratio.loc[point]):
+            continue
+        gaps = {}
+        for metric, best in METRICS.items():
+            per = g.pivot_table(index=["seed", "image_id"], columns="solver", values=metric, aggfunc="first")
+            per = per.apply(pd.to_numeric, errors="coerce").replace([np.inf, -np.inf], np.nan)
+            ref = per.min(axis=1) if best == "min" else per.max(axis=1)
+            gap = (per.sub(ref, axis=0) if best == "min" else per.rsub(ref, axis=0))
+            gaps[metric] = gap.mean(axis=0).where(per.notna().all(axis=0)), len(per)
+        for solver in gaps["map_loss"][0].index:
+            out.append({**dict(zip(POINT, point)), "ratio": float(ratio.loc[point]), "solver": solver,
+                        "map_loss_gap": gaps["map_loss"][0].get(solver, np.nan),
+                        "psnr_gap": gaps["psnr"][0].get(solver, np.nan), "pairs": gaps["map_loss"][1]})
+    return pd.DataFrame(out)
+
+
+def has_axis(gaps: pd.DataFrame, min_points: int = 4) -> bool:
+    """Whether some (dataset, prior) has at least ``min_points`` regime points: enough to read a curve."""
+    if gaps.empty:
+        return False
+    return bool((gaps.groupby(["dataset", "prior"])["ratio"].nunique() >= min_points).any())
+
+
+def summary_rows(gaps: pd.DataFrame) -> list[list[str]]:
+    """Per regime point (by prior, then ratio): the best solver by mean MAP loss gap and by PSNR gap, and the gap of
+    the runner-up, so a reader sees where the winner changes."""
+    rows = []
+    for (ds, prior), g in gaps.groupby(["dataset", "prior"], sort=True):
+        for (task, lam), p in sorted(g.groupby(["task", "lam"]), key=lambda kv: kv[1]["ratio"].iloc[0]):
+            cells = [str(prior), str(task), f"{lam:g}", f"{p['ratio'].iloc[0]:.2f}"]
+            for col in ("map_loss_gap", "psnr_gap"):
+                s = p.set_index("solver")[col].dropna().sort_values()
+                if s.empty:
+                    cells += ["—", "—"]
+                    continue
+                cells.append(f"`{s.index[0]}` ({s.iloc[0]:.2f})")
+                cells.append(f"`{s.index[1]}` +{s.iloc[1] - s.iloc[0]:.2f}" if len(s) > 1 else "—")
+            rows.append(cells)
+    return rows
+
+
+def regime_gap_lines(gaps: pd.DataFrame, figure: str | None = None, table: str | None = None) -> list[str]:
+    """The leaderboard section: the summary table, and links to the figure and the full table."""
+    if not has_axis(gaps):
+        return []
+    head = ["prior", "task", "λ", "data / prior ratio", "lowest MAP loss (mean gap)", "runner-up",
+            "highest PSNR (mean gap)", "runner-up"]
+    links = " ".join(x for x in (f"Figure: [{figure}]({figure})." if figure else "",
+                                 f"Every solver's gaps: [{table}]({table})." if table else "") if x)
+    return ["## Regime axis: which solver wins where", "",
+            "Each in-distribution (prior, task, λ) point, ordered by the ratio |log p_e| / |log p_G| at the "
+            "reconstructions (small: the prior dominates; large: the data term does). Per image and seed the best "
+            "solver is the one with the lowest MAP loss (highest PSNR); a solver's gap is its mean distance to that "
+            "best (nats, dB). " + links, "", markdown(head, summary_rows(gaps)), ""]
+
+
+def write_gap_table(gaps: pd.DataFrame, tdir) -> str | None:
+    """``tdir/regime_gaps.csv`` and ``.md`` (every solver's gaps); returns the markdown file name."""
+    if gaps.empty:
+        return None
+    gaps.to_csv(tdir / "regime_gaps.csv", index=False)
+    wide = gaps.pivot_table(index=["prior", "task", "lam", "ratio"], columns="solver", values="map_loss_gap")
+    wide = wide.reset_index().sort_values(["prior", "ratio"])
+    rows = [[str(r["prior"]), str(r["task"]), f"{r['lam']:g}", f"{r['ratio']:.2f}",
+             *(f"{r[s]:.2f}" if np.isfinite(r[s]) else "—" for s in wide.columns[4:])] for _, r in wide.iterrows()]
+    (tdir / "regime_gaps.md").write_text(
+        "# MAP-loss gap to the best solver (nats) against the regime\n\n"
+        "Mean over in-distribution images and seeds of (solver's MAP loss − the lowest of any solver); the PSNR "
+        "gaps are in regime_gaps.csv.\n\n"
+        + markdown(["prior", "task", "λ", "ratio", *map(str, wide.columns[4:])], rows) + "\n")
+    return "regime_gaps.md"
+
+
+def plot_regime_gaps(gaps: pd.DataFrame, path) -> bool:
+    """One row of panels per prior (MAP-loss gap, PSNR gap) against the ratio, one line per solver; log x, symlog y.
+    Returns False (nothing written) without a regime axis."""
+    if not has_axis(gaps):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    priors = [p for p, g in gaps.groupby("prior", sort=True) if g["ratio"].nunique() >= 2]
+    solvers = sorted(gaps["solver"].unique())
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(solvers), 2)))
+    fig, axes = plt.subplots(len(priors), 2, figsize=(11, 3.2 * len(priors)), squeeze=False)
+    for i, prior in enumerate(priors):
+        g = gaps[gaps["prior"] == prior].sort_values("ratio")
+        for j, (col, unit) in enumerate((("map_loss_gap", "nats"), ("psnr_gap", "dB"))):
+            ax = axes[i][j]
+            for k, s in enumerate(solvers):
+                gs = g[(g["solver"] == s) & g[col].notna()]
+                if len(gs):
+                    ax.plot(gs["ratio"], gs[col], "o-", ms=3, lw=1, color=colours[k], label=s)
+            ax.set_xscale("log")
+            ax.set_yscale("symlog", linthresh=1.0 if unit == "nats" else 0.1)
+            ax.set_xlabel("|log p_e| / |log p_G| at x̂")
+            ax.set_ylabel(f"gap to best ({unit})")
+            ax.set_title(f"{prior}: {'MAP loss' if j == 0 else 'PSNR'}", fontsize=9)
+            ax.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
