@@ -14,8 +14,7 @@ import pytest
 from bench.cli import main as cli
 from synthetic_run import make_run
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
+from bench.screenshot import CHROMIUM, DRIVER, chrome, screenshot
 # what would make a page load a resource: a tag attribute naming one, a CSS url() or @import, a scheme, a script API
 LOADING = [r"""<[a-z]+[^>]*\s(?:src|srcset|href|action|poster|data)\s*=\s*["']?(?!data:|#)""",
            r"url\(\s*['\"]?(?!data:|\$\{sp\.src\})", r"@import", r"(?:https?|ftp|file|wss?):", r"//cdn",
@@ -63,19 +62,10 @@ def test_page_holds_aggregates_details_and_thumbnails(page):
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium + chromedriver installed (apt-get install "
                                                        "chromium chromium-driver)")
 def test_page_works_in_headless_chromium(page, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1800",
-                 f"--user-data-dir={tmp_path / 'profile'}", '--host-resolver-rules=MAP * ~NOTFOUND'):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv = chrome(tmp_path / "profile")
     try:
         drv.get(page.as_uri())
         WebDriverWait(drv, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
@@ -108,3 +98,13 @@ def test_page_works_in_headless_chromium(page, tmp_path):
         assert errors == []
     finally:
         drv.quit()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium + chromedriver installed")
+def test_full_page_screenshot(page, tmp_path):
+    """`python -m bench.screenshot` writes a PNG of the whole page, taller than one window."""
+    w, h = screenshot(page, tmp_path / "shot.png")
+    data = (tmp_path / "shot.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and w == 1400 and h > 1000
+    assert not list(tmp_path.glob("*.part"))
