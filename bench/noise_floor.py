@@ -11,6 +11,10 @@ is just that. Per solver of the table, the first measurable of:
    seeds of ``|metric(seed a) − metric(seed b)|``;
 3. **none** — one budget and one seed: no floor is measurable and the rule below reduces to significance alone.
 
+Solvers that spend no prior passes (``nfe_used == 0`` on every row: lasso, ``observed``) do not count: they have
+no optimiser to be noisy. Their results do not move with the budget at all, and between seeds they move only with
+the problem (the seed draws the observation noise), which would make ``observed`` set a seed floor.
+
 Why budgets first: a budget pair is the *same* problem (same observation, sensing matrix, mask and start; only
 the stopping point moves), so its difference is the optimiser's alone. The seed index also draws the observation
 noise and the sensing matrix (:mod:`bench.seeding`), so a seed difference mixes the problem's variation into the
@@ -19,10 +23,9 @@ still makes between ``B_prev`` and ``B``: a ranking difference smaller than what
 statement about the budget, not the algorithm.
 
 The table's floor is the **largest** per-solver floor (solvers without a pair do not count), not the median: the
-one number has to cover whichever two solvers a row compares, and the solvers that spend no prior passes (lasso,
-``observed``) move by exactly 0 between budgets, so a median would fall with the number of such solvers in the
-grid. It is conservative in the spirit of Holm's correction; the caption names the solver that sets it, and the
-CSV files hold every solver's own floor.
+one number has to cover whichever two solvers a row compares, and a median would let a row through whose two
+solvers are the noisy ones. It is conservative in the spirit of Holm's correction; the caption names the solver
+that sets it, and the CSV files hold every solver's own floor.
 
 The rule (:func:`shows_win`): a row's best solver wins (alone bold) only when its paired difference against the
 runner-up is significant (:func:`bench.tables.cell_verdicts`) **and** its paired mean difference in its favour
@@ -54,6 +57,7 @@ class Floor:
     solvers: int = 0                     # solvers with at least one pair
     budgets: tuple | None = None         # (B, B_prev) of a budget floor
     per_solver: dict = field(default_factory=dict)   # solver -> (floor, pairs)
+    reason: str = NONE_REASON            # why there is no floor (source "none")
 
     @property
     def measurable(self) -> bool:
@@ -69,7 +73,7 @@ class Floor:
     def caption(self) -> str:
         """One line for the table's caption: the floor, how it was measured, and the rule."""
         if not self.measurable:
-            return f"Noise floor: no floor measurable ({NONE_REASON}); bold follows significance alone."
+            return f"Noise floor: no floor measurable ({self.reason}); bold follows significance alone."
         if self.source == "budget":
             how = (f"median |value at budget {_g(self.budgets[0])} − at {_g(self.budgets[1])}| over "
                    f"{self.pairs} (image, λ, seed) pairs")
@@ -156,6 +160,11 @@ def _seed_diffs(table: pd.DataFrame, metric: str):
 def table_floor(run: pd.DataFrame, table: pd.DataFrame, metric: str) -> Floor:
     """The noise floor of the table whose rows are ``table`` (module docstring); ``run``: every row of the run,
     where the same instances at a smaller budget are looked up."""
+    if "nfe_used" in table.columns:   # solvers that optimise: prior passes on some row
+        nfe = pd.to_numeric(table["nfe_used"], errors="coerce").fillna(0)
+        table = table[table["solver"].isin(set(table.loc[nfe > 0, "solver"]))]
+        if table.empty:
+            return Floor(metric, None, "none", reason="no solver spends prior passes")
     budget = _budget_diffs(run, table, metric)
     source, groups, budgets = "none", None, None
     if budget is not None and budget[0].ngroups:
@@ -165,10 +174,10 @@ def table_floor(run: pd.DataFrame, table: pd.DataFrame, metric: str) -> Floor:
         if seeds is not None and seeds.ngroups:
             source, groups = "seed", seeds
     if groups is None:
-        return Floor(metric, None, "none")
+        return Floor(metric, None, "none", reason=NONE_REASON if budget is None else "no pair of ok rows")
     per = {str(s): (float(d.median()), int(len(d))) for s, d in groups if len(d)}
     if not per:
-        return Floor(metric, None, "none")
+        return Floor(metric, None, "none", reason="no pair of ok rows")
     top = max(per, key=lambda s: (per[s][0], s))
     return Floor(metric, per[top][0], source, top, per[top][1], len(per), budgets, per)
 

@@ -58,6 +58,16 @@ def test_floor_from_seeds_without_a_smaller_budget():
     assert f.value == pytest.approx(0.7)
 
 
+def test_solvers_without_prior_passes_do_not_count():
+    df = _rows(budgets=(500,), seeds=(0, 1), seed_move={"a": 0.4, "b": 9.0})
+    df.loc[df["solver"] == "b", "nfe_used"] = 0   # b spends no prior passes: its seed change is the problem's
+    f = task_floor(df, "denoise", "map_loss")
+    assert (f.source, f.solver, f.solvers) == ("seed", "a", 1) and f.value == pytest.approx(0.4)
+    only_b = df[df["solver"] == "b"]
+    g = task_floor(only_b, "denoise", "map_loss")
+    assert not g.measurable and "no solver spends prior passes" in g.caption()
+
+
 def test_budget_floor_preferred_over_seeds():
     df = _rows(seeds=(0, 1), budget_move={"a": 0.2, "b": 0.2}, seed_move={"a": 5.0, "b": 5.0})
     f = task_floor(df, "denoise[budget=500]", "map_loss")
