@@ -129,7 +129,8 @@ def markdown_report(res: dict, name_a: str, name_b: str) -> str:
     out += [f"- rows: A {res['rows'][0]:,}, B {res['rows'][1]:,}; table cells in one run only: A {res['only_a']}, "
             f"B {res['only_b']}", "",
             "Differences are B − A on the same (task, prior, split, λ, solver, seed, image), both rows ok; mean ± se "
-            "over those pairs. Verdicts as in the leaderboard (significant winner after Holm above the noise floor, else a tie).", ""]
+            "over those pairs. Verdicts as in the leaderboard (significant winner after Holm above the noise floor, else "
+            "a tie).", ""]
     v = res["verdicts"]
     sections = (("changed", "Changed verdicts", "a significant winner changed, appeared or disappeared"),
                 ("best_changed", "Changed best mean within ties", "the lowest mean changed but neither run's "

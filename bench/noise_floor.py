@@ -118,7 +118,8 @@ def _instance_task(df: pd.DataFrame) -> pd.Series:
 
 
 def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
-    """|metric(B) − metric(B_prev)| per solver instance of ``table``, with (B, B_prev); None without a smaller budget."""
+    """|metric(B) − metric(B_prev)| per solver instance of ``table``, with (B, B_prev); None without a smaller
+    budget."""
     if "budget" not in table.columns or "budget" not in run.columns:
         return None
     budgets = pd.to_numeric(table["budget"], errors="coerce").dropna()
@@ -147,7 +148,8 @@ def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
 
 
 def _seed_diffs(table: pd.DataFrame, metric: str):
-    """|metric(seed a) − metric(seed b)| per solver over (prior, split, λ, image) and seed pairs; None with < 2 seeds."""
+    """|metric(seed a) − metric(seed b)| per solver over (prior, split, λ, image) and seed pairs; None with < 2
+    seeds."""
     if "seed" not in table.columns or table["seed"].nunique() < 2:
         return None
     ok = _ok_values(table, metric)

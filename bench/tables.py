@@ -191,7 +191,8 @@ def verdict_text(v: dict | None, floor: Floor | None = None) -> str:
     if v["win"]:
         return f"{v['best']} (p = {v['p']:.2g})"
     if v.get("significant") and floor is not None and floor.measurable:
-        return f"tie (p = {v['p']:.2g}; Δ {fmt_num(floor.metric, v['gain'])} ≤ floor {fmt_num(floor.metric, floor.value)})"
+        gain, value = fmt_num(floor.metric, v["gain"]), fmt_num(floor.metric, floor.value)
+        return f"tie (p = {v['p']:.2g}; Δ {gain} ≤ floor {value})"
     return f"tie (p = {v['p']:.2g})"
 
 
