@@ -6,7 +6,7 @@ length, protocol, commit, device, torch version, prior checkpoint, tuning), one 
 run is *what differs* between them (stated in the header, not matched on); one with several values in a run is
 an axis of the runs and is matched on too. Per table cell: n pairs, mean ± se of B − A for MAP loss and PSNR.
 Per (task, prior, split, λ) and metric: the verdict of each run (:func:`bench.tables.cell_verdicts`: the
-significant winner, or a tie of the best two) and whether it changed: another significant winner, or a win
+significant winner above the run's noise floor, or a tie of the best two) and whether it changed: another significant winner, or a win
 where there was a tie or the reverse (a tie between other solvers is no change).
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.noise_floor import table_floor
 from bench.tables import cell_verdicts, is_ok, markdown, solver_order, task_order
 
 VARYING = ["budget", "mle_steps", "protocol", "git_commit", "device", "torch_version", "prior_sha256", "tuned",
@@ -82,7 +83,7 @@ def _verdicts(df: pd.DataFrame, metric: str, axes: list) -> dict:
     out = {}
     for k, g in df.groupby(["task"] + axes, sort=False):
         k = k if isinstance(k, tuple) else (k,)
-        for cell, v in cell_verdicts(g, metric, solvers).items():
+        for cell, v in cell_verdicts(g, metric, solvers, table_floor(df, g, metric)).items():
             out[(k[0], *cell, *k[1:])] = ((v["best"], v["best"], v["best"]) if v.get("win") else
                                           ("tie", "tie (" + ", ".join(sorted((v["best"], v["runner_up"]))) + ")",
                                            v["best"]))
@@ -128,7 +129,8 @@ def markdown_report(res: dict, name_a: str, name_b: str) -> str:
     out += [f"- rows: A {res['rows'][0]:,}, B {res['rows'][1]:,}; table cells in one run only: A {res['only_a']}, "
             f"B {res['only_b']}", "",
             "Differences are B − A on the same (task, prior, split, λ, solver, seed, image), both rows ok; mean ± se "
-            "over those pairs. Verdicts as in the leaderboard (significant winner after Holm, else a tie).", ""]
+            "over those pairs. Verdicts as in the leaderboard (significant winner after Holm above the noise floor, else "
+            "a tie).", ""]
     v = res["verdicts"]
     sections = (("changed", "Changed verdicts", "a significant winner changed, appeared or disappeared"),
                 ("best_changed", "Changed best mean within ties", "the lowest mean changed but neither run's "

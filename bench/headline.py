@@ -10,7 +10,8 @@ group. Per group and solver:
 - **significant wins / losses** against every other solver of the group: per table cell (task × prior × split ×
   λ) and pair of solvers without failed rows there, a two-sided Wilcoxon signed-rank test of the paired
   per-(image, seed) MAP-loss differences; Holm-corrected over every (cell, pair) test of the group at
-  :data:`bench.tables.ALPHA`; a rejected test is a win for the solver with the lower mean;
+  :data:`bench.tables.ALPHA`; a rejected test whose mean difference exceeds the MAP-loss noise floor of the cell's
+  table (:mod:`bench.noise_floor`) is a win for the solver with the lower mean;
 - **median gap to the best**: the median over the group's table cells of (cell mean − best mean of the cell) /
   |best mean|, in %;
 - **mean PSNR**, and **Δ PSNR vs doing nothing**: the mean paired PSNR difference against ``observed`` (absent
@@ -21,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.noise_floor import shows_win, task_floor
 from bench.tables import ALPHA, holm, is_ok, paired, rank_cells, solver_order, task_base, task_order
 
 TRIVIAL = "observed"   # the do-nothing reconstruction (each task's naive estimate)
@@ -64,9 +66,10 @@ def task_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str = "map_loss") -> pd.DataFrame:
+def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str = "map_loss", floors: dict | None = None) -> pd.DataFrame:
     """One row per (table cell, solver a, solver b), a < b in ``solvers`` order: n pairs, mean difference a − b,
-    two-sided Wilcoxon p and ``win`` (the lower-mean solver's name where Holm rejects, else "")."""
+    two-sided Wilcoxon p and ``win`` (the lower-mean solver's name where Holm rejects and |mean difference| exceeds
+    ``floors[task]``, the table's noise floor (:func:`bench.noise_floor.shows_win`), else "")."""
     from scipy.stats import wilcoxon
 
     ok = g[is_ok(g)]
@@ -93,7 +96,9 @@ def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str = "map_loss") -> 
                          "mean_diff": float(col.mean()) if len(col) else np.nan, "p": float(pv)})
     t = pd.DataFrame(recs, columns=CELL + ["a", "b", "n", "mean_diff", "p"])
     rej = holm(dict(enumerate(t["p"]))) if len(t) else {}
-    t["win"] = [("" if not rej.get(i) else (r.a if r.mean_diff < 0 else r.b)) for i, r in enumerate(t.itertuples())]
+    floors = floors or {}
+    t["win"] = [("" if not shows_win(bool(rej.get(i)), abs(r.mean_diff), floors.get(r.task)) else
+                 (r.a if r.mean_diff < 0 else r.b)) for i, r in enumerate(t.itertuples())]
     return t
 
 
@@ -116,11 +121,13 @@ def _median_gap(g: pd.DataFrame, solvers: list) -> pd.Series:
     return rel.median()
 
 
-def group_table(g: pd.DataFrame, meta: dict | None = None) -> pd.DataFrame:
-    """The ranking table of one task group (module docstring), sorted by mean rank."""
+def group_table(g: pd.DataFrame, meta: dict | None = None, run: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ranking table of one task group (module docstring), sorted by mean rank. ``run``: every row of the run
+    (where the noise floors look up smaller budgets; default ``g``)."""
     solvers = solver_order(g["solver"].unique(), meta)
     ranks = rank_cells(g, "map_loss", solvers)
-    tests = pairwise_tests(g, solvers)
+    run = g if run is None else run
+    tests = pairwise_tests(g, solvers, floors={t: task_floor(run, t, "map_loss") for t in g["task"].unique()})
     wl = wins_losses(tests, solvers)
     ok = g[is_ok(g)]
     t = pd.DataFrame(index=pd.Index(solvers, name="solver"))
@@ -141,7 +148,7 @@ def group_table(g: pd.DataFrame, meta: dict | None = None) -> pd.DataFrame:
 
 def headline(df: pd.DataFrame, meta: dict | None = None) -> list[tuple[str, pd.DataFrame]]:
     """[(group label, :func:`group_table`)] for every task group of the run."""
-    return [(label, group_table(g, meta)) for label, g in task_groups(df)]
+    return [(label, group_table(g, meta, df)) for label, g in task_groups(df)]
 
 
 def _num(x, fmt: str, dash: str = "—") -> str:
@@ -156,7 +163,8 @@ def markdown_lines(groups: list[tuple[str, pd.DataFrame]], tables_link=None) -> 
            "Per task group (the cells of a task in which the same solvers ran): solvers by **mean rank of MAP loss** "
            "over the group's cells (task × prior × split × λ × seed; 1 = best; ± its sd over cells; a failed row "
            f"ranks last); **W / L**: significant wins / losses against every other solver (paired per-image "
-           f"Wilcoxon per table cell, two-sided, Holm over all the group's cell × pair tests, α = {ALPHA}); "
+           f"Wilcoxon per table cell, two-sided, Holm over all the group's cell × pair tests, α = {ALPHA}, and a "
+           "mean difference above the table's noise floor); "
            "**gap**: median over cells of (solver's mean − best mean) / |best mean|; **ΔPSNR vs nothing**: mean "
            f"paired PSNR difference against `{TRIVIAL}` (doing nothing)."
            + (f" Per-cell tables with verdicts: [{tables_link}]({tables_link})." if tables_link else ""), ""]

@@ -3,7 +3,8 @@ the raw rows.
 
 - ``rows``: one entry per table row (task, prior, split, λ) with its filter keys (dataset, task, prior, split, λ,
   budget, protocol) and per solver and metric mean, se, n and failed, plus the verdicts of
-  :func:`bench.tables.cell_verdicts`;
+  :func:`bench.tables.task_verdicts` and per metric the table's noise floor (:mod:`bench.noise_floor`: value,
+  source, caption);
 - ``detail``: per table row and solver, the per-(image, seed) values of every table metric and the status;
 - ``sprites``: per table row, one PNG (data URI) of the reconstructions of its first ``THUMB_IMAGES`` images at
   the lowest seed: columns clean, doing nothing (the ``observed`` solver's x̂, else the observation when it is an
@@ -23,7 +24,7 @@ import pandas as pd
 
 from bench.metrics import METRICS
 from bench.store import RECON
-from bench.tables import cell_stats, cell_verdicts, solver_order, split_order, task_base, task_order
+from bench.tables import cell_stats, solver_order, split_order, task_base, task_order, task_verdicts
 
 THUMB_IMAGES = 3
 TRIVIAL = "observed"
@@ -44,11 +45,11 @@ def table_rows(df: pd.DataFrame, solvers: list) -> list[dict]:
     """The ``rows`` entries (module docstring), in the leaderboard's order."""
     metrics = table_metrics(df)
     stats = {m.name: cell_stats(df, m.name) for m in metrics}
-    verdicts = {}
+    verdicts, floors = {}, {}
     for task in df["task"].unique():
-        sub = df[df["task"] == task]
         for m in metrics:
-            for key, v in cell_verdicts(sub, m.name, solvers).items():
+            v_task, floors[(task, m.name)] = task_verdicts(df, task, m.name, solvers)
+            for key, v in v_task.items():
                 verdicts[(task, *key, m.name)] = v
     first = df.drop_duplicates(ROW).set_index(ROW)
     out = []
@@ -62,7 +63,7 @@ def table_rows(df: pd.DataFrame, solvers: list) -> list[dict]:
                            "lam": float(lam), "dataset": str(f.get("dataset", "")),
                            "budget": int(f["budget"]) if "budget" in f and pd.notna(f["budget"]) else None,
                            "protocol": str(f["protocol"]) if "protocol" in f and pd.notna(f["protocol"]) else "",
-                           "cells": {}, "verdict": {}}
+                           "cells": {}, "verdict": {}, "floor": {}}
                     for m in metrics:
                         st = stats[m.name]
                         cells = {}
@@ -72,10 +73,15 @@ def table_rows(df: pd.DataFrame, solvers: list) -> list[dict]:
                                 r = st.loc[k]
                                 cells[s] = [_r(r["mean"]), _r(r["se"]), int(r["n"]), int(r["failed"])]
                         row["cells"][m.name] = cells
+                        fl = floors[(task, m.name)]
+                        row["floor"][m.name] = {"value": _r(fl.value) if fl.measurable else None,
+                                                "source": fl.source, "caption": fl.caption()}
                         v = verdicts.get((task, prior, split, lam, m.name))
                         if v:
                             row["verdict"][m.name] = {"win": bool(v.get("win")), "best": v["best"],
-                                                      "runner_up": v["runner_up"], "p": _r(v["p"], 6)}
+                                                      "runner_up": v["runner_up"], "p": _r(v["p"], 6),
+                                                      "significant": bool(v.get("significant")),
+                                                      "gain": _r(v["gain"])}
                     out.append(row)
     return out
 

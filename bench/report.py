@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.metrics import METRICS
+from bench.noise_floor import task_floor
 from bench.store import SKIPPED, read_run, read_traces
 from bench.run_info import run_info
 from bench.table_files import TABLES
@@ -94,8 +95,12 @@ def conventions(df: pd.DataFrame, solvers: list) -> str:
              "n = 1); rows with another status are left out and counted as \"(k failed)\". **Bold** and the verdict "
              "column: the best of a row (lowest MAP loss, highest PSNR/SSIM) wins only when its paired per-image "
              "difference against the runner-up is significant (one-sided Wilcoxon signed-rank, Holm-corrected over "
-             f"the table's rows, α = {ALPHA}); otherwise the row is a tie and both are bold. Solvers with failed rows "
-             "in a cell are not eligible.")
+             f"the table's rows, α = {ALPHA}) and its paired mean difference exceeds the table's **noise floor**; "
+             "otherwise the row is a tie and both are bold. Solvers with failed rows in a cell are not eligible. "
+             "Noise floor of a table (stated under its title): per solver, the median over its (image, λ, seed) "
+             "pairs of |value at the table's budget − value at the run's next smaller budget| of the same instance; "
+             "without a smaller budget, the median |difference between two seeds| of the same (image, λ); the "
+             "table's floor is the largest solver's. With one budget and one seed no floor is measurable.")
     prior_free = [s for s in solvers if not uses_prior(df, s)]
     if prior_free:
         notes += (f" {', '.join(prior_free)} use no prior: their MAP loss is scored by the harness with the row's "
@@ -147,7 +152,8 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     if tables:
         for metric, items in tables["blocks"].items():
             title = METRICS[metric].table if metric in METRICS else metric
-            out.append(f"- {title}: " + ", ".join(f"[{t}]({rel})" for t, rel in items))
+            out.append(f"- {title}: " + ", ".join(f"[{t}]({rel})" + (f" (floor {fl.text()})" if fl.measurable else "")
+                                                  for t, rel, fl in items))
         out += [f"- ranking over every cell and paired comparison against `{BASELINE}`: "
                 f"[{TABLES}/ranking.md]({TABLES}/ranking.md); all tables with CSV: "
                 f"[{tables['index']}]({tables['index']})", ""]
@@ -155,7 +161,8 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
         for metric in (m for m in METRICS.values() if m.table and m.name in df.columns):
             out += [f"### {metric.table}", ""]
             for task in task_order(df["task"].unique()):
-                out += [f"#### {task}", "", markdown(*metric_table(df, task, metric.name, solvers)), ""]
+                out += [f"#### {task}", "", task_floor(df, task, metric.name).caption(), "",
+                        markdown(*metric_table(df, task, metric.name, solvers)), ""]
     out += list(anytime)
     if figures:
         out += ["## Figures", ""]

@@ -1,5 +1,6 @@
 """The leaderboard's detail tables as files: ``tables/`` beside LEADERBOARD.md holds one markdown and one CSV file
-per block (metric × task: the AIPO-layout table with verdicts), the headline groups, the regime table, the
+per block (metric × task: the AIPO-layout table with verdicts, its noise floor in the caption line and in the
+CSV's ``noise_floor`` column), the headline groups, the regime table, the
 ranking and paired comparison against ``aipo``, and the anytime scores; ``tables/index.md`` lists them.
 
 The CSV files hold numbers (mean, se, n, failed per cell; verdicts as text) for spreadsheets and scripts; the
@@ -13,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS
+from bench.noise_floor import task_floor
 from bench.regime_gaps import regime_gaps, write_gap_table
-from bench.tables import (BASELINE, cell_stats, cell_verdicts, markdown, metric_table, paired_table, ranking,
-                          task_order)
+from bench.tables import (BASELINE, cell_stats, markdown, metric_table, paired_table, ranking, task_order,
+                          task_verdicts)
 
 TABLES = "tables"
 
@@ -26,16 +28,22 @@ def safe_name(text: str) -> str:
 
 
 def block_csv(df: pd.DataFrame, task: str, metric: str, solvers: list) -> pd.DataFrame:
-    """Long table of one block: prior, split, λ, solver, mean, se, n, failed, and the row's verdict."""
+    """Long table of one block: prior, split, λ, solver, mean, se, n, failed, the row's verdict and p, the best's
+    paired mean difference to the runner-up in its favour (``gain``), the table's noise floor with its source
+    (``budget``, ``seed`` or ``none``) and the solver's own floor (:mod:`bench.noise_floor`)."""
     sub = df[df["task"] == task]
     st = cell_stats(sub, metric).reset_index()
-    v = cell_verdicts(sub, metric, solvers)
-    st["verdict"] = [("" if (r.prior, r.split, r.lam) not in v else
-                      (v[(r.prior, r.split, r.lam)]["best"] if v[(r.prior, r.split, r.lam)].get("win") else "tie"))
-                     for r in st.itertuples()]
-    st["p"] = [v.get((r.prior, r.split, r.lam), {}).get("p", np.nan) for r in st.itertuples()]
+    v, floor = task_verdicts(df, task, metric, solvers)
+    row = [v.get((r.prior, r.split, r.lam)) for r in st.itertuples()]
+    st["verdict"] = ["" if x is None else (x["best"] if x.get("win") else "tie") for x in row]
+    st["p"] = [np.nan if x is None else x["p"] for x in row]
+    st["gain"] = [np.nan if x is None else x["gain"] for x in row]
+    st["noise_floor"] = floor.value if floor.measurable else np.nan
+    st["floor_source"] = floor.source
+    st["solver_floor"] = [floor.per_solver.get(str(s), (np.nan, 0))[0] for s in st["solver"]]
     st.insert(0, "metric", metric)
-    return st[["metric", "task", "prior", "split", "lam", "solver", "mean", "se", "n", "failed", "verdict", "p"]]
+    return st[["metric", "task", "prior", "split", "lam", "solver", "mean", "se", "n", "failed", "verdict", "p",
+               "gain", "noise_floor", "floor_source", "solver_floor"]]
 
 
 def headline_csv(groups) -> pd.DataFrame:
@@ -47,7 +55,7 @@ def headline_csv(groups) -> pd.DataFrame:
 
 def write_tables(out_dir: Path, df: pd.DataFrame, solvers: list, groups, reg: pd.DataFrame,
                  anytime: pd.DataFrame | None = None) -> dict:
-    """Write ``out_dir/tables/``; return {"blocks": {metric: [(task, md path)]}, "regime": path|None,
+    """Write ``out_dir/tables/``; return {"blocks": {metric: [(task, md path, noise floor)]}, "regime": path|None,
     "index": path}, paths relative to ``out_dir``."""
     tdir = Path(out_dir) / TABLES
     tdir.mkdir(parents=True, exist_ok=True)
@@ -61,11 +69,12 @@ def write_tables(out_dir: Path, df: pd.DataFrame, solvers: list, groups, reg: pd
         for task in task_order(df["task"].unique()):
             stem = f"{metric.name}__{safe_name(task)}"
             h, r = metric_table(df, task, metric.name, solvers)
-            (tdir / f"{stem}.md").write_text(f"# {metric.table}: {task}\n\n{markdown(h, r)}\n")
+            floor = task_floor(df, task, metric.name)
+            (tdir / f"{stem}.md").write_text(f"# {metric.table}: {task}\n\n{floor.caption()}\n\n{markdown(h, r)}\n")
             block_csv(df, task, metric.name, solvers).to_csv(tdir / f"{stem}.csv", index=False)
             rel = f"{TABLES}/{stem}.md"
-            blocks[metric.name].append((task, rel))
-            index.append(f"- [{task}]({stem}.md) ([csv]({stem}.csv))")
+            blocks[metric.name].append((task, rel, floor))
+            index.append(f"- [{task}]({stem}.md) ([csv]({stem}.csv)); noise floor: {floor.text()}")
         index.append("")
     hc = headline_csv(groups)
     if len(hc):

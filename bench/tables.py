@@ -8,7 +8,8 @@ prior × split × λ, columns solvers, cells "mean ± se". Conventions (stated i
   ``status == "ok"``; mean ± se uses se = std(ddof=1)/√n. With n = 1 the "± se" part is omitted.
   Rows with another status do not enter the mean; the cell shows "(k failed)".
 - Best is the lowest mean for metrics declared lower-is-better in :data:`bench.metrics.METRICS` (MAP loss), the
-  highest otherwise (PSNR, SSIM), compared at the displayed decimals; ties are all bold.
+  highest otherwise (PSNR, SSIM), compared at the displayed decimals; ties are all bold. A best wins alone only
+  when significant and above the table's noise floor (:mod:`bench.noise_floor`).
 - A *ranking cell* is (task, prior, split, λ, seed): solvers are ranked by their mean over images. A solver with a
   failed row (or no ok row) in a ranking cell gets the worst rank of that cell (failure ranks last). A table cell
   with failures is not eligible for bold (its mean covers fewer images).
@@ -23,6 +24,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.metrics import decimals, higher_is_better
+from bench.noise_floor import Floor, shows_win, task_floor
 
 TABLE_CELL = ["task", "prior", "split", "lam", "solver"]
 RANK_CELL = ["task", "prior", "split", "lam", "seed"]
@@ -128,26 +130,33 @@ def holm(pvalues: dict, alpha: float = ALPHA) -> dict:
     return out
 
 
-def _paired_p(sub: pd.DataFrame, metric: str, a: str, b: str) -> float:
-    """One-sided Wilcoxon signed-rank p-value that ``a`` is better than ``b`` (lower, or higher where the metric is
-    higher-is-better) over the (image, seed) pairs ok for both (1 if < 2 pairs or all differences are 0)."""
-    from scipy.stats import wilcoxon
-
+def _paired_diffs(sub: pd.DataFrame, metric: str, a: str, b: str) -> np.ndarray:
+    """Differences a − b over the (image, seed) pairs ok and finite for both."""
     ok = sub[is_ok(sub)]
     key = ["image_id", "seed"]
     x = ok[ok["solver"] == a].set_index(key)[metric].astype(float)
     y = ok[ok["solver"] == b].set_index(key)[metric].astype(float)
     d = (x - y).dropna()
-    d = d[np.isfinite(d)]
+    return d[np.isfinite(d)].to_numpy()
+
+
+def _paired_p(d: np.ndarray, metric: str) -> float:
+    """One-sided Wilcoxon signed-rank p-value that ``a`` is better than ``b`` (lower, or higher where the metric is
+    higher-is-better) from the paired differences a − b (1 if < 2 pairs or all differences are 0)."""
+    from scipy.stats import wilcoxon
+
     if len(d) < 2 or not (d != 0).any():
         return 1.0
     better = "greater" if higher_is_better(metric) else "less"
-    return float(wilcoxon(d.to_numpy(), alternative=better).pvalue)
+    return float(wilcoxon(d, alternative=better).pvalue)
 
 
-def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list) -> dict:
-    """Per (prior, split, λ) of one task's rows: {"best", "runner_up", "p", "win"}; ``win`` after Holm's correction
-    across the table's cells. Solvers with failed rows in a cell are not eligible (their mean covers fewer images)."""
+def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list, floor: Floor | None = None) -> dict:
+    """Per (prior, split, λ) of one task's rows: {"best", "runner_up", "p", "gain", "significant", "win"}.
+    ``significant``: after Holm's correction across the table's cells; ``gain``: the best's paired mean difference
+    to the runner-up in its favour; ``win``: :func:`bench.noise_floor.shows_win` (significant and ``gain`` above
+    ``floor``, the table's noise floor). Solvers with failed rows in a cell are not eligible (their mean covers
+    fewer images)."""
     st = cell_stats(sub, metric, ["prior", "split", "lam", "solver"])
     mean = st["mean"].where(st["failed"] == 0).dropna()
     hib = higher_is_better(metric)
@@ -159,22 +168,45 @@ def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list) -> dict:
             continue
         best, second = g.index[0], g.index[1]
         cell = sub[(sub["prior"] == key[0]) & (sub["split"] == key[1]) & (sub["lam"] == key[2])]
-        pv[key] = _paired_p(cell, metric, best, second)
-        out[key] = {"best": best, "runner_up": second, "p": pv[key]}
+        d = _paired_diffs(cell, metric, best, second)
+        pv[key] = _paired_p(d, metric)
+        gain = float(d.mean()) * (1 if hib else -1) if len(d) else math.nan
+        out[key] = {"best": best, "runner_up": second, "p": pv[key], "gain": gain}
     for key, rejected in holm(pv).items():
-        out[key]["win"] = rejected
+        out[key]["significant"] = bool(rejected)
+        out[key]["win"] = shows_win(rejected, out[key]["gain"], floor)
     return out
+
+
+def task_verdicts(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tuple[dict, Floor]:
+    """:func:`cell_verdicts` of one table (``df["task"] == task``) under its noise floor, and the floor."""
+    floor = task_floor(df, task, metric)
+    return cell_verdicts(df[df["task"] == task], metric, solvers, floor), floor
+
+
+def verdict_text(v: dict | None, floor: Floor | None = None) -> str:
+    """The verdict column: the winner, a tie, or a significant best held back by the noise floor."""
+    if v is None:
+        return ""
+    if v["win"]:
+        return f"{v['best']} (p = {v['p']:.2g})"
+    if v.get("significant") and floor is not None and floor.measurable:
+        gain, value = fmt_num(floor.metric, v["gain"]), fmt_num(floor.metric, floor.value)
+        return f"tie (p = {v['p']:.2g}; Δ {gain} ≤ floor {value})"
+    return f"tie (p = {v['p']:.2g})"
 
 
 def metric_table(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tuple[list[str], list[list[str]]]:
     """Headers and string rows of one AIPO-style table (task fixed, rows prior × split × λ, columns solvers).
 
     Bold: the best solver when its paired difference against the runner-up is significant (one-sided Wilcoxon
-    signed-rank in the best's favour, Holm-corrected over the table's cells at ``ALPHA``), else every solver of the tie (the best and the runner-up,
-    and any whose displayed mean equals the best's). The last column states the verdict."""
+    signed-rank in the best's favour, Holm-corrected over the table's cells at ``ALPHA``) and its paired mean
+    difference exceeds the table's noise floor (:mod:`bench.noise_floor`; ``df``: every row of the run, where the
+    floor looks up smaller budgets), else every solver of the tie (the best and the runner-up, and any whose
+    displayed mean equals the best's). The last column states the verdict."""
     sub = df[df["task"] == task]
     st = cell_stats(sub, metric)
-    verdicts = cell_verdicts(sub, metric, solvers)
+    verdicts, floor = task_verdicts(df, task, metric, solvers)
     headers = ["prior", "split", "λ"] + list(solvers) + ["verdict"]
     rows = []
     for prior in sorted(sub["prior"].unique()):
@@ -209,17 +241,17 @@ def metric_table(df: pd.DataFrame, task: str, metric: str, solvers: list) -> tup
                     if int(r["failed"]):
                         text += f" ({int(r['failed'])} failed)"
                     line.append(text)
-                line.append("" if v is None else (f"{v['best']} (p = {v['p']:.2g})" if v["win"]
-                                                  else f"tie (p = {v['p']:.2g})"))
+                line.append(verdict_text(v, floor))
                 rows.append(line)
     return headers, rows
 
 
 def significant_wins(df: pd.DataFrame, metric: str, solvers: list) -> tuple[pd.Series, int]:
-    """Per solver, the table cells it wins significantly (see :func:`metric_table`); and the number of cells."""
+    """Per solver, the table cells it wins (see :func:`metric_table`: significant and above the noise floor); and
+    the number of cells."""
     wins, n = pd.Series(0, index=pd.Index(solvers)), 0
     for task in task_order(df["task"].unique()):
-        for v in cell_verdicts(df[df["task"] == task], metric, solvers).values():
+        for v in task_verdicts(df, task, metric, solvers)[0].values():
             n += 1
             if v.get("win"):
                 wins[v["best"]] += 1

@@ -7,7 +7,8 @@ and SSIM, and any a --plugin registers; mean ± se over (image, seed), best in b
 comparisons against aipo, a generated summary, and PNG figures (anytime curves with the gap to the best-known
 optimum, data profiles and target ECDFs, rankings against the budget, reconstructions, PSNR vs m) in figures/
 beside the markdown file, and the best-known optima and every row's gap in profiles/. Table verdicts are
-significance-tested (Wilcoxon signed-rank, Holm). Prints the path."""
+significance-tested (Wilcoxon signed-rank, Holm) and must exceed each table's noise floor (the median change of a
+solver's result between the run's budgets, else between its seeds). Prints the path."""
 
 
 def add_arguments(p):

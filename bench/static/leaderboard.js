@@ -78,7 +78,9 @@ function drawTable() {
       const cls = ["cell", bold.includes(s) ? "best" : "", failed ? "failed" : "", state.sel && state.sel[0] === r.id && state.sel[1] === s ? "sel" : ""].join(" ");
       h += `<td class="${cls}" data-solver="${esc(s)}" title="${esc(s)}: n = ${n}">${text}${failed ? ` (${failed} failed)` : ""}</td>`;
     }
-    h += `<td class="key">${v ? (v.win ? esc(v.best) + ` (p = ${Number(v.p).toPrecision(2)})` : `tie (p = ${Number(v.p).toPrecision(2)})`) : ""}</td></tr>`;
+    const fl = (r.floor || {})[m.name];
+    const held = v && !v.win && v.significant && fl && fl.value !== null;
+    h += `<td class="key" title="${esc(fl ? fl.caption : "")}">${v ? (v.win ? esc(v.best) + ` (p = ${Number(v.p).toPrecision(2)})` : `tie (p = ${Number(v.p).toPrecision(2)}${held ? `; Δ ${fmt(v.gain, m.dec)} ≤ floor ${fmt(fl.value, m.dec)}` : ""})`) : ""}</td></tr>`;
   }
   tbody.innerHTML = h;
   tbody.querySelectorAll("td.cell").forEach((td) => td.addEventListener("click", () => openDetail(+td.parentNode.dataset.row, td.dataset.solver)));

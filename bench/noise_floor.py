@@ -1,0 +1,189 @@
+"""The noise floor of a leaderboard table, and the rule that no win is shown below it (pure functions).
+
+Part of a solver's score is where its optimiser happened to stop, not the algorithm. The *noise floor* of a table
+(one task label, budget included, × one metric; rows prior × split × λ) is the typical size of a difference that
+is just that. Per solver of the table, the first measurable of:
+
+1. **budget** — the run has the same instances (task without its budget, MLE length, prior, split, λ, solver,
+   seed, image) at a smaller budget: with ``B`` the table's budget and ``B_prev`` the largest smaller one, the
+   median over the solver's instances, both rows ok and finite, of ``|metric(B) − metric(B_prev)|``;
+2. **seed** — the table has ≥ 2 seeds: the median over the solver's (prior, split, λ, image) and every pair of
+   seeds of ``|metric(seed a) − metric(seed b)|``;
+3. **none** — one budget and one seed: no floor is measurable and the rule below reduces to significance alone.
+
+Solvers that spend no prior passes (``nfe_used == 0`` on every row: lasso, ``observed``) do not count: they have
+no optimiser to be noisy. Their results do not move with the budget at all, and between seeds they move only with
+the problem (the seed draws the observation noise), which would make ``observed`` set a seed floor.
+
+Why budgets first: a budget pair is the *same* problem (same observation, sensing matrix, mask and start; only
+the stopping point moves), so its difference is the optimiser's alone. The seed index also draws the observation
+noise and the sensing matrix (:mod:`bench.seeding`), so a seed difference mixes the problem's variation into the
+optimiser's and overstates the floor; it is the fallback. A budget difference includes the progress the solver
+still makes between ``B_prev`` and ``B``: a ranking difference smaller than what the stopping point changes is a
+statement about the budget, not the algorithm.
+
+The table's floor is the **largest** per-solver floor (solvers without a pair do not count), not the median: the
+one number has to cover whichever two solvers a row compares, and a median would let a row through whose two
+solvers are the noisy ones. It is conservative in the spirit of Holm's correction; the caption names the solver
+that sets it, and the CSV files hold every solver's own floor.
+
+The rule (:func:`shows_win`): a row's best solver wins (alone bold) only when its paired difference against the
+runner-up is significant (:func:`bench.tables.cell_verdicts`) **and** its paired mean difference in its favour
+exceeds the table's floor; otherwise the row is a tie.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bench.metrics import METRICS, decimals
+
+INSTANCE = ["prior", "split", "lam", "solver", "seed", "image_id"]
+NONE_REASON = "one budget, one seed"
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The noise floor of one table and metric (module docstring). ``value`` is None when not measurable."""
+    metric: str
+    value: float | None
+    source: str                          # "budget", "seed" or "none"
+    solver: str | None = None            # the solver whose floor is the table's
+    pairs: int = 0                       # that solver's pairs
+    solvers: int = 0                     # solvers with at least one pair
+    budgets: tuple | None = None         # (B, B_prev) of a budget floor
+    per_solver: dict = field(default_factory=dict)   # solver -> (floor, pairs)
+    reason: str = NONE_REASON            # why there is no floor (source "none")
+
+    @property
+    def measurable(self) -> bool:
+        return self.value is not None and math.isfinite(self.value)
+
+    def text(self) -> str:
+        """The floor with its unit (``"0.82 nats"``), or ``"none"``."""
+        if not self.measurable:
+            return "none"
+        unit = unit_of(self.metric)
+        return f"{self.value:.{decimals(self.metric)}f}" + (f" {unit}" if unit else "")
+
+    def caption(self) -> str:
+        """One line for the table's caption: the floor, how it was measured, and the rule."""
+        if not self.measurable:
+            return f"Noise floor: no floor measurable ({self.reason}); bold follows significance alone."
+        if self.source == "budget":
+            how = (f"median |value at budget {_g(self.budgets[0])} − at {_g(self.budgets[1])}| over "
+                   f"{self.pairs} (image, λ, seed) pairs")
+        else:
+            how = f"median |seed a − seed b| over {self.pairs} (image, λ) seed pairs"
+        return (f"Noise floor: {self.text()} ({self.solver}'s {how}; the largest of {self.solvers} solvers'). "
+                "A best solver is bold alone only when it is significant and its paired mean difference to the "
+                "runner-up exceeds the floor.")
+
+
+def _g(x) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def unit_of(metric: str) -> str:
+    """The unit a metric's declaration names (``"… in nats"``, ``"… in dB"``), else ``""``."""
+    m = METRICS.get(metric)
+    hit = re.search(r"\bin (nats|dB|bits)\b", m.doc) if m is not None else None
+    return hit.group(1) if hit else ""
+
+
+def shows_win(significant: bool, gain: float, floor: Floor | None) -> bool:
+    """THE bold rule: a significant best wins only if its paired mean difference in its favour (``gain`` > 0 means
+    better: lower MAP loss, higher PSNR) exceeds the table's noise floor. Without a measurable floor: significance."""
+    if not significant:
+        return False
+    if floor is None or not floor.measurable:
+        return True
+    return bool(np.isfinite(gain) and gain > floor.value)
+
+
+def _ok_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    ok = df[df["status"].astype(str) == "ok"].copy()
+    ok["_v"] = pd.to_numeric(ok[metric], errors="coerce")
+    return ok[np.isfinite(ok["_v"].to_numpy(dtype=float))]
+
+
+def _instance_task(df: pd.DataFrame) -> pd.Series:
+    """The task without its budget: ``task_spec`` (set by :func:`bench.report.disambiguate_tasks`), else ``task``."""
+    return (df["task_spec"] if "task_spec" in df.columns else df["task"]).astype(str)
+
+
+def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
+    """|metric(B) − metric(B_prev)| per solver instance of ``table``, with (B, B_prev); None without a smaller
+    budget."""
+    if "budget" not in table.columns or "budget" not in run.columns:
+        return None
+    budgets = pd.to_numeric(table["budget"], errors="coerce").dropna()
+    if budgets.empty:
+        return None
+    b = float(budgets.max())
+    spec = set(_instance_task(table))
+    same = run[_instance_task(run).isin(spec)]
+    if "mle_steps" in table.columns and "mle_steps" in same.columns:
+        same = same[same["mle_steps"].astype(str).isin(set(table["mle_steps"].astype(str)))]
+    lower = pd.to_numeric(same["budget"], errors="coerce")
+    lower = lower[lower < b]
+    if lower.empty:
+        return None
+    b_prev = float(lower.max())
+    key = ["_task"] + INSTANCE + (["mle_steps"] if "mle_steps" in table.columns and "mle_steps" in same.columns else [])
+    at_b = _ok_values(table[pd.to_numeric(table["budget"], errors="coerce") == b], metric).assign(
+        _task=lambda d: _instance_task(d))
+    at_p = _ok_values(same[pd.to_numeric(same["budget"], errors="coerce") == b_prev], metric).assign(
+        _task=lambda d: _instance_task(d))
+    for d in (at_b, at_p):
+        d["lam"] = d["lam"].astype(float)
+        d["image_id"] = d["image_id"].astype(str)
+    m = at_b[key + ["_v"]].merge(at_p[key + ["_v"]].drop_duplicates(key), on=key, suffixes=("", "_prev"))
+    return (m["_v"] - m["_v_prev"]).abs().groupby(m["solver"]), (b, b_prev)
+
+
+def _seed_diffs(table: pd.DataFrame, metric: str):
+    """|metric(seed a) − metric(seed b)| per solver over (prior, split, λ, image) and seed pairs; None with < 2
+    seeds."""
+    if "seed" not in table.columns or table["seed"].nunique() < 2:
+        return None
+    ok = _ok_values(table, metric)
+    key = ["prior", "split", "lam", "solver", "image_id"]
+    m = ok[key + ["seed", "_v"]].merge(ok[key + ["seed", "_v"]], on=key, suffixes=("", "_b"))
+    m = m[m["seed"] < m["seed_b"]]
+    return (m["_v"] - m["_v_b"]).abs().groupby(m["solver"])
+
+
+def table_floor(run: pd.DataFrame, table: pd.DataFrame, metric: str) -> Floor:
+    """The noise floor of the table whose rows are ``table`` (module docstring); ``run``: every row of the run,
+    where the same instances at a smaller budget are looked up."""
+    if "nfe_used" in table.columns:   # solvers that optimise: prior passes on some row
+        nfe = pd.to_numeric(table["nfe_used"], errors="coerce").fillna(0)
+        table = table[table["solver"].isin(set(table.loc[nfe > 0, "solver"]))]
+        if table.empty:
+            return Floor(metric, None, "none", reason="no solver spends prior passes")
+    budget = _budget_diffs(run, table, metric)
+    source, groups, budgets = "none", None, None
+    if budget is not None and budget[0].ngroups:
+        source, (groups, budgets) = "budget", budget
+    else:
+        seeds = _seed_diffs(table, metric)
+        if seeds is not None and seeds.ngroups:
+            source, groups = "seed", seeds
+    if groups is None:
+        return Floor(metric, None, "none", reason=NONE_REASON if budget is None else "no pair of ok rows")
+    per = {str(s): (float(d.median()), int(len(d))) for s, d in groups if len(d)}
+    if not per:
+        return Floor(metric, None, "none", reason="no pair of ok rows")
+    top = max(per, key=lambda s: (per[s][0], s))
+    return Floor(metric, per[top][0], source, top, per[top][1], len(per), budgets, per)
+
+
+def task_floor(run: pd.DataFrame, task: str, metric: str) -> Floor:
+    """The floor of the table of one task label (as the leaderboard's tables: ``run["task"] == task``)."""
+    return table_floor(run, run[run["task"] == task], metric)
