@@ -2,25 +2,28 @@
 
 Part of a solver's score is where its optimiser happened to stop, not the algorithm. The *noise floor* of a table
 (one task label, budget included, × one metric; rows prior × split × λ) is the typical size of a difference that
-is just that. Per solver of the table, the first measurable of:
+is just that. It is measured on *standings*, not raw values: a solver's standing on an instance is its value minus
+the median value of the table's solvers on the same instance (prior, split, λ, seed, image), so what every solver
+shares (a harder image, a larger noise draw, progress that all solvers make between two budgets) cancels, and what
+is left is how much the solver's place relative to the field moves. Per solver of the table, the first measurable of:
 
 1. **budget** — the run has the same instances (task without its budget, MLE length, prior, split, λ, solver,
    seed, image) at a smaller budget: with ``B`` the table's budget and ``B_prev`` the largest smaller one, the
-   median over the solver's instances, both rows ok and finite, of ``|metric(B) − metric(B_prev)|``;
+   median over the solver's instances, both rows ok and finite, of ``|standing(B) − standing(B_prev)|``;
 2. **seed** — the table has ≥ 2 seeds: the median over the solver's (prior, split, λ, image) and every pair of
-   seeds of ``|metric(seed a) − metric(seed b)|``;
+   seeds of ``|standing(seed a) − standing(seed b)|``;
 3. **none** — one budget and one seed: no floor is measurable and the rule below reduces to significance alone.
 
 Solvers that spend no prior passes (``nfe_used == 0`` on every row: lasso, ``observed``) do not count: they have
 no optimiser to be noisy. Their results do not move with the budget at all, and between seeds they move only with
 the problem (the seed draws the observation noise), which would make ``observed`` set a seed floor.
 
-Why budgets first: a budget pair is the *same* problem (same observation, sensing matrix, mask and start; only
-the stopping point moves), so its difference is the optimiser's alone. The seed index also draws the observation
-noise and the sensing matrix (:mod:`bench.seeding`), so a seed difference mixes the problem's variation into the
-optimiser's and overstates the floor; it is the fallback. A budget difference includes the progress the solver
-still makes between ``B_prev`` and ``B``: a ranking difference smaller than what the stopping point changes is a
-statement about the budget, not the algorithm.
+Why standings: measured on raw values, the budget floor was mostly the progress every solver still makes between
+``B/2`` and ``B`` (100-540 nats on the default grid's traces), and the seed floor mostly the problem's own
+variation (the seed index also draws the observation noise and the sensing matrix, :mod:`bench.seeding`); either
+would have hidden every difference. Why budgets first: a budget pair is the *same* problem (only the stopping point
+moves); a seed pair is another draw of it, the fallback. A standing that moves by more than the gap between two
+solvers when the stopping point or the draw moves says the ranking of that row is not settled.
 
 The table's floor is the **largest** per-solver floor (solvers without a pair do not count), not the median: the
 one number has to cover whichever two solvers a row compares, and a median would let a row through whose two
@@ -75,10 +78,10 @@ class Floor:
         if not self.measurable:
             return f"Noise floor: no floor measurable ({self.reason}); bold follows significance alone."
         if self.source == "budget":
-            how = (f"median |value at budget {_g(self.budgets[0])} − at {_g(self.budgets[1])}| over "
+            how = (f"median |standing at budget {_g(self.budgets[0])} − at {_g(self.budgets[1])}| over "
                    f"{self.pairs} (image, λ, seed) pairs")
         else:
-            how = f"median |seed a − seed b| over {self.pairs} (image, λ) seed pairs"
+            how = f"median |standing at seed a − at seed b| over {self.pairs} (image, λ) seed pairs"
         return (f"Noise floor: {self.text()} ({self.solver}'s {how}; the largest of {self.solvers} solvers'). "
                 "A best solver is bold alone only when it is significant and its paired mean difference to the "
                 "runner-up exceeds the floor.")
@@ -107,9 +110,13 @@ def shows_win(significant: bool, gain: float, floor: Floor | None) -> bool:
 
 
 def _ok_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The ok rows with a finite value, ``_v`` = the row's standing (value − the instance's median over solvers)."""
     ok = df[df["status"].astype(str) == "ok"].copy()
     ok["_v"] = pd.to_numeric(ok[metric], errors="coerce")
-    return ok[np.isfinite(ok["_v"].to_numpy(dtype=float))]
+    ok = ok[np.isfinite(ok["_v"].to_numpy(dtype=float))]
+    inst = [c for c in ("task", "budget", "prior", "split", "lam", "seed", "image_id") if c in ok.columns]
+    ok["_v"] = ok["_v"] - ok.groupby([ok[c].astype(str) for c in inst])["_v"].transform("median")
+    return ok
 
 
 def _instance_task(df: pd.DataFrame) -> pd.Series:
@@ -118,7 +125,7 @@ def _instance_task(df: pd.DataFrame) -> pd.Series:
 
 
 def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
-    """|metric(B) − metric(B_prev)| per solver instance of ``table``, with (B, B_prev); None without a smaller
+    """|standing(B) − standing(B_prev)| per solver instance of ``table``, with (B, B_prev); None without a smaller
     budget."""
     if "budget" not in table.columns or "budget" not in run.columns:
         return None
@@ -148,7 +155,7 @@ def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
 
 
 def _seed_diffs(table: pd.DataFrame, metric: str):
-    """|metric(seed a) − metric(seed b)| per solver over (prior, split, λ, image) and seed pairs; None with < 2
+    """|standing(seed a) − standing(seed b)| per solver over (prior, split, λ, image) and seed pairs; None with < 2
     seeds."""
     if "seed" not in table.columns or table["seed"].nunique() < 2:
         return None

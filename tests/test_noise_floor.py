@@ -43,9 +43,12 @@ def test_floor_from_budgets_is_largest_solver_median():
     df = _rows(budget_move={"a": 3.0, "b": 2.0})
     assert sorted(df["task"].unique()) == ["denoise[budget=250]", "denoise[budget=500]"]
     f = task_floor(df, "denoise[budget=500]", "map_loss")
-    assert (f.source, f.budgets, f.solver, f.pairs, f.solvers) == ("budget", (500.0, 250.0), "a", N_IMAGES, 2)
-    assert f.value == pytest.approx(3.0) and f.per_solver["b"][0] == pytest.approx(2.0)
-    assert task_floor(df, "denoise[budget=500]", "psnr").value == pytest.approx(0.3)
+    # standings (value − the instance's median over solvers): b − a shrinks by 1 nat, so each standing moves 0.5
+    assert (f.source, f.budgets, f.solver, f.pairs, f.solvers) == ("budget", (500.0, 250.0), "b", N_IMAGES, 2)
+    assert f.value == pytest.approx(0.5) and f.per_solver["a"][0] == pytest.approx(0.5)
+    assert task_floor(df, "denoise[budget=500]", "psnr").value == pytest.approx(0.05)
+    # progress that every solver makes does not count
+    assert task_floor(_rows(budget_move={"a": 30.0, "b": 30.0}), "denoise[budget=500]", "map_loss").value == 0
     # the smallest budget has nothing below it and one seed: no floor
     assert task_floor(df, "denoise[budget=250]", "map_loss").source == "none"
 
@@ -53,16 +56,16 @@ def test_floor_from_budgets_is_largest_solver_median():
 def test_floor_from_seeds_without_a_smaller_budget():
     df = _rows(budgets=(500,), seeds=(0, 1, 2), seed_move={"a": 0.4, "b": -0.7})
     f = task_floor(df, "denoise", "map_loss")
-    # b: seeds 0-1 and 0-2 differ by 0.7, 1-2 by 0: median 0.7 over 3 pairs per image
+    # b − a moves by 1.1 from seed 0 to the others: standings 0.55 apart for 0-1 and 0-2, equal for 1-2
     assert (f.source, f.solver, f.pairs) == ("seed", "b", 3 * N_IMAGES)
-    assert f.value == pytest.approx(0.7)
+    assert f.value == pytest.approx(0.55)
 
 
 def test_solvers_without_prior_passes_do_not_count():
     df = _rows(budgets=(500,), seeds=(0, 1), seed_move={"a": 0.4, "b": 9.0})
     df.loc[df["solver"] == "b", "nfe_used"] = 0   # b spends no prior passes: its seed change is the problem's
     f = task_floor(df, "denoise", "map_loss")
-    assert (f.source, f.solver, f.solvers) == ("seed", "a", 1) and f.value == pytest.approx(0.4)
+    assert (f.source, f.solver, f.solvers) == ("seed", "a", 1) and f.value == 0   # alone, a has no standing to move
     only_b = df[df["solver"] == "b"]
     g = task_floor(only_b, "denoise", "map_loss")
     assert not g.measurable and "no solver spends prior passes" in g.caption()
@@ -71,7 +74,7 @@ def test_solvers_without_prior_passes_do_not_count():
 def test_budget_floor_preferred_over_seeds():
     df = _rows(seeds=(0, 1), budget_move={"a": 0.2, "b": 0.2}, seed_move={"a": 5.0, "b": 5.0})
     f = task_floor(df, "denoise[budget=500]", "map_loss")
-    assert f.source == "budget" and f.value == pytest.approx(0.2) and f.pairs == 2 * N_IMAGES
+    assert f.source == "budget" and f.value == pytest.approx(0.0) and f.pairs == 2 * N_IMAGES
 
 
 def test_no_floor_with_one_budget_and_one_seed():
@@ -90,7 +93,7 @@ def test_difference_below_floor_is_not_bold():
     assert cell["significant"] and not cell["win"] and cell["gain"] == pytest.approx(1.045)
     bold, verdict = _bold(df, "denoise[budget=500]")
     assert bold == {"a": True, "b": True}   # a tie: both bold
-    assert verdict.startswith("tie (p = ") and "; Δ 1.05 ≤ floor 3.00)" in verdict
+    assert verdict.startswith("tie (p = ") and "; Δ 1.05 ≤ floor 1.50)" in verdict
     wins, n = tables.significant_wins(df, "map_loss", ["a", "b"])
     assert n == 2 and wins["a"] == 0
 
@@ -99,7 +102,7 @@ def test_difference_above_floor_is_bold():
     df = _rows(gap=1.0, budget_move={"a": 0.5, "b": 0.25})
     bold, verdict = _bold(df, "denoise[budget=500]")
     assert bold == {"a": True, "b": False} and verdict.startswith("a (p = ")
-    # PSNR: a is higher by ~0.1 dB, the floor is 0.05 dB: bold too
+    # PSNR: a is higher by ~0.1 dB, the floor is 0.0125 dB: bold too
     assert _bold(df, "denoise[budget=500]", "psnr")[0] == {"a": True, "b": False}
 
 
@@ -113,11 +116,12 @@ def test_rule_is_one_pure_function():
 
 def test_caption_text():
     f = Floor("map_loss", 0.8123, "budget", "aipo", 320, 8, (500.0, 250.0))
-    assert f.caption().startswith("Noise floor: 0.81 nats (aipo's median |value at budget 500 − at 250| over 320 "
+    assert f.caption().startswith("Noise floor: 0.81 nats (aipo's median |standing at budget 500 − at 250| over 320 "
                                   "(image, λ, seed) pairs; the largest of 8 solvers').")
     assert "exceeds the floor" in f.caption()
     s = Floor("psnr", 0.4, "seed", "b", 60, 2)
-    assert s.caption().startswith("Noise floor: 0.40 dB (b's median |seed a − seed b| over 60 (image, λ) seed pairs")
+    assert s.caption().startswith("Noise floor: 0.40 dB (b's median |standing at seed a − at seed b| over 60 (image, "
+                                  "λ) seed pairs")
     assert Floor("ssim", 0.0123, "seed", "b", 6, 2).text() == "0.012"
     assert noise_floor.unit_of("ssim") == ""
 
@@ -129,18 +133,18 @@ def test_floor_in_table_files_and_html_data(tmp_path):
     df = _rows(gap=1.0, budget_move={"a": 3.0, "b": 0.0})
     out = write_tables(tmp_path, df, ["a", "b"], [], pd.DataFrame())
     md = (tmp_path / "tables" / "map_loss__denoise_budget_500.md").read_text()
-    assert "Noise floor: 3.00 nats (a's median |value at budget 500 − at 250| over 10" in md.splitlines()[2]
+    assert "Noise floor: 1.50 nats (b's median |standing at budget 500 − at 250| over 10" in md.splitlines()[2]
     csv = pd.read_csv(tmp_path / "tables" / "map_loss__denoise_budget_500.csv")
-    assert (csv["noise_floor"] == 3.0).all() and (csv["floor_source"] == "budget").all()
-    assert dict(zip(csv["solver"], csv["solver_floor"])) == pytest.approx({"a": 3.0, "b": 0.0})
+    assert (csv["noise_floor"] == 1.5).all() and (csv["floor_source"] == "budget").all()
+    assert dict(zip(csv["solver"], csv["solver_floor"])) == pytest.approx({"a": 1.5, "b": 1.5})
     assert (csv["verdict"] == "tie").all() and csv["gain"].iloc[0] == pytest.approx(1.045)
     low = pd.read_csv(tmp_path / "tables" / "map_loss__denoise_budget_250.csv")
     assert low["noise_floor"].isna().all() and (low["floor_source"] == "none").all()
-    assert "noise floor: 3.00 nats" in (tmp_path / "tables" / "index.md").read_text()
-    assert [fl.text() for _, _, fl in out["blocks"]["map_loss"]] == ["none", "3.00 nats"]
+    assert "noise floor: 1.50 nats" in (tmp_path / "tables" / "index.md").read_text()
+    assert [fl.text() for _, _, fl in out["blocks"]["map_loss"]] == ["none", "1.50 nats"]
     rows = {r["task"]: r for r in table_rows(df, ["a", "b"])}
     r = rows["denoise[budget=500]"]
-    assert r["floor"]["map_loss"]["value"] == 3.0 and r["floor"]["map_loss"]["source"] == "budget"
+    assert r["floor"]["map_loss"]["value"] == 1.5 and r["floor"]["map_loss"]["source"] == "budget"
     assert r["verdict"]["map_loss"]["significant"] and not r["verdict"]["map_loss"]["win"]
     assert rows["denoise[budget=250]"]["floor"]["map_loss"]["value"] is None
 
@@ -152,7 +156,7 @@ def test_headline_wins_respect_the_floor():
     above = dict(headline(_rows(gap=1.0, budget_move={"a": 0.5, "b": 0.0})))
     (t_below,), (t_above,) = below.values(), above.values()
     # two-sided Wilcoxon over 10 pairs, Holm over the group's 2 tests (one per budget): p = 2/1024 · 2 < 0.05.
-    # At budget 500 b trails a by 1.05 nats: below a floor of 3, above one of 0.5. At 250 (no smaller budget, one
+    # At budget 500 b trails a by 1.05 nats: below a floor of 1.5, above one of 0.25. At 250 (no smaller budget, one
     # seed: no floor) a is 2 behind b in the first run and 0.55 ahead in the second: significance decides.
     assert (t_below.loc["a", "wins"], t_below.loc["b", "wins"]) == (0, 1)
     assert (t_above.loc["a", "wins"], t_above.loc["b", "wins"]) == (2, 0)
