@@ -104,7 +104,7 @@ def test_preset_contents():
     assert default.dataset == "fashion-mnist" and default.image_size == 28 and default.protocol == "robust"
     assert set(default.main.priors) == {"realnvp-m", "glow-m"}
     full = load_grid("full")
-    assert full.main.seeds == (0, 1) and full.images_per_split["id"] is None and full.ood_dataset == "textures"
+    assert full.main.seeds == (0,) and full.images_per_split["id"] is None and full.ood_dataset == "textures"
     assert {b.domain.get("dataset", full.dataset) for b in full.blocks} == {"lfw-faces", "fashion-mnist"}
     paper = load_grid("paper")
     assert paper.dataset == "celeba" and paper.image_size == 64 and paper.images_per_split["id"] == 200
