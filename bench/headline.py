@@ -97,7 +97,7 @@ def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str = "map_loss", flo
     t = pd.DataFrame(recs, columns=CELL + ["a", "b", "n", "mean_diff", "p"])
     rej = holm(dict(enumerate(t["p"]))) if len(t) else {}
     floors = floors or {}
-    t["win"] = [("" if not shows_win(bool(rej.get(i)), abs(r.mean_diff), floors.get(r.task)) else
+    t["win"] = [("" if not shows_win(bool(rej.get(i)), abs(r.mean_diff), floors.get(r.task), (r.a, r.b)) else
                  (r.a if r.mean_diff < 0 else r.b)) for i, r in enumerate(t.itertuples())]
     return t
 

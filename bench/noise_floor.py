@@ -12,7 +12,11 @@ is left is how much the solver's place relative to the field moves. Per solver o
    median over the solver's instances, both rows ok and finite, of ``|standing(B) − standing(B_prev)|``;
 2. **seed** — the table has ≥ 2 seeds: the median over the solver's (prior, split, λ, image) and every pair of
    seeds of ``|standing(seed a) − standing(seed b)|``;
-3. **none** — one budget and one seed: no floor is measurable and the rule below reduces to significance alone.
+3. **late** — the rows carry ``<metric>_late``, the value of the same run's trace at the last trace point at or
+   before ``LATE`` × the budget (:func:`with_late_values`; MAP loss only, the traces hold no image): the median over
+   the solver's instances of ``|standing at the end − standing at LATE × budget|`` — how much the field's order
+   still moves in the last tenth of the budget;
+4. **none** — none of these: no floor is measurable and the rule below reduces to significance alone.
 
 Solvers that spend no prior passes (``nfe_used == 0`` on every row: lasso, ``observed``) do not count: they have
 no optimiser to be noisy. Their results do not move with the budget at all, and between seeds they move only with
@@ -25,14 +29,15 @@ would have hidden every difference. Why budgets first: a budget pair is the *sam
 moves); a seed pair is another draw of it, the fallback. A standing that moves by more than the gap between two
 solvers when the stopping point or the draw moves says the ranking of that row is not settled.
 
-The table's floor is the **largest** per-solver floor (solvers without a pair do not count), not the median: the
-one number has to cover whichever two solvers a row compares, and a median would let a row through whose two
-solvers are the noisy ones. It is conservative in the spirit of Holm's correction; the caption names the solver
-that sets it, and the CSV files hold every solver's own floor.
+The table's floor, in its caption, is the **largest** per-solver floor (solvers without a pair do not count): a
+difference above it is above every solver's noise. A row compares two solvers, its best and its runner-up, and
+the rule uses *their* floors: the larger of the two (:func:`pair_floor`), so a solver that is erratic elsewhere in
+the table (a diverging L-BFGS) does not hide a difference between two steady ones. The CSV files hold every
+solver's own floor.
 
 The rule (:func:`shows_win`): a row's best solver wins (alone bold) only when its paired difference against the
 runner-up is significant (:func:`bench.tables.cell_verdicts`) **and** its paired mean difference in its favour
-exceeds the table's floor; otherwise the row is a tie.
+exceeds the pair's floor; otherwise the row is a tie.
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ import pandas as pd
 from bench.metrics import METRICS, decimals
 
 INSTANCE = ["prior", "split", "lam", "solver", "seed", "image_id"]
-NONE_REASON = "one budget, one seed"
+NONE_REASON = "one budget, one seed, no traces"
+LATE = 0.9          # the late trace point, as a fraction of the budget
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class Floor:
     """The noise floor of one table and metric (module docstring). ``value`` is None when not measurable."""
     metric: str
     value: float | None
-    source: str                          # "budget", "seed" or "none"
+    source: str                          # "budget", "seed", "late" or "none"
     solver: str | None = None            # the solver whose floor is the table's
     pairs: int = 0                       # that solver's pairs
     solvers: int = 0                     # solvers with at least one pair
@@ -80,8 +86,11 @@ class Floor:
         if self.source == "budget":
             how = (f"median |standing at budget {_g(self.budgets[0])} − at {_g(self.budgets[1])}| over "
                    f"{self.pairs} (image, λ, seed) pairs")
-        else:
+        elif self.source == "seed":
             how = f"median |standing at seed a − at seed b| over {self.pairs} (image, λ) seed pairs"
+        else:
+            how = (f"median |standing at the end − at {LATE:.0%} of the budget| over {self.pairs} (image, λ, seed) "
+                   "instances")
         return (f"Noise floor: {self.text()} ({self.solver}'s {how}; the largest of {self.solvers} solvers'). "
                 "A best solver is bold alone only when it is significant and its paired mean difference to the "
                 "runner-up exceeds the floor.")
@@ -99,14 +108,26 @@ def unit_of(metric: str) -> str:
     return hit.group(1) if hit else ""
 
 
-def shows_win(significant: bool, gain: float, floor: Floor | None) -> bool:
+def pair_floor(floor: Floor | None, pair=()) -> float | None:
+    """The floor a comparison of the solvers in ``pair`` must clear: the larger of their own floors (a solver that
+    spends no prior passes has none, 0); the table's floor when no pair is given; None when not measurable."""
+    if floor is None or not floor.measurable:
+        return None
+    if not pair:
+        return floor.value
+    return max((floor.per_solver[s][0] for s in pair if s in floor.per_solver), default=0.0)
+
+
+def shows_win(significant: bool, gain: float, floor: Floor | None, pair=()) -> bool:
     """THE bold rule: a significant best wins only if its paired mean difference in its favour (``gain`` > 0 means
-    better: lower MAP loss, higher PSNR) exceeds the table's noise floor. Without a measurable floor: significance."""
+    better: lower MAP loss, higher PSNR) exceeds the noise floor of the two solvers compared (:func:`pair_floor`).
+    Without a measurable floor: significance."""
     if not significant:
         return False
-    if floor is None or not floor.measurable:
+    value = pair_floor(floor, pair)
+    if value is None:
         return True
-    return bool(np.isfinite(gain) and gain > floor.value)
+    return bool(np.isfinite(gain) and gain > value)
 
 
 def _ok_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -166,6 +187,38 @@ def _seed_diffs(table: pd.DataFrame, metric: str):
     return (m["_v"] - m["_v_b"]).abs().groupby(m["solver"])
 
 
+def _late_diffs(table: pd.DataFrame, metric: str):
+    """|standing at the end − standing at LATE × budget| per solver instance; None without ``<metric>_late``."""
+    col = f"{metric}_late"
+    if col not in table.columns:
+        return None
+    end = _ok_values(table, metric)
+    late = _ok_values(table.assign(**{metric: table[col]}), metric)
+    key = [c for c in ("task", "budget") if c in table.columns] + INSTANCE
+    for d in (end, late):
+        d["lam"] = d["lam"].astype(float)
+        d["image_id"] = d["image_id"].astype(str)
+    m = end[key + ["_v"]].merge(late[key + ["_v"]], on=key, suffixes=("", "_late"))
+    return (m["_v"] - m["_v_late"]).abs().groupby(m["solver"])
+
+
+def with_late_values(rows: pd.DataFrame, traces: pd.DataFrame, metric: str = "map_loss") -> pd.DataFrame:
+    """``rows`` with ``<metric>_late``: per row, its trace's value at the last trace point at or before LATE × the
+    row's budget (NaN without such a point, e.g. solvers that record no trace)."""
+    out = rows.copy()
+    out[f"{metric}_late"] = np.nan
+    if traces is None or traces.empty or not {"cell_id", "nfe", metric} <= set(traces.columns) \
+            or not {"cell_id", "budget"} <= set(rows.columns):
+        return out
+    limit = pd.to_numeric(rows.set_index("cell_id")["budget"], errors="coerce") * LATE
+    t = traces[["cell_id", "nfe", metric]].copy()
+    t["limit"] = t["cell_id"].map(limit[~limit.index.duplicated()])
+    t = t[pd.to_numeric(t["nfe"], errors="coerce") <= t["limit"]]
+    last = t.sort_values("nfe").groupby("cell_id")[metric].last()
+    out[f"{metric}_late"] = out["cell_id"].map(last).astype(float)
+    return out
+
+
 def table_floor(run: pd.DataFrame, table: pd.DataFrame, metric: str) -> Floor:
     """The noise floor of the table whose rows are ``table`` (module docstring); ``run``: every row of the run,
     where the same instances at a smaller budget are looked up."""
@@ -180,8 +233,11 @@ def table_floor(run: pd.DataFrame, table: pd.DataFrame, metric: str) -> Floor:
         source, (groups, budgets) = "budget", budget
     else:
         seeds = _seed_diffs(table, metric)
+        late = _late_diffs(table, metric)
         if seeds is not None and seeds.ngroups:
             source, groups = "seed", seeds
+        elif late is not None and late.ngroups:
+            source, groups = "late", late
     if groups is None:
         return Floor(metric, None, "none", reason=NONE_REASON if budget is None else "no pair of ok rows")
     per = {str(s): (float(d.median()), int(len(d))) for s, d in groups if len(d)}

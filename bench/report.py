@@ -223,6 +223,7 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
     from bench.findings import regime
     from bench.headline import headline
     from bench.integrity import run_problems
+    from bench.noise_floor import with_late_values
     from bench.profiles import anytime_scores, f_ref, profiles, start_values, with_gaps
     from bench.store import write_parquet
     from bench.table_files import write_tables
@@ -233,6 +234,7 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
     out = Path(out) if out else run_dir / "LEADERBOARD.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     traces = load_traces(run_dir)
+    df = with_late_values(df, traces)     # the noise floor's fallback (bench.noise_floor)
     pool_rows, pool_traces = [df], [traces]
     for d in also:
         pool_rows.append(drop_skipped(load_run(d)[0], {}))

@@ -24,7 +24,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.metrics import decimals, higher_is_better
-from bench.noise_floor import Floor, shows_win, task_floor
+from bench.noise_floor import Floor, pair_floor, shows_win, task_floor
 
 TABLE_CELL = ["task", "prior", "split", "lam", "solver"]
 RANK_CELL = ["task", "prior", "split", "lam", "seed"]
@@ -155,7 +155,7 @@ def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list, floor: Floor | 
     """Per (prior, split, λ) of one task's rows: {"best", "runner_up", "p", "gain", "significant", "win"}.
     ``significant``: after Holm's correction across the table's cells; ``gain``: the best's paired mean difference
     to the runner-up in its favour; ``win``: :func:`bench.noise_floor.shows_win` (significant and ``gain`` above
-    ``floor``, the table's noise floor). Solvers with failed rows in a cell are not eligible (their mean covers
+    the floor of the two solvers compared, ``floor``: that value). Solvers with failed rows in a cell are not eligible (their mean covers
     fewer images)."""
     st = cell_stats(sub, metric, ["prior", "split", "lam", "solver"])
     mean = st["mean"].where(st["failed"] == 0).dropna()
@@ -174,7 +174,9 @@ def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list, floor: Floor | 
         out[key] = {"best": best, "runner_up": second, "p": pv[key], "gain": gain}
     for key, rejected in holm(pv).items():
         out[key]["significant"] = bool(rejected)
-        out[key]["win"] = shows_win(rejected, out[key]["gain"], floor)
+        pair = (out[key]["best"], out[key]["runner_up"])
+        out[key]["win"] = shows_win(rejected, out[key]["gain"], floor, pair)
+        out[key]["floor"] = pair_floor(floor, pair)
     return out
 
 
@@ -190,8 +192,8 @@ def verdict_text(v: dict | None, floor: Floor | None = None) -> str:
         return ""
     if v["win"]:
         return f"{v['best']} (p = {v['p']:.2g})"
-    if v.get("significant") and floor is not None and floor.measurable:
-        gain, value = fmt_num(floor.metric, v["gain"]), fmt_num(floor.metric, floor.value)
+    if v.get("significant") and v.get("floor") is not None and floor is not None:
+        gain, value = fmt_num(floor.metric, v["gain"]), fmt_num(floor.metric, v["floor"])
         return f"tie (p = {v['p']:.2g}; Δ {gain} ≤ floor {value})"
     return f"tie (p = {v['p']:.2g})"
 

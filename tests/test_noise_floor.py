@@ -81,7 +81,7 @@ def test_no_floor_with_one_budget_and_one_seed():
     df = _rows(budgets=(500,))
     f = task_floor(df, "denoise", "map_loss")
     assert f.source == "none" and not f.measurable and f.text() == "none"
-    assert f.caption().startswith("Noise floor: no floor measurable (one budget, one seed)")
+    assert f.caption().startswith("Noise floor: no floor measurable (one budget, one seed, no traces)")
     bold, verdict = _bold(df, "denoise")
     assert bold == {"a": True, "b": False} and verdict.startswith("a (p = ")   # significance alone decides
 
@@ -160,3 +160,32 @@ def test_headline_wins_respect_the_floor():
     # seed: no floor) a is 2 behind b in the first run and 0.55 ahead in the second: significance decides.
     assert (t_below.loc["a", "wins"], t_below.loc["b", "wins"]) == (0, 1)
     assert (t_above.loc["a", "wins"], t_above.loc["b", "wins"]) == (2, 0)
+
+
+def test_floor_from_late_trace_points():
+    """One budget, one seed, but traces: the standing at 90 % of the budget against the end."""
+    from bench.noise_floor import with_late_values
+
+    df = _rows(budgets=(500,))
+    df["cell_id"] = [f"c{i}" for i in range(len(df))]
+    # a's trace at pass 450 is 4 nats above its end, b's 1 nat: b − a shrinks by 3, each standing moves 1.5;
+    # the point after 450 (pass 460) must not be the one read
+    tr = [{"cell_id": r.cell_id, "nfe": n, "map_loss": r.map_loss + (4.0 if r.solver == "a" else 1.0) + (n > 450) * 50}
+          for r in df.itertuples() for n in (100, 450, 460)]
+    df = with_late_values(df, pd.DataFrame(tr))
+    f = task_floor(df, "denoise", "map_loss")
+    assert (f.source, f.pairs) == ("late", N_IMAGES) and f.value == pytest.approx(1.5)
+    assert "at 90% of the budget" in f.caption()
+    assert task_floor(df, "denoise", "psnr").source == "none"      # traces hold the MAP loss only
+    assert with_late_values(_rows(budgets=(500,)), pd.DataFrame())["map_loss_late"].isna().all()
+
+
+def test_a_row_is_judged_by_the_floors_of_its_two_solvers():
+    """An erratic third solver raises the table's floor (the caption) but not the bar between two steady ones."""
+    from bench.noise_floor import pair_floor
+
+    f = Floor("map_loss", 80.0, "late", "c", 10, 3, per_solver={"a": (2.0, 10), "b": (3.0, 10), "c": (80.0, 10)})
+    assert pair_floor(f, ("a", "b")) == 3.0 and pair_floor(f, ("a", "c")) == 80.0 and pair_floor(f) == 80.0
+    assert pair_floor(f, ("lasso", "observed")) == 0.0       # no prior passes: no optimiser noise
+    assert shows_win(True, 5.0, f, ("a", "b")) and not shows_win(True, 5.0, f, ("a", "c"))
+    assert pair_floor(Floor("map_loss", None, "none"), ("a", "b")) is None
