@@ -163,3 +163,30 @@ def test_latent_lbfgs_strong_wolfe_on_a_diverging_denoise():
     assert "line_search" in make_solver("latent-lbfgs[line_search=strong_wolfe]").params
     with pytest.raises(UserError):
         make_solver("latent-lbfgs[line_search=armijo]")
+
+
+def test_latent_lbfgs_strong_wolfe_batched_equals_single():
+    """Per-row line searches on a shipped prior: each image alone gives the batch's row bit for bit (oneDNN off,
+    whose convolution kernels depend on the batch size; see test_solvers.batch_invariant_kernels)."""
+    from bench.datasets.base import load_dataset
+    from bench.priors import catalog
+
+    if "glow-s" not in catalog.shipped_names():
+        pytest.skip("shipped prior glow-s not present")
+    model = catalog.load_prior("glow-s").model
+    ds = load_dataset("fashion-mnist", "test", model.image_shape[-1])
+    pb = make_task("denoise").make(ds.images[:3], list(ds.ids[:3]), 0)
+
+    def run(p):
+        bp = BudgetedPrior(model, 40, p.batch_size)
+        res = SOLVERS.get("latent-lbfgs")(line_search="strong_wolfe").solve(
+            p, bp, torch.ones(p.batch_size), SolveContext(budget=40, mle_steps=10, seed=0, trace_every=10))
+        return res, bp
+
+    with torch.backends.mkldnn.flags(enabled=False):
+        batched, bp = run(pb)
+        for i in range(3):
+            alone, bp1 = run(pb.take([i]))
+            assert torch.equal(alone.x_hat[0], batched.x_hat[i])
+            assert int(bp1.used[0]) == int(bp.used[i])
+            assert int(alone.info["evaluations"][0]) == int(batched.info["evaluations"][i])
