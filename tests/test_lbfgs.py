@@ -165,6 +165,7 @@ def test_latent_lbfgs_strong_wolfe_on_a_diverging_denoise():
         make_solver("latent-lbfgs[line_search=armijo]")
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")   # set by the mkldnn flag
 def test_latent_lbfgs_strong_wolfe_batched_equals_single():
     """Per-row line searches on a shipped prior: each image alone gives the batch's row bit for bit (oneDNN off,
     whose convolution kernels depend on the batch size; see test_solvers.batch_invariant_kernels)."""
