@@ -7,7 +7,9 @@ from bench.errors import UserError
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.optim import LINE_SEARCHES, clamp01, lbfgs_minimize
+from bench.solvers.lbfgs import lbfgs_minimize
+from bench.solvers.linesearch import LINE_SEARCHES
+from bench.solvers.optim import clamp01
 
 torch = lazy_module("torch")
 
@@ -27,7 +29,7 @@ class LatentLBFGS(Solver):
     """min_z ||y − f(G(z))||² + γ·||z|| (Asim eq. 2; ``penalty = "l2sq"`` uses γ||z||², their App. B variant),
     z0 = 0, solved with L-BFGS (by default without line search), returning x̂ = clip(G(ẑ), 0, 1).
 
-    The optimiser is :func:`bench.solvers.optim.lbfgs_minimize`, a per-row mirror of
+    The optimiser is :func:`bench.solvers.lbfgs.lbfgs_minimize`, a per-row mirror of
     ``torch.optim.LBFGS(lr, max_iter=20, max_eval=25, history_size=100, tolerance_grad=1e-7,
     tolerance_change=1e-9)`` called ``steps`` times (GlowIP calls ``optimizer.step(closure)`` once per "step"):
     first-iteration step min(1, 1/||g||₁)·lr, curvature pairs skipped per row when yᵀs ≤ 1e-10, rows that

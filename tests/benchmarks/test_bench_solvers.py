@@ -77,7 +77,7 @@ def test_mle_step_cs(benchmark, arch):
 @pytest.mark.parametrize("arch", FLOWS)
 def test_latent_lbfgs_iteration(benchmark, arch):
     """20 iterations (one outer step, history filled) per round; the benchmark reports per round."""
-    from bench.solvers.optim import lbfgs_minimize
+    from bench.solvers.lbfgs import lbfgs_minimize
 
     torch.set_num_threads(1)
     m, pb = _model(arch), _problem("cs")
