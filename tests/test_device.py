@@ -239,3 +239,16 @@ def test_perf_prints_flop_bound_and_ratio(monkeypatch):
     text = "\n".join(lines)
     assert "FLOP bound" in text and "| smoke  | 1,000          | 0.01    | 5.0            | 12.5     | 2.5×" in text
     assert res["grids"]["smoke"]["flop_bound_s"] == 5.0 and res["grids"]["smoke"]["bound_ratio"] == 2.5
+
+
+def test_check_notes_name_tf32_and_gpu_differences():
+    import pandas as pd
+
+    from bench.check import provenance_notes
+
+    base = {"cpu_isa": ["avx2"], "torch_threads": [1], "device": ["cuda"], "torch_version": ["2"]}
+    ref = pd.DataFrame({**base, "gpu_name": ["A"], "tf32": [False], "deterministic": [True]})
+    cur = pd.DataFrame({**base, "gpu_name": ["A"], "tf32": [True], "deterministic": [True]})
+    notes = provenance_notes(cur, ref)
+    assert len(notes) == 1 and notes[0].startswith("tf32 differs: reference False; this run True")
+    assert provenance_notes(cur, pd.DataFrame(base)) == []   # a reference from before the device columns
