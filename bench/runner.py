@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import store
-from bench.errors import DiskFull, UserError, one_line
 from bench.device import tf32_allowed
+from bench.errors import DiskFull, UserError, one_line
 from bench.estimate import estimate_wall, planned_passes
 from bench.grid import Grid
 from bench.manifest import (RunLock, check_writable, compatibility_problems, read_run_json, refuse_foreign_dir,

@@ -3,6 +3,7 @@
 and ``--deterministic`` are set and restored, and that rows, run.json and the last line record them."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -12,10 +13,10 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from runkit import make_grid, priors, rows_of, run, test_solvers
 
 from bench import device as dev
 from bench import perf, store
-from runkit import make_grid, priors, rows_of, run, test_solvers  # noqa: F401 -- fixtures
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_compile_rates_synchronise(fake_cuda, monkeypatch):
     assert len(fake_cuda) >= 2 + 3 * 3   # the first compiled pass, and three _rate measurements
 
 
-def test_estimate_synchronises(fake_cuda, priors, test_solvers):  # noqa: F811
+def test_estimate_synchronises(fake_cuda, priors, test_solvers):
     from bench.estimate import estimate_wall
     from bench.planning import plan_units
 
@@ -176,7 +177,7 @@ def probe_plugin(tmp_path, monkeypatch):
     SOLVERS.unregister("t-probe")
 
 
-def test_rows_and_run_json_record_flags_on_cpu(priors, test_solvers, tmp_path):  # noqa: F811
+def test_rows_and_run_json_record_flags_on_cpu(priors, test_solvers, tmp_path):
     g = make_grid(priors[:1], solvers=["t-grad", "t-lamfree"], tasks=["denoise"])
     before = _state()
     s = run(g, tmp_path / "out", deterministic=True, tf32=True)
@@ -184,7 +185,7 @@ def test_rows_and_run_json_record_flags_on_cpu(priors, test_solvers, tmp_path): 
     df = rows_of(tmp_path / "out")
     for col in store.DEVICE_COLUMNS:
         assert col in df.columns, col
-    assert (df["tf32"] == False).all() and (df["deterministic"] == True).all()  # noqa: E712
+    assert (df["tf32"] == False).all() and (df["deterministic"] == True).all()
     assert (df[["gpu_name", "gpu_capability", "cuda_version", "cudnn_version"]] == "").all().all()
     assert df["gpu_peak_mem_mb"].isna().all()
     last = json.loads((tmp_path / "out" / "run.json").read_text())["runs"][-1]
@@ -195,17 +196,16 @@ def test_rows_and_run_json_record_flags_on_cpu(priors, test_solvers, tmp_path): 
     assert s.passes_per_s == pytest.approx(s.image_passes / s.wall_s)
 
 
-def test_default_rows_are_not_deterministic(priors, test_solvers, tmp_path):  # noqa: F811
+def test_default_rows_are_not_deterministic(priors, test_solvers, tmp_path):
     run(make_grid(priors[:1], tasks=["denoise"], splits=["id"]), tmp_path / "out")
     df = rows_of(tmp_path / "out")
     assert not df["deterministic"].any() and not df["tf32"].any()
 
 
 @pytest.mark.slow  # two spawned workers each import torch: ~10-20 s on a loaded 2-core box
-def test_deterministic_is_applied_in_each_worker(priors, probe_plugin, tmp_path):  # noqa: F811
+def test_deterministic_is_applied_in_each_worker(priors, probe_plugin, tmp_path):
     from bench.executors import LocalExecutor
 
-    importlib = __import__("importlib")
     importlib.import_module(probe_plugin)
     g = make_grid(priors[:1], solvers=["t-probe"])
     for workers in (1, 2):
@@ -219,7 +219,7 @@ def test_deterministic_is_applied_in_each_worker(priors, probe_plugin, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- perf: FLOP bound
-def test_grid_flops_counts_planned_passes(priors, test_solvers, monkeypatch):  # noqa: F811
+def test_grid_flops_counts_planned_passes(priors, test_solvers, monkeypatch):
     from bench.grid import load_grid as real_load
 
     g = make_grid(priors[:1], solvers=["t-grad", "t-lamfree"], tasks=["denoise"])
