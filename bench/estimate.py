@@ -1,10 +1,9 @@
 """``run --dry-run``'s wall-time estimate: every unit's prior passes at a per-pass cost timed on this machine."""
 from __future__ import annotations
 
-import time
-
 import torch
 
+from bench.device import clock
 from bench.loading import fresh_model
 
 OVERHEAD = 1.25      # solver arithmetic, scoring and writing on top of the prior passes (default grid, measured)
@@ -31,21 +30,37 @@ def estimate_wall(units: list, workers: int) -> tuple[int, float]:
     return passes, (secs * OVERHEAD + UNIT_OVERHEAD_S * len(units)) / max(1, int(workers))
 
 
+def _unit_shape(u, cls) -> tuple[int, int]:
+    """(batch of the unit's solve, prior passes charged per row of it)."""
+    B = len(u.image_ids) * (1 if cls.lam_independent else len(u.lams))
+    return B, (u.budget // 2 if cls.lam_independent else u.budget)
+
+
+def planned_passes(units: list) -> int:
+    """Image-passes of the prior that ``units`` are planned to spend (as :func:`estimate_wall` counts them,
+    without timing anything): ``run --dry-run``'s count and the rate on ``run``'s last line."""
+    from bench.solvers.base import SOLVERS
+
+    total = 0
+    for u in units:
+        cls = SOLVERS.get(u.solver.split("[")[0])
+        if cls.uses_prior:
+            B, n = _unit_shape(u, cls)
+            total += B * n
+    return total
+
+
 def _unit_cost(u, cls, cost: dict) -> tuple[int, float]:
     """(image-passes, seconds of prior passes) of one unit; ``cost`` caches the timed pass per (prior, batch)."""
-    B = len(u.image_ids) * (1 if cls.lam_independent else len(u.lams))
-    n = u.budget // 2 if cls.lam_independent else u.budget
+    B, n = _unit_shape(u, cls)
     key = (u.prior, u.prior_sha256, B, u.image_size)
     if key not in cost:
         model = fresh_model(u.prior, u.device, u.prior_sha256)
         x = torch.rand((B, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
         x = x.to(u.device).requires_grad_(True)
-        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
         torch.autograd.grad(model.log_prob(x).sum(), x)
-        sync()
-        t0 = time.perf_counter()
+        t0 = clock(x.device)
         for _ in range(3):
             torch.autograd.grad(model.log_prob(x).sum(), x)
-        sync()
-        cost[key] = (time.perf_counter() - t0) / 3
+        cost[key] = (clock(x.device) - t0) / 3
     return B * n, cost[key] * n

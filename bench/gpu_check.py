@@ -1,6 +1,6 @@
 """``python -m bench.gpu_check``: the prepared GPU readiness check (a few minutes of GPU time, never needed by CI).
 
-1. Runs the smoke grid with ``--device cuda`` and checks it against the committed CPU reference with the
+1. Runs the smoke grid with ``--device cuda --deterministic`` (TF32 off, the default) and checks it against the committed CPU reference with the
    statistical tolerances (GPU kernels differ in the last bits; chaotic solvers are judged on their spread).
 2. Measures one prior pass (forward + backward of log_prob w.r.t. x) of the paper-scale priors (RealNVP and Glow
    ``paper`` presets at 64×64×3, untrained weights: the cost does not depend on the weights) at batch 1, 64 and 256.
@@ -31,13 +31,13 @@ def pass_rate(model, batch: int, device, reps: int = 5) -> float:
         xr = x.detach().requires_grad_(True)
         torch.autograd.grad(model.log_prob(xr).sum(), xr)
 
+    from bench.device import clock
+
     once()
-    torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock(device)
     for _ in range(reps):
         once()
-    torch.cuda.synchronize(device)
-    return batch * reps / (time.perf_counter() - t0)
+    return batch * reps / (clock(device) - t0)
 
 
 def paper_image_passes() -> int:
@@ -65,7 +65,7 @@ def main() -> int:
         out = Path(tmp) / "smoke-cuda"
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "smoke", "--out", str(out), "--device",
-                            "cuda", "-q", "--no-report"], cwd=REPO)
+                            "cuda", "--deterministic", "-q", "--no-report"], cwd=REPO)
         print(f"smoke on cuda: exit {r.returncode}, {time.perf_counter() - t0:.1f} s")
         c = subprocess.run([sys.executable, "-m", "bench", "check", str(out), "--reference",
                             str(REPO / "results" / "reference" / "smoke"), *CHECK_TOLERANCES], cwd=REPO)

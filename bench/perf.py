@@ -10,6 +10,11 @@ Three measurements, one markdown table each (paste into README):
    computed, nothing reused), smoke and default (targets: 60 s and 15 min on a 2-core CPU machine).
 3. Peak memory: the peak RSS of each grid's child process (``os.wait4`` rusage, so each grid is measured on its
    own; target <= 4 GB for the default grid) and of this process after the prior measurements.
+4. Where the time goes: each timed grid's FLOP bound (its planned image-passes × FLOPs per image-pass of their
+   prior ÷ the whole machine's measured 3×3-convolution rate, every usable core) and the wall time's ratio to it.
+
+Every timed path reads the clock with :func:`bench.device.clock`, which waits for a CUDA device's queued kernels
+first (CUDA calls return when the kernels are queued: unsynchronised timing measures launches, not work).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from pathlib import Path
 import torch
 
 from bench import numerics
+from bench.device import clock
 from bench.errors import UserError
 
 TARGET_RATIO = 10.0
@@ -36,15 +42,16 @@ BATCH_BIG = 256
 
 
 # ------------------------------------------------------------------------------------------- measurements
-def _rate(step, n_images: int, min_time: float, min_reps: int = 2) -> float:
-    """Image-steps per second of ``step()`` (which processes ``n_images`` images): one warm-up call, then repeated
-    until ``min_time`` seconds and ``min_reps`` calls have passed."""
+def _rate(step, n_images: int, min_time: float, min_reps: int = 2, device="cpu") -> float:
+    """Image-steps per second of ``step()`` (which processes ``n_images`` images on ``device``): one warm-up call,
+    then repeated until ``min_time`` seconds and ``min_reps`` calls have passed (the clock read after the device
+    has finished, :func:`bench.device.clock`)."""
     step()
-    reps, t0 = 0, time.perf_counter()
+    reps, t0 = 0, clock(device)
     while True:
         step()
         reps += 1
-        dt = time.perf_counter() - t0
+        dt = clock(device) - t0
         if reps >= min_reps and dt >= min_time:
             return n_images * reps / dt
 
@@ -62,14 +69,14 @@ def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images:
 
     for b in batches:
         x = torch.rand((b, *shape), generator=gen).clamp(0.02, 0.98).to(device)
-        out[f"batch {b}"] = _rate(lambda: fwd_bwd(x), b, min_time)
+        out[f"batch {b}"] = _rate(lambda: fwd_bwd(x), b, min_time, device=device)
     xs = torch.rand((loop_images, *shape), generator=gen).clamp(0.02, 0.98).to(device)
 
     def loop():
         for i in range(loop_images):
             fwd_bwd(xs[i:i + 1])
 
-    out["loop"] = _rate(loop, loop_images, min_time, min_reps=1)
+    out["loop"] = _rate(loop, loop_images, min_time, min_reps=1, device=device)
     return out
 
 
@@ -91,10 +98,11 @@ def reference_rates(device, min_time: float = 1.0) -> dict:
     g = torch.Generator().manual_seed(0)
     n = 2048
     a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
-    mm = _rate(lambda: torch.mm(a, b), 1, min_time) * 2 * n ** 3
+    mm = _rate(lambda: torch.mm(a, b), 1, min_time, device=device) * 2 * n ** 3
     x = torch.randn(64, 64, 32, 32, generator=g).to(device)
     w = torch.randn(64, 64, 3, 3, generator=g).to(device)
-    conv = _rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 1, min_time) * 2 * 64 * 64 * 32 * 32 * 64 * 9
+    conv = (_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 1, min_time, device=device)
+            * 2 * 64 * 64 * 32 * 32 * 64 * 9)
     return {"matmul": mm, "conv": conv}
 
 
@@ -113,16 +121,51 @@ def compile_rates(model, batch: int, device, min_time: float = 1.0) -> dict:
         return lp.detach(), g
 
     lp_e, g_e = run(model.log_prob)
-    eager = _rate(lambda: run(model.log_prob), batch, min_time)
-    t0 = time.perf_counter()
+    eager = _rate(lambda: run(model.log_prob), batch, min_time, device=device)
+    t0 = clock(device)
     compiled = torch.compile(model.log_prob)
     lp_c, g_c = run(compiled)
-    first = time.perf_counter() - t0
-    fast = _rate(lambda: run(compiled), batch, min_time)
-    eager = (eager + _rate(lambda: run(model.log_prob), batch, min_time)) / 2
+    first = clock(device) - t0
+    fast = _rate(lambda: run(compiled), batch, min_time, device=device)
+    eager = (eager + _rate(lambda: run(model.log_prob), batch, min_time, device=device)) / 2
     return {"first_pass_s": first, "eager": eager, "compiled": fast,
             "logp_rel_diff": float((lp_c - lp_e).abs().max() / lp_e.abs().max()),
             "grad_rel_diff": float((g_c - g_e).abs().max() / g_e.abs().max())}
+
+
+def machine_conv_rate(device, min_time: float = 1.0) -> float:
+    """FLOP/s of :func:`reference_rates`' convolution on the whole machine: every usable core on CPU (torch threads
+    set to their number for the measurement), the GPU on CUDA. What a grid's FLOP bound divides by."""
+    from bench.executors import usable_cpus
+
+    before = torch.get_num_threads()
+    if device.type != "cuda":
+        torch.set_num_threads(usable_cpus())
+    try:
+        return reference_rates(device, min_time=min_time)["conv"]
+    finally:
+        torch.set_num_threads(before)
+
+
+def grid_flops(grid_name: str, device, flops_cache: dict | None = None) -> dict:
+    """{"image_passes": planned image-passes of the prior (as ``run --dry-run`` counts them), "flops": their conv +
+    matmul FLOPs (:func:`flops_per_image` of each unit's prior)} of a whole grid, every unit computed."""
+    from bench.estimate import planned_passes
+    from bench.grid import load_grid
+    from bench.loading import fresh_model
+    from bench.planning import plan_units
+
+    cache = {} if flops_cache is None else flops_cache
+    passes = flops = 0
+    for u in plan_units(load_grid(grid_name), device=str(device)):
+        n = planned_passes([u])
+        if not n:
+            continue
+        key = (u.prior, u.prior_sha256)
+        if key not in cache:
+            cache[key] = flops_per_image(fresh_model(u.prior, device, u.prior_sha256))
+        passes, flops = passes + n, flops + n * cache[key]
+    return {"image_passes": passes, "flops": flops}
 
 
 @dataclass
@@ -237,14 +280,21 @@ def available_priors(names) -> list[str]:
 
 def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print, threads: int = 1,
              with_compile: bool = False) -> dict:
-    """Measure and print the tables; returns the numbers (for tests and --json)."""
+    """Measure and print the tables; returns the numbers (for tests and --json). Prior passes are measured as
+    units compute (:func:`bench.device.numerics_mode`: TF32 off on CUDA)."""
+    from bench.device import numerics_mode, resolve_device
+
+    device = resolve_device(device_name)
+    with numerics_mode(device):
+        return _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile)
+
+
+def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile) -> dict:
     from tabulate import tabulate
 
-    from bench.device import resolve_device
     from bench.grid import grid_path
     from bench.priors.catalog import load_prior
 
-    device = resolve_device(device_name)
     torch.set_num_threads(threads)
     for g in grids:
         grid_path(g)  # UserError for an unknown grid, before any measurement
@@ -298,12 +348,20 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
                          tablefmt="github", disable_numparse=True))
 
     if grids:
-        rows = []
+        rows, bound_rows, fcache = [], [], {}
+        machine_conv = machine_conv_rate(device, min_time=min_time)
+        result["machine_conv_flops"] = machine_conv
         for g in grids:
             sys.stderr.write(f"perf: running grid {g!r} ...\n")
             t = time_grid(g, device_name, extra_args=("--threads", str(threads)))
+            fl = grid_flops(g, device, fcache)
+            bound = fl["flops"] / machine_conv
             result["grids"][g] = {"wall_s": t.wall_s, "peak_rss_mb": t.peak_rss_mb, "exit_code": t.exit_code,
-                                  "summary": t.summary}
+                                  "summary": t.summary, **fl, "flop_bound_s": bound,
+                                  "bound_ratio": t.wall_s / bound if bound > 0 else float("nan")}
+            bound_rows.append([g, f"{fl['image_passes']:,}", f"{fl['flops'] / 1e12:,.2f}", f"{bound:,.1f}",
+                               f"{t.wall_s:,.1f}", f"{t.wall_s / bound:.1f}×" if bound > 0 else "-",
+                               f"{fl['image_passes'] / t.wall_s:,.0f}"])
             target = TARGET_WALL_S.get(g)
             ok_wall = "" if target is None else ("yes" if t.wall_s <= target else "NO")
             rows.append([g, f"{t.wall_s:,.1f}", f"≤ {target:,.0f} s" if target else "-", ok_wall,
@@ -312,6 +370,11 @@ def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, ou
         out("\n### Grid runs (`python -m bench run --grid G`, fresh output directory, child process)\n")
         out(tabulate(rows, headers=["grid", "wall s", "target", "met", "peak RSS MB", f"≤ {TARGET_RSS_MB:.0f} MB",
                                     "status"], tablefmt="github", disable_numparse=True))
+        out(f"\n### Where the time goes: each grid against its FLOP bound (planned image-passes × conv + matmul FLOPs "
+            f"per image-pass ÷ this machine's conv rate, {machine_conv / 1e9:,.1f} GFLOP/s on "
+            f"{'the GPU' if device.type == 'cuda' else 'every usable core'})\n")
+        out(tabulate(bound_rows, headers=["grid", "image-passes", "TFLOP", "FLOP bound s", "wall s", "wall / bound",
+                                          "image-passes/s"], tablefmt="github", disable_numparse=True))
     self_rss = _maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     result["self_peak_rss_mb"] = self_rss
     out(f"\npeak RSS of this process (prior measurements): {self_rss:,.0f} MB")

@@ -22,7 +22,8 @@ from bench.registry import protocol_values
 @dataclass(frozen=True, eq=False)
 class UnitSpec:
     """One work unit. Identity fields (:data:`bench.identity.IDENTITY_KEYS`) decide ``unit_id`` and the cell ids;
-    ``prior`` (the resolved checkpoint path or shipped name), ``data_root``, ``device``, ``provenance`` and
+    ``prior`` (the resolved checkpoint path or shipped name), ``data_root``, ``device``, ``tf32``, ``deterministic``,
+    ``provenance`` and
     ``imports`` (plugin modules the executing process imports first) say where and how to run it. Frozen; its dicts
     are not to be changed either (``unit_id`` is computed once). Compared and hashed by identity."""
 
@@ -47,6 +48,8 @@ class UnitSpec:
     mle_steps: int
     protocol: str = "robust"      # bench/protocols.py
     device: str = "cpu"
+    tf32: bool = False            # TF32 allowed on CUDA (bench.device.numerics_mode); not part of the identity
+    deterministic: bool = False   # deterministic algorithms (bench.device.numerics_mode); not part of the identity
     provenance: dict = field(default_factory=dict)
     imports: tuple = ()
     unit_id: str = field(init=False)
@@ -133,7 +136,8 @@ def lookup_tuned(tuned: dict | None, solver: str, task: str, prior: str) -> dict
 
 def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split: str, split: str, data_root,
               image_size: int, image_ids, lams, solver: str, tuned_params: dict, seed: int, budget: int,
-              mle_steps: int, device: str, provenance: dict, imports=(), protocol: str = DEFAULT_PROTOCOL) -> UnitSpec:
+              mle_steps: int, device: str, provenance: dict, imports=(), protocol: str = DEFAULT_PROTOCOL,
+              tf32: bool = False, deterministic: bool = False) -> UnitSpec:
     """A unit spec with the task's and solver's parameters resolved (a bad parameter is a UserError here)."""
     from bench.registry import parse_spec
     from bench.solvers.base import SOLVERS
@@ -150,12 +154,14 @@ def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split:
         image_ids=tuple(image_ids), lams=tuple(sorted(float(x) for x in lams)), solver=solver,
         solver_overrides=overrides, solver_params=dict(inst.params), tuned=bool(tuned_params), seed=int(seed),
         budget=int(budget), mle_steps=int(mle_steps), protocol=protocol, device=str(device), provenance=dict(provenance),
-        imports=tuple(imports))
+        imports=tuple(imports), tf32=bool(tf32), deterministic=bool(deterministic))
 
 
 def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, prior_dir: str | None = None,
-               provenance: dict | None = None, imports=()) -> list[UnitSpec]:
-    """Expand a grid into unit specs: one per (split, prior, task, seed, solver, budget), λ merged over blocks."""
+               provenance: dict | None = None, imports=(), tf32: bool = False,
+               deterministic: bool = False) -> list[UnitSpec]:
+    """Expand a grid into unit specs: one per (split, prior, task, seed, solver, budget), λ merged over blocks.
+    ``tf32`` and ``deterministic`` say how every unit computes (:func:`bench.device.numerics_mode`)."""
     from bench.tasks import make_task
 
     provenance = provenance or {}
@@ -190,5 +196,6 @@ def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, pr
             dataset_split="test", split=split, data_root=root, image_size=dom.image_size,
             image_ids=images[where], lams=lams, solver=solver,
             tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed, budget=budget,
-            mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports, protocol=grid.protocol))
+            mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports, protocol=grid.protocol,
+            tf32=tf32, deterministic=deterministic))
     return units

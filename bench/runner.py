@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import store
+from bench.device import tf32_allowed
 from bench.errors import DiskFull, UserError, one_line
-from bench.estimate import estimate_wall
+from bench.estimate import estimate_wall, planned_passes
 from bench.grid import Grid
 from bench.manifest import (RunLock, check_writable, compatibility_problems, read_run_json, refuse_foreign_dir,
                             refuse_links, write_run_json)
@@ -70,6 +71,7 @@ class RunSummary:
     failures: dict = field(default_factory=dict)   # status -> rows (over every planned cell, old and new)
     failures_earlier: int = 0
     wall_s: float = 0.0
+    image_passes: int = 0      # image-passes of the prior planned for the units this invocation ran
 
     @property
     def n_failures(self) -> int:
@@ -85,15 +87,24 @@ class RunSummary:
             fail += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) + ")"
         if self.failures_earlier:
             fail += f", {self.failures_earlier} of them from earlier runs (--retry-failed reruns them)"
+        rate = (f", {self.image_passes:,} image-passes of the prior ({self.passes_per_s:,.0f}/s)"
+                if self.image_passes else "")
         return (f"{self.rows_written} rows written, {self.units_run} units run, {self.units_skipped} already done, {fail}, "
-                f"{self.wall_s:.1f} s wall; results in {self.out_dir}")
+                f"{self.wall_s:.1f} s wall{rate}; results in {self.out_dir}")
+
+    @property
+    def passes_per_s(self) -> float:
+        """Image-passes of the prior per second of this invocation's wall time (planning and writing included)."""
+        return self.image_passes / self.wall_s if self.wall_s > 0 else float("nan")
 
 
 def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=None, prior_dir: str | None = None,
              resume_anyway: bool = False, retry_failed: bool = False, progress: bool = True, dry_run: bool = False,
-             imports=(), argv=None, log=None) -> RunSummary:
+             imports=(), argv=None, log=None, tf32: bool = False, deterministic: bool = False) -> RunSummary:
     """Plan, check, execute and summarise a grid run into ``out_dir``. ``tuned`` is a
-    :class:`bench.tuning.Tuned` (or None). Raises UserError before any work for every input problem."""
+    :class:`bench.tuning.Tuned` (or None); ``tf32`` and ``deterministic`` say how every unit computes
+    (:func:`bench.device.numerics_mode`, applied in the process that runs the unit). Raises UserError before any
+    work for every input problem."""
     from bench.executors import LocalExecutor
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -108,7 +119,7 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
     started = now_iso()
     provenance = row_provenance(commit, vers, started, grid.name, grid.hash)
     units = plan_units(grid, device=str(device), tuned=tuned.params if tuned else None, prior_dir=prior_dir,
-                       provenance=provenance, imports=imports)
+                       provenance=provenance, imports=imports, tf32=tf32, deterministic=deterministic)
     executor = executor or LocalExecutor()
     record = {
         "format": 1, "grid_name": grid.name, "grid_hash": grid.hash, "grid_source": grid.source,
@@ -119,7 +130,8 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
     refuse_links(out_dir)
     lock = None if dry_run else RunLock(out_dir)
     try:
-        return _run_locked(grid, out_dir, units, record, started, executor, device=device,
+        flags = {"tf32": tf32_allowed(device, tf32), "deterministic": bool(deterministic)}
+        return _run_locked(grid, out_dir, units, record, started, executor, device=device, flags=flags,
                            resume_anyway=resume_anyway, retry_failed=retry_failed, progress=progress,
                            dry_run=dry_run, argv=argv, log=log, t_start=t_start)
     except DiskFull as e:
@@ -130,7 +142,7 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
             lock.release()
 
 
-def _run_locked(grid, out_dir, units, record, started, executor, *, device, resume_anyway,
+def _run_locked(grid, out_dir, units, record, started, executor, *, device, flags, resume_anyway,
                 retry_failed, progress, dry_run, argv, log, t_start) -> RunSummary:
     """The part of :func:`run_grid` that reads and writes ``out_dir`` (under its :class:`RunLock` unless dry)."""
     commit, dirty = record["git_commit"], record["git_dirty"]
@@ -160,6 +172,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     if problems:
         log(f"warning: --resume-anyway: {str(out_dir)!r} " + "; ".join(problems))
     this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
+                **flags,
                 "filters": grid.filters, "argv": list(argv or []),
                 "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,
                 "planned_cells": sorted(c for u in units for c in u.cell_ids())}
@@ -190,6 +203,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
             earlier[s] = earlier.get(s, 0) + 1
     summary.failures = dict(earlier)
     summary.failures_earlier = sum(earlier.values())
+    summary.image_passes = planned_passes(to_run)
 
     for _, result in run_units(executor, to_run, out_dir, progress=progress, desc=grid.name):
         summary.units_run += 1
@@ -200,6 +214,6 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     summary.wall_s = time.perf_counter() - t_start
     this_run.update(finished_at=now_iso(), wall_s=round(summary.wall_s, 3), units_run=summary.units_run,
                     units_skipped=summary.units_skipped, rows_written=summary.rows_written,
-                    failures=summary.failures)
+                    failures=summary.failures, image_passes=summary.image_passes)
     write_run_json(out_dir, record)
     return summary

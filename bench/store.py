@@ -51,6 +51,10 @@ def outcome_columns() -> list[str]:
 OUTCOME_COLUMNS = outcome_columns()   # with the built-in metrics; plugins' metrics follow them in the rows
 PROVENANCE_COLUMNS = ["git_commit", "torch_version", "numpy_version", "device", "started_at", "grid_name",
                       "grid_hash", "tuned"]
+# How and on what a row was computed (bench.device): TF32 allowed (False on CPU), deterministic algorithms, the GPU
+# and its CUDA / cuDNN versions ("" on CPU), the unit's peak GPU memory in MB (NaN on CPU).
+DEVICE_COLUMNS = ["tf32", "deterministic", "gpu_name", "gpu_capability", "cuda_version", "cudnn_version",
+                  "gpu_peak_mem_mb"]
 TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]
 
 ROWS, TRACES, RECON = "rows", "traces", "recon"

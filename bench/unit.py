@@ -9,7 +9,10 @@
 - Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``;
   :class:`~bench.errors.BudgetExceeded` gives ``"overspend"``; a row whose ``x_hat`` is not finite gives ``"nan"``;
   an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an error, never cast.
-- ``wall_time_s`` is the unit's wall time (problem, solve, scoring; cached loading excluded) divided by its rows.
+- ``wall_time_s`` is the unit's wall time (problem, solve, scoring; cached loading excluded) divided by its rows,
+  read with :func:`bench.device.clock` (after the device's queued work). The unit computes under
+  :func:`bench.device.numerics_mode` (TF32, ``--deterministic``); its rows record those flags, the device's facts
+  and the unit's peak GPU memory (:data:`bench.store.DEVICE_COLUMNS`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import pandas as pd
 import torch
 
 from bench import numerics, store
+from bench.device import clock, device_facts, numerics_mode, peak_memory_mb, reset_peak_memory, tf32_allowed
 from bench.errors import BudgetExceeded, one_line, one_line_text
 from bench.loading import fresh_model, get_images
 from bench.metrics import METRICS
@@ -35,8 +39,16 @@ def _build_solver(spec):
     return SOLVERS.get(parse_spec(spec.solver)[0])(**spec.solver_overrides)
 
 
+def device_columns(spec, peak_mem_mb: float = float("nan")) -> dict:
+    """The values of :data:`bench.store.DEVICE_COLUMNS` for a unit's rows."""
+    vals = {"tf32": tf32_allowed(spec.device, spec.tf32), "deterministic": bool(spec.deterministic),
+            **device_facts(spec.device), "gpu_peak_mem_mb": float(peak_mem_mb)}
+    assert list(vals) == store.DEVICE_COLUMNS, "bench.store.DEVICE_COLUMNS and device_columns() disagree"
+    return vals
+
+
 def _rows_frame(spec, *, status, error, metrics: dict, nfe_used, iterations, wall_s: float,
-                info: dict | None = None) -> pd.DataFrame:
+                info: dict | None = None, peak_mem_mb: float = float("nan")) -> pd.DataFrame:
     ids = [i for i in spec.image_ids for _ in spec.lams]
     lams = [float(lam) for _ in spec.image_ids for lam in spec.lams]
     n = len(ids)
@@ -61,6 +73,7 @@ def _rows_frame(spec, *, status, error, metrics: dict, nfe_used, iterations, wal
         "grid_name": [prov.get("grid_name", "")] * n, "grid_hash": [prov.get("grid_hash", "")] * n,
         "tuned": [bool(spec.tuned)] * n, "mle_steps": [spec.mle_steps] * n, "protocol": [spec.protocol] * n,
     })
+    cols.update({k: [v] * n for k, v in device_columns(spec, peak_mem_mb).items()})
     for k, v in sorted(spec.task_params.items()):
         cols[f"p_task_{k}"] = [v] * n
     for k, v in sorted(spec.solver_params.items()):
@@ -159,7 +172,8 @@ def _run_unit(spec):
     B, L = len(ids), len(lams)
     N = B * L
 
-    t0 = time.perf_counter()
+    reset_peak_memory(device)
+    t0 = clock(device)
     problem = task.make(x.to(device), ids, spec.seed)
     row_img = [i for i in range(B) for _ in range(L)]
     full = problem.take(row_img)
@@ -234,11 +248,11 @@ def _run_unit(spec):
             except Exception as e:  # noqa: BLE001
                 for k in ok:
                     status[k], error[k] = "error", "scoring failed: " + one_line(e)
-    wall = time.perf_counter() - t0
+    wall = clock(device) - t0
 
     cids = spec.cell_ids()
     rows = _rows_frame(spec, status=status, error=error, metrics=metrics, nfe_used=nfe_used, iterations=iterations,
-                       wall_s=wall, info=info_cols)
+                       wall_s=wall, info=info_cols, peak_mem_mb=peak_memory_mb(device))
     traces = _traces_frame(spec, trace, trace_rows, cids)
     try:
         recon = _recon(full, x_hat, cids)
@@ -265,7 +279,8 @@ def execute_unit(spec, out_dir) -> dict:
     for mod in spec.imports:
         importlib.import_module(mod)
     try:
-        rows, traces, recon = _run_unit(spec)
+        with numerics_mode(spec.device, tf32=spec.tf32, deterministic=spec.deterministic):
+            rows, traces, recon = _run_unit(spec)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # noqa: BLE001 -- loading failed: the unit becomes error rows

@@ -6,7 +6,10 @@ DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables
   - image-steps per second of one prior pass (forward + backward of log_prob w.r.t. x) batched (batch 256 and
     the default grid's work-unit batch) vs a loop of batch-1 passes, and the ratio, per shipped prior;
   - wall time of the smoke and default grids (each run in a child process into a temporary directory);
-  - peak RSS of each grid's process and of this one.
+  - peak RSS of each grid's process and of this one;
+  - where the time goes: each timed grid's FLOP bound (planned image-passes x conv + matmul FLOPs per image-pass of
+    their prior / this machine's 3x3-convolution rate on every usable core, or on the GPU) and wall time / bound.
+Timing waits for the GPU's queued work (torch.cuda.synchronize) before every clock read; TF32 is off on CUDA.
 Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 15 min, peak RSS <= 4 GB.
 Prior passes are measured with --threads torch threads (default 1, what each work unit runs); grids run as
 `python -m bench run` does by default (--workers auto: one worker per usable core).

@@ -18,7 +18,10 @@ def add_arguments(p):
                                                                "(default 1)")
     p.add_argument("--lrs", default="0.01", help="comma list of Adam step sizes (default 0.01)")
     p.add_argument("--starts", type=int, default=2, help="restart from the best N solvers' x̂ (default 2)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu; TF32 is pinned off on cuda)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms, as `run --deterministic` (cuDNN deterministic, "
+                        "CUBLAS_WORKSPACE_CONFIG=:4096:8)")
     p.add_argument("--data-root", metavar="PATH", help="the dataset folder the run used (folder datasets only)")
     p.add_argument("--ood-root", metavar="PATH", help="the OOD dataset folder the run used")
     p.add_argument("--prior-dir", metavar="DIR", help="what the grid's relative checkpoint paths resolve against")
@@ -44,8 +47,11 @@ def main(args) -> int:
         raise UserError(f"--factor must be in (0, 100], got {args.factor}")
     if args.starts < 1:
         raise UserError(f"--starts must be >= 1, got {args.starts}")
-    table = reference_solves(args.dir, args.factor, lrs, args.starts, args.device, progress=not args.quiet,
-                             data_root=args.data_root, ood_root=args.ood_root, prior_dir=args.prior_dir)
+    from bench.device import numerics_mode, resolve_device
+
+    with numerics_mode(resolve_device(args.device), deterministic=args.deterministic):
+        table = reference_solves(args.dir, args.factor, lrs, args.starts, args.device, progress=not args.quiet,
+                                 data_root=args.data_root, ood_root=args.ood_root, prior_dir=args.prior_dir)
     path = Path(args.dir) / REFERENCE_TABLE
     write_parquet(path, table)
     from bench.profiles import INSTANCE

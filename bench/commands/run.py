@@ -12,11 +12,13 @@ code commit or tuned file in the same --out is refused unless --resume-anyway; a
 while one is running is refused. At the end the run writes its report, DIR/LEADERBOARD.md and DIR/figures/
 (unless --no-report). Solver failures (status error / overspend / nan) are results: they are counted in the last
 line and the report, and the exit status is 0 unless --strict. Exit status 2: bad input (one line, before any
-work).
+work). The last line also gives the image-passes of the prior the run planned and their rate per second of wall
+time.
 
 examples:
   python -m bench run --grid smoke --out results/smoke
   python -m bench run --grid default --workers 2 --task denoise --lam 0.5,1.0
+  python -m bench run --grid smoke --device cuda --deterministic   # TF32 stays off unless --tf32
   python -m bench run --grid paper --data-root /data/celeba --ood-root /data/ood   # checkpoints/*-paper.pt"""
 
 
@@ -27,6 +29,13 @@ def add_arguments(p):
     p.add_argument("--grid", required=True, metavar="NAME|FILE", help="preset name (see `list grids`) or a .toml file")
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/<grid name>)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda (default: auto)")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 matmuls and convolutions on CUDA (faster, ~1e-3 relative error; default: pinned "
+                        "off). Recorded per row (column tf32); no effect on CPU, where it is recorded as False")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (torch.use_deterministic_algorithms, cuDNN deterministic, "
+                        "CUBLAS_WORKSPACE_CONFIG=:4096:8) in every worker; an op without a deterministic kernel "
+                        "fails its unit. Recorded in run.json and per row (column deterministic)")
     add_executor_arguments(p)
     p.add_argument("--tuned", metavar="FILE", help="apply tuned solver parameters written by `bench tune`")
     add_filter_arguments(p)
@@ -77,12 +86,18 @@ def main(args) -> int:
     grid = apply_filters(grid, **filters_of(args))
     tuned = load_tuned(args.tuned) if args.tuned else None
     device = resolve_device(args.device)
+    if args.deterministic:   # before CUDA starts here or in a worker (spawned workers inherit the environment)
+        import os
+
+        from bench.device import CUBLAS_WORKSPACE
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     executor = make_executor(args, imports)
     out = Path(args.out) if args.out else Path("results") / grid.name
     summary = run_grid(grid, out, device=device.type if device.index is None else str(device), executor=executor,
                        tuned=tuned, prior_dir=args.prior_dir, resume_anyway=args.resume_anyway,
                        retry_failed=args.retry_failed, progress=not args.quiet, dry_run=args.dry_run,
-                       imports=imports, argv=sys.argv[1:])
+                       imports=imports, argv=sys.argv[1:], tf32=args.tf32, deterministic=args.deterministic)
     if args.dry_run:
         return 0
     line = summary.line()
