@@ -17,11 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.solvers.base import do_nothing_solver
 from bench.store import RECON  # noqa: E402
 from bench.tables import is_ok, solver_order, split_order, task_base  # noqa: E402
 
 MAX_IMAGES = 4
-TRIVIAL = "observed"   # the do-nothing solver: shown once, in the second column
 
 
 # ---------------------------------------------------------------------------------------------------- recon grid
@@ -109,7 +109,7 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
     rec = rec.merge(ident, on=["cell_id", "image_id"])
     if rec.empty:
         return None
-    solvers = [s for s in solver_order(rec["solver"].unique(), meta) if s != TRIVIAL]   # doing nothing: column 2
+    solvers = [s for s in solver_order(rec["solver"].unique(), meta) if s != do_nothing_solver()]   # doing nothing: column 2
     images = [i for i in sel["images"] if i in set(rec["image_id"])]
     ncol = 2 + len(solvers)
     fig, axes = plt.subplots(len(images), ncol, figsize=(1.45 * ncol, 1.55 * len(images) + 0.3), squeeze=False)
@@ -118,7 +118,7 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
         any_rec = ri.iloc[0]
         _show(axes[r][0], any_rec["x_true"] if isinstance(any_rec.get("x_true"), np.ndarray) else np.zeros(1))
         ax = axes[r][1]
-        nothing = ri[(ri["solver"] == TRIVIAL) & (ri["status"] == "ok")]
+        nothing = ri[(ri["solver"] == do_nothing_solver()) & (ri["status"] == "ok")]
         if len(nothing):   # the do-nothing solver's x̂ (each task's naive estimate) and its PSNR
             _show(ax, nothing.iloc[0]["x_hat"])
             ax.set_xlabel(f"{nothing.iloc[0]['psnr']:.2f} dB", fontsize=7)
@@ -148,7 +148,7 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return (f"Reconstructions, {task}: prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}, "
-            f"seed {sel['seed']}; columns clean, doing nothing (`{TRIVIAL}`'s x̂, else the observation), then each "
+            f"seed {sel['seed']}; columns clean, doing nothing (`{do_nothing_solver()}`'s x̂, else the observation), then each "
             "solver (PSNR below).")
 
 

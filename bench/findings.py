@@ -13,9 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.solvers.base import do_nothing_solver
 from bench.tables import is_ok
-
-TRIVIAL = "observed"
 
 
 def _uses_prior(df: pd.DataFrame) -> set:
@@ -183,7 +182,7 @@ def findings_text(groups, df: pd.DataFrame) -> str:
         sig = int(t["wins"].sum())
         s += f"; {sig} of {int(t['tests'].iloc[0])} paired tests are significant."
         sent.append(s)
-        d = t["d_psnr"].drop(TRIVIAL, errors="ignore")
+        d = t["d_psnr"].drop(do_nothing_solver(), errors="ignore")
         d = d[[i in prior_based for i in d.index]].dropna()
         if not t["d_psnr"].notna().any():
             no_trivial.append(label)
@@ -192,5 +191,5 @@ def findings_text(groups, df: pd.DataFrame) -> str:
             sent.append(f"Against doing nothing, the prior-based solvers gain {d.min():+.2f} to {d.max():+.2f} dB "
                         "PSNR" + (f" ({', '.join(worse)} do not gain)." if worse else "."))
     if no_trivial:
-        sent.append(f"`{TRIVIAL}` (doing nothing) did not run on {'; '.join(no_trivial)}: no comparison there.")
+        sent.append(f"`{do_nothing_solver()}` (doing nothing) did not run on {'; '.join(no_trivial)}: no comparison there.")
     return " ".join(sent) if sent else "No group has two solvers: nothing to compare."

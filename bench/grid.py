@@ -53,8 +53,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.grid_fields import (MAX_BUDGET, MAX_IMAGE_SIZE, NAME, SPLITS, _dataset, _fail, _images_count, _int,
-                               _lam, _list, _prior, _seed, _solver, _split, _str, _task, all_solvers)
+from bench.grid_fields import (
+    MAX_BUDGET,
+    MAX_IMAGE_SIZE,
+    NAME,
+    SPLITS,
+    _dataset,
+    _fail,
+    _images_count,
+    _int,
+    _lam,
+    _list,
+    _prior,
+    _seed,
+    _solver,
+    _split,
+    _str,
+    _task,
+    all_solvers,
+)
 from bench.identity import sha256_json
 from bench.protocols import DEFAULT as DEFAULT_PROTOCOL
 from bench.protocols import check_protocol

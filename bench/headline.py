@@ -23,9 +23,18 @@ import numpy as np
 import pandas as pd
 
 from bench.noise_floor import shows_win, task_floor
-from bench.tables import ALPHA, holm, is_ok, paired, rank_cells, solver_order, task_base, task_order
+from bench.solvers.base import do_nothing_solver
+from bench.tables import (
+    ALPHA,
+    holm,
+    is_ok,
+    paired,
+    rank_cells,
+    solver_order,
+    task_base,
+    task_order,
+)
 
-TRIVIAL = "observed"   # the do-nothing reconstruction (each task's naive estimate)
 CELL = ["task", "prior", "split", "lam"]
 
 
@@ -137,8 +146,8 @@ def group_table(g: pd.DataFrame, meta: dict | None = None, run: pd.DataFrame | N
     t["wins"], t["losses"] = wl["wins"], wl["losses"]
     t["gap_pct"] = _median_gap(g, solvers)
     t["psnr"] = pd.to_numeric(ok["psnr"], errors="coerce").groupby(ok["solver"]).mean().reindex(solvers)
-    if TRIVIAL in solvers:
-        t["d_psnr"] = [paired(g, s, TRIVIAL, "psnr")["mean"] if s != TRIVIAL else 0.0 for s in solvers]
+    if do_nothing_solver() in solvers:
+        t["d_psnr"] = [paired(g, s, do_nothing_solver(), "psnr")["mean"] if s != do_nothing_solver() else 0.0 for s in solvers]
     else:
         t["d_psnr"] = np.nan
     t["tests"] = len(tests)
@@ -166,7 +175,7 @@ def markdown_lines(groups: list[tuple[str, pd.DataFrame]], tables_link=None) -> 
            f"Wilcoxon per table cell, two-sided, Holm over all the group's cell × pair tests, α = {ALPHA}, and a "
            "mean difference above the table's noise floor); "
            "**gap**: median over cells of (solver's mean − best mean) / |best mean|; **ΔPSNR vs nothing**: mean "
-           f"paired PSNR difference against `{TRIVIAL}` (doing nothing)."
+           f"paired PSNR difference against `{do_nothing_solver()}` (doing nothing)."
            + (f" Per-cell tables with verdicts: [{tables_link}]({tables_link})." if tables_link else ""), ""]
     for label, t in groups:
         tests = int(t["tests"].iloc[0]) if len(t) else 0
@@ -182,7 +191,7 @@ def markdown_lines(groups: list[tuple[str, pd.DataFrame]], tables_link=None) -> 
             line = [str(i), name, rank, f"{int(r['wins'])} / {int(r['losses'])}", _num(r["gap_pct"], ".1f") + "%",
                     _num(r["psnr"], ".2f")]
             if has_trivial:
-                line.append("—" if s == TRIVIAL else _num(r["d_psnr"], "+.2f"))
+                line.append("—" if s == do_nothing_solver() else _num(r["d_psnr"], "+.2f"))
             rows.append(line)
         out += [markdown(headers, rows), "",
                 f"{int(t['cells'].iloc[0])} ranking cells, {tests} paired tests.", ""]

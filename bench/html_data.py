@@ -23,11 +23,18 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS
+from bench.solvers.base import do_nothing_solver
 from bench.store import RECON
-from bench.tables import cell_stats, solver_order, split_order, task_base, task_order, task_verdicts
+from bench.tables import (
+    cell_stats,
+    solver_order,
+    split_order,
+    task_base,
+    task_order,
+    task_verdicts,
+)
 
 THUMB_IMAGES = 3
-TRIVIAL = "observed"
 ROW = ["task", "prior", "split", "lam"]
 
 
@@ -162,11 +169,11 @@ def sprites(run_dir: Path, df: pd.DataFrame, rows: list[dict], solvers: list) ->
         imgs = [i for i in first_imgs.get(key, []) if key + (i,) in arrays]
         if not imgs:
             continue
-        cols = ["clean", "doing nothing"] + [s for s in solvers if s != TRIVIAL]
+        cols = ["clean", "doing nothing"] + [s for s in solvers if s != do_nothing_solver()]
         tiles, size = [], None
         for img in imgs:
             slot = arrays[key + (img,)]
-            nothing = slot.get(TRIVIAL)
+            nothing = slot.get(do_nothing_solver())
             if nothing is None:
                 obs = _hw(slot["observed"]) if "observed" in slot else None
                 nothing = obs if obs is not None and np.any(obs) else None

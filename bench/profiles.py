@@ -23,12 +23,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.solvers.base import do_nothing_solver
+
 INSTANCE = ["task_spec", "prior", "prior_sha256", "dataset", "image_size", "split", "image_id", "lam", "seed"]
 ALGO = ["solver", "budget"]
 TAUS = (1e-1, 1e-2, 1e-3)
 N_TARGETS = 21
 N_GRID = 60
-TRIVIAL = "observed"
 
 
 def _keyed(rows: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +88,7 @@ def with_gaps(rows: pd.DataFrame, fref: pd.Series, f0: pd.Series | None = None) 
 def start_values(rows: pd.DataFrame, traces: pd.DataFrame) -> pd.Series:
     """f(x0) per instance: the trivial solver's MAP loss, else the worst first trace value (module docstring)."""
     ok = _ok(rows)
-    triv = ok[ok["solver"] == TRIVIAL].groupby(INSTANCE)["map_loss"].max()
+    triv = ok[ok["solver"] == do_nothing_solver()].groupby(INSTANCE)["map_loss"].max()
     p = points(rows, traces)
     first = p.sort_values("nfe").groupby(INSTANCE + ALGO)["map_loss"].first().groupby(level=INSTANCE).max()
     return triv.reindex(first.index.union(triv.index)).fillna(first).rename("f0")

@@ -13,9 +13,9 @@ all four faces priors. ``list priors`` prints both figures; a test keeps the gap
 from __future__ import annotations
 
 import numpy as np
-
 from bench.datasets.base import DATASETS, Dataset, ImageSet
 from bench.datasets.patches import _source
+
 from bench.lazy import lazy_module
 
 torch = lazy_module("torch")

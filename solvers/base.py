@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 
 from bench.errors import UserError
 from bench.lazy import lazy_module
-from bench.registry import Param, Registry, as_param, defaults, format_spec, parse_spec, resolve_params
+from bench.registry import (
+    Param,
+    Registry,
+    as_param,
+    defaults,
+    format_spec,
+    parse_spec,
+    resolve_params,
+)
 from bench.seeding import generator
 
 torch = lazy_module("torch")
@@ -114,6 +122,8 @@ class Solver:
     - ``stochastic``: True: its answer depends on the seed index (random draws), not only on the data.
     - ``start``: for solvers that differ from others only in where they start (the fixed-Λ Adam family), a few
       words naming the start; the leaderboard's start-sensitivity table compares the solvers that declare one.
+    - ``does_nothing``: True for the do-nothing baseline (the task's naive estimate from y): the leaderboard
+      compares every solver's PSNR against it and shows its reconstruction once (:func:`do_nothing_solver`).
     """
 
     name: str = "?"
@@ -125,6 +135,7 @@ class Solver:
     chaotic: bool = False
     stochastic: bool = False
     start: str | None = None
+    does_nothing: bool = False
     description: str = ""
 
     def __init_subclass__(cls, **kw):
@@ -184,3 +195,8 @@ def row_randn(problem, shape, seed: int, *tag) -> torch.Tensor:
     """(B, *shape) standard normals, row i keyed by image i's id and the seed index."""
     return torch.stack([torch.randn(shape, generator=row_generator(problem, i, seed, *tag))
                         for i in range(problem.batch_size)])
+
+
+def do_nothing_solver() -> str | None:
+    """The registered name of the do-nothing baseline (``does_nothing = True``), or None."""
+    return next((name for name, cls in SOLVERS.items() if getattr(cls, "does_nothing", False)), None)

@@ -19,6 +19,7 @@ class Observed(Solver):
     parameters: dict = {}
     uses_prior = False
     lam_independent = True
+    does_nothing = True
     description = "trivial baseline: clip(y), clip(A^+ y), or observed pixels with mean-filled holes; no prior"
 
     def solve(self, problem, prior, lam, ctx):

@@ -52,3 +52,10 @@ def test_figure_only_with_an_axis(tmp_path):
     assert plot_regime_gaps(regime_gaps(_rows()), tmp_path / "r.png") and (tmp_path / "r.png").stat().st_size > 0
     assert not plot_regime_gaps(regime_gaps(_rows(points=2)), tmp_path / "s.png")
     assert not (tmp_path / "s.png").exists()
+
+
+def test_the_do_nothing_baseline_is_declared_by_one_solver():
+    """The report finds the do-nothing baseline by its declaration, not by a name written in the report."""
+    from bench.solvers.base import SOLVERS, do_nothing_solver
+
+    assert [n for n, c in SOLVERS.items() if c.does_nothing] == [do_nothing_solver()] == ["observed"]
