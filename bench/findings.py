@@ -16,6 +16,10 @@ import pandas as pd
 from bench.solvers.base import do_nothing_solver
 from bench.tables import is_ok
 
+# What AIPO's Tables 1-3 imply at the reconstructions: −log p_G(x̂) from the slope of the MAP loss in λ, the ratio
+# from its two terms at λ = 1 (denoising: 2.7 with RealNVP, 10.2 with Glow).
+PAPER_REGIME = "0.01–0.6 bits/dim, ratio 0.5–10 at λ = 1"
+
 
 def _uses_prior(df: pd.DataFrame) -> set:
     nfe = pd.to_numeric(df["nfe_used"], errors="coerce")
@@ -127,7 +131,8 @@ def regime_lines(reg: pd.DataFrame, link: str | None = None) -> list[str]:
         return []
     return ["## Regime", "",
             "Where the prior-based solvers' reconstructions sit, at the largest λ: mean −log p_G(x̂) in bits/dim, "
-            "and the mean ratio |data log-likelihood| / |log p_G(x̂)| of the MAP loss's two terms at x̂."
+            "and the mean ratio |data log-likelihood| / |log p_G(x̂)| of the MAP loss's two terms at x̂. "
+            f"The AIPO paper's regime, for comparison: {PAPER_REGIME}."
             + (f" Every λ: [{link}]({link})." if link else ""), "",
             markdown([*keys, "λ", "bits/dim", "data / prior ratio"],
                      rows), ""]
