@@ -37,11 +37,15 @@ def _source(name: str) -> np.ndarray:
 
 def patch(name: str, k: int) -> np.ndarray:
     """Patch ``k`` of source ``name`` at source resolution, float in [0, 1]."""
-    img = _source(name)
-    rng = np.random.default_rng([SEED, k, SOURCES.index(name)])
-    r = int(rng.integers(0, img.shape[0] - SIDE + 1))
-    c = int(rng.integers(0, img.shape[1] - SIDE + 1))
-    return img[r:r + SIDE, c:c + SIDE]
+    return crop(_source(name), SIDE, [SEED, k, SOURCES.index(name)])
+
+
+def crop(img: np.ndarray, side: int, key) -> np.ndarray:
+    """The side×side square of ``img`` at a position drawn from ``default_rng(key)``."""
+    rng = np.random.default_rng(key)
+    r = int(rng.integers(0, img.shape[0] - side + 1))
+    c = int(rng.integers(0, img.shape[1] - side + 1))
+    return img[r:r + side, c:c + side]
 
 
 @DATASETS.register("patches")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from bench.datasets.base import DATASETS, Dataset, ImageSet
-from bench.datasets.patches import _source
+from bench.datasets.patches import _source, crop
 
 from bench.lazy import lazy_module
 
@@ -26,12 +26,9 @@ SIDE, PER_IMAGE, SEED = 64, 16, 20261206
 
 def texture(name: str, k: int, size: int) -> np.ndarray:
     """Patch ``k`` of source ``name``, point-sampled to size×size; float32 (1, size, size) in [0, 1]."""
-    img = _source(name)
-    rng = np.random.default_rng([SEED, k, SOURCES.index(name)])
-    r = int(rng.integers(0, img.shape[0] - SIDE + 1))
-    c = int(rng.integers(0, img.shape[1] - SIDE + 1))
+    img = crop(_source(name), SIDE, [SEED, k, SOURCES.index(name)])
     idx = (np.arange(size) * SIDE) // size
-    return np.clip(img[r + idx][:, c + idx], 0, 1)[None].astype(np.float32)
+    return np.clip(img[idx][:, idx], 0, 1)[None].astype(np.float32)
 
 
 @DATASETS.register("textures")

@@ -205,3 +205,16 @@ def test_images_load_by_their_bit_depth(tmp_path):
     Image.fromarray(np.full((8, 8), 200.0, dtype=np.float32)).save(tmp_path / "f255.tif")
     with pytest.raises(UserError, match=r"float pixels must lie in \[0, 1\]"):
         read_image(tmp_path / "f255.tif")
+
+
+def test_textures_are_fixed_point_samples_of_their_patch():
+    """32 fixed patches; at any size a texture is the nearest-pixel sample of the same 64-px square."""
+    from bench.datasets.patches import _source, crop
+    from bench.datasets.textures import PER_IMAGE, SEED, SIDE, SOURCES
+
+    s16, s32 = load_dataset("textures", "test", 16), load_dataset("textures", "test", 32)
+    assert len(s16) == 32 and s16.ids == s32.ids and s16.ids[0] == "textures/grass-0"
+    assert tuple(s16.images.shape[1:]) == (1, 16, 16) and tuple(s32.images.shape[1:]) == (1, 32, 32)
+    assert torch.equal(s32.images[:, :, ::2, ::2], s16.images)          # 64 → 32 → 16 by point sampling
+    full = crop(_source("gravel"), SIDE, [SEED, PER_IMAGE - 1, SOURCES.index("gravel")])
+    assert np.allclose(load_dataset("textures", "test", 64).images[-1, 0].numpy(), np.clip(full, 0, 1), atol=1e-6)
