@@ -52,7 +52,7 @@ def screenshot(page: Path, out: Path, width: int = 1400) -> tuple[int, int]:
             WebDriverWait(drv, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
             height = int(drv.execute_script("return document.documentElement.scrollHeight"))
             drv.set_window_size(width, height)
-            tmp = Path(out).with_name(Path(out).name + ".part")
+            tmp = Path(out).with_name(f".{Path(out).stem}.part.png")
             drv.save_screenshot(str(tmp))
             tmp.replace(out)
         finally:

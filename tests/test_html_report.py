@@ -107,4 +107,4 @@ def test_full_page_screenshot(page, tmp_path):
     w, h = screenshot(page, tmp_path / "shot.png")
     data = (tmp_path / "shot.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and w == 1400 and h > 1000
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob(".*.part.png"))
