@@ -49,6 +49,9 @@ class UnitSpec:
     device: str = "cpu"
     provenance: dict = field(default_factory=dict)
     imports: tuple = ()
+    isolate: bool = True          # solve in a solver process behind the counted oracle (bench/isolate.py)
+    timeout_s: float | None = None   # wall-time limit of the unit's solve (None: bench.unit.default_timeout_s)
+    memory_mb: int | None = None  # memory limit of its solver process (None: bench.unit.DEFAULT_MEMORY_MB)
     unit_id: str = field(init=False)
 
     def __post_init__(self):
@@ -149,7 +152,7 @@ def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split:
 
 
 def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, prior_dir: str | None = None,
-               provenance: dict | None = None, imports=()) -> list[UnitSpec]:
+               provenance: dict | None = None, imports=(), isolate: bool = True) -> list[UnitSpec]:
     """Expand a grid into unit specs: one per (split, prior, task, seed, solver, budget), λ merged over blocks."""
     from bench.tasks import make_task
 
@@ -185,4 +188,5 @@ def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, pr
             lams=lams, solver=solver, tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed,
             budget=budget, mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports,
             protocol=grid.protocol))
-    return units
+    return [dataclasses.replace(u, isolate=bool(isolate), timeout_s=grid.unit_timeout_s,
+                                memory_mb=grid.unit_memory_mb) for u in units]
