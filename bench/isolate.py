@@ -50,6 +50,7 @@ from bench.tasks import TASKS, Problem, make_task
 
 SOLVERS.names()   # import every registered solver and task in the template, not in each child
 TASKS.names()
+import bench.metrics  # noqa: E402,F401  (a solver may import the metric helpers)
 
 MAX_GRAPHS = 8            # G(z)/E(x) graphs the harness keeps for a later backward (oldest dropped)
 MESSAGE_SLACK = 1 << 20   # bytes a message may carry beyond its tensors
@@ -235,8 +236,39 @@ class _Graph(torch.autograd.Function):
         return reply["grad"], None, None, None
 
 
-def _landlock() -> bool:
-    """Give up file-system access, TCP, signals and ptrace outside this process (Linux Landlock); True if done."""
+_READ = (1 << 0) | (1 << 2) | (1 << 3)   # Landlock: execute, read file, read dir
+
+
+def _readable_paths() -> list[str]:
+    """What a solver process may still read: the Python standard library and the installed third-party packages
+    (so a plugin's lazy ``import scipy.optimize`` works) — not this harness's package (its datasets and
+    checkpoints may live inside it), not the repository, the data, the checkpoints or the run directory."""
+    import site
+    import sysconfig
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")}
+    for sp in {*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        try:
+            names = os.listdir(sp)
+        except OSError:
+            continue
+        for name in names:
+            full = os.path.join(sp, name)
+            if name == "bench" or os.path.abspath(full) == here:
+                continue
+            paths.add(full)
+    out = []
+    for p in sorted(paths):
+        p = os.path.abspath(p)
+        if os.path.exists(p) and not (here + os.sep).startswith(p + os.sep) and p != here:
+            out.append(p)
+    return out
+
+
+def _landlock(readable=()) -> bool:
+    """Give up file-system access (but reading ``readable``), TCP, signals and ptrace outside this process (Linux
+    Landlock); True if done."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
@@ -255,6 +287,15 @@ def _landlock() -> bool:
         fd = libc.syscall(444, buf, ctypes.c_size_t(size), ctypes.c_uint32(0))
         if fd < 0:
             return False
+        for path in readable:
+            try:
+                pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            access = _READ if os.path.isdir(path) else (1 << 0) | (1 << 2)
+            rule = ctypes.create_string_buffer(struct.pack("<Qi", access, pfd), 12)
+            libc.syscall(445, ctypes.c_int(fd), ctypes.c_int(1), rule, ctypes.c_uint32(0))   # path beneath
+            os.close(pfd)
         if libc.prctl(38, 1, 0, 0, 0) != 0:                  # PR_SET_NO_NEW_PRIVS
             return False
         ok = libc.syscall(446, ctypes.c_int(fd), ctypes.c_uint32(0)) == 0   # landlock_restrict_self
@@ -262,6 +303,9 @@ def _landlock() -> bool:
         return ok
     except (OSError, AttributeError):
         return False
+
+
+_READABLE = _readable_paths()
 
 
 def _limit_memory(memory_mb) -> None:
@@ -296,7 +340,8 @@ def _child(conn) -> None:
                     os.close(fd)
                 except OSError:
                     pass
-        job["landlock"] and _landlock()
+        if job["landlock"] and not _landlock(_READABLE):
+            raise RuntimeError("the solver process could not lock itself down (Landlock)")
 
         def row_seed(key, seed, tag):
             return int(OracleClient._call(prior_or_stub, "seed", key=str(key), seed=int(seed),

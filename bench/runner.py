@@ -69,6 +69,7 @@ class RunSummary:
     rows_written: int = 0
     failures: dict = field(default_factory=dict)   # status -> rows (over every planned cell, old and new)
     failures_earlier: int = 0
+    units_failed: dict = field(default_factory=dict)   # timeout / oom / crashed -> units of this run
     wall_s: float = 0.0
 
     @property
@@ -85,13 +86,17 @@ class RunSummary:
             fail += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) + ")"
         if self.failures_earlier:
             fail += f", {self.failures_earlier} of them from earlier runs (--retry-failed reruns them)"
+        if self.units_failed:
+            n = sum(self.units_failed.values())
+            fail += (f", {n} unit{'s' if n != 1 else ''} stopped by its limits or its solver process ("
+                     + ", ".join(f"{k} {v}" for k, v in sorted(self.units_failed.items())) + ")")
         return (f"{self.rows_written} rows written, {self.units_run} units run, {self.units_skipped} already done, {fail}, "
                 f"{self.wall_s:.1f} s wall; results in {self.out_dir}")
 
 
 def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=None, prior_dir: str | None = None,
              resume_anyway: bool = False, retry_failed: bool = False, progress: bool = True, dry_run: bool = False,
-             imports=(), argv=None, log=None) -> RunSummary:
+             imports=(), argv=None, log=None, isolate: bool = True) -> RunSummary:
     """Plan, check, execute and summarise a grid run into ``out_dir``. ``tuned`` is a
     :class:`bench.tuning.Tuned` (or None). Raises UserError before any work for every input problem."""
     from bench.executors import LocalExecutor
@@ -108,7 +113,7 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
     started = now_iso()
     provenance = row_provenance(commit, vers, started, grid.name, grid.hash)
     units = plan_units(grid, device=str(device), tuned=tuned.params if tuned else None, prior_dir=prior_dir,
-                       provenance=provenance, imports=imports)
+                       provenance=provenance, imports=imports, isolate=isolate)
     executor = executor or LocalExecutor()
     record = {
         "format": 1, "grid_name": grid.name, "grid_hash": grid.hash, "grid_source": grid.source,
@@ -160,6 +165,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
     if problems:
         log(f"warning: --resume-anyway: {str(out_dir)!r} " + "; ".join(problems))
     this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
+                "isolated": all(u.isolate for u in units),
                 "filters": grid.filters, "argv": list(argv or []),
                 "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,
                 "planned_cells": sorted(c for u in units for c in u.cell_ids())}
@@ -197,9 +203,11 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, resu
         for s, n in result["status"].items():
             if s not in store.NOT_FAILURES:
                 summary.failures[s] = summary.failures.get(s, 0) + n
+            if s in store.UNIT_FAILURES:
+                summary.units_failed[s] = summary.units_failed.get(s, 0) + 1
     summary.wall_s = time.perf_counter() - t_start
     this_run.update(finished_at=now_iso(), wall_s=round(summary.wall_s, 3), units_run=summary.units_run,
                     units_skipped=summary.units_skipped, rows_written=summary.rows_written,
-                    failures=summary.failures)
+                    failures=summary.failures, units_failed=summary.units_failed)
     write_run_json(out_dir, record)
     return summary

@@ -1,10 +1,13 @@
 """Adversarial plugin solvers: each cheat is caught (a failed row) or has no effect on any score, and the honest
-solvers' rows are bit-identical to a run without the cheats — in one process (``--workers 1``), where tampering
-with shared objects would reach later units if it could."""
+solvers' rows are bit-identical to a run without the cheats — in one harness process (``--workers 1``), where
+tampering with shared objects would reach later units if it could. Solvers run in their own process behind the
+counted oracle (bench/isolate.py); the cheats below are what a plugin tries from there."""
 from __future__ import annotations
 
 import os
 import textwrap
+
+import numpy as np
 
 import pandas as pd
 import pytest
@@ -114,7 +117,8 @@ CHEATS = textwrap.dedent('''
 
     @SOLVERS.register("cheat-tamper")
     class Tamper(Bypass):
-        """Shifts log p of its model (and of any model it can find) by +1e4 for everyone after it."""
+        """Shifts log p of its model (and of any model it can find) by +1e4 for everyone after it (no model, and
+        no model code, exists in a solver process)."""
         def attempt(self, problem, prior, x):
             import gc
             from bench.priors.base import FlowPrior
@@ -134,13 +138,265 @@ CHEATS = textwrap.dedent('''
 
     def ctx_budget(prior):
         return prior.budget
+
+
+    class Found(Solver):
+        """Tries to find the clean images (``look`` returns them or None); raises when it finds nothing."""
+        uses_prior = False
+        def look(self, problem):
+            raise NotImplementedError
+        def solve(self, problem, prior, lam, ctx):
+            x = self.look(problem)
+            if x is None:
+                raise RuntimeError("cheat found nothing")
+            return SolveResult(x)
+
+
+    def nearest(problem, images):
+        """The dataset image closest to what y shows: the clean image of a denoising/inpainting row."""
+        x0 = naive(problem).flatten(1)
+        imgs = images.flatten(1).to(x0.dtype)
+        k = torch.cdist(x0, imgs).argmin(1)
+        return images[k].reshape(problem.batch_size, *problem.shape).to(x0.dtype)
+
+
+    @SOLVERS.register("cheat-loader")
+    class Loader(Found):
+        """The public dataset loader, matched to y (the image ids it gets are opaque)."""
+        def look(self, problem):
+            from bench.loading import get_images
+            return nearest(problem, get_images("lfw-faces", "test", 16, None).images)
+
+
+    @SOLVERS.register("cheat-loader-cache")
+    class LoaderCache(Found):
+        def look(self, problem):
+            from bench import loading
+            for iset in loading._IMAGES.values():
+                return nearest(problem, iset.images)
+
+
+    @SOLVERS.register("cheat-gc")
+    class GC(Found):
+        """Any Problem in the process that still holds its clean images."""
+        def look(self, problem):
+            import gc
+            from bench.tasks import Problem
+            for obj in gc.get_objects():
+                if isinstance(obj, Problem) and obj.x_true is not None and obj.x_true.shape[0] == problem.batch_size:
+                    return obj.x_true.clone()
+
+
+    @SOLVERS.register("cheat-frames")
+    class Frames(Found):
+        """The runner's locals up the stack: x_true, full.x_true."""
+        def look(self, problem):
+            import sys
+            f = sys._getframe()
+            while f is not None:
+                for v in f.f_locals.values():
+                    xt = getattr(v, "x_true", None)
+                    if isinstance(xt, torch.Tensor) and xt.shape[0] == problem.batch_size:
+                        return xt.clone()
+                f = f.f_back
+
+
+    @SOLVERS.register("cheat-frames-write")
+    class FramesWrite(Bypass):
+        """Writes the runner's lam_full and x_true through the stack frames (the harness scores with them)."""
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            import sys
+            f, hit = sys._getframe(), 0
+            while f is not None:
+                for name in ("lam_full", "solve_lam", "own_lam"):
+                    v = f.f_locals.get(name)
+                    if isinstance(v, torch.Tensor):
+                        v.zero_(); hit += 1
+                full = f.f_locals.get("full")
+                if getattr(full, "x_true", None) is not None:
+                    full.x_true.copy_(x); hit += 1
+                f = f.f_back
+            if not hit:
+                raise RuntimeError("cheat found nothing")
+
+
+    @SOLVERS.register("cheat-recon-files")
+    class ReconFiles(Found):
+        """Earlier units' recon/*.npz, in the run directory named on the harness's command line."""
+        def look(self, problem):
+            import glob, os
+            import numpy as np
+            for pid in [os.getppid()] + [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+                try:
+                    argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+                except OSError:
+                    continue
+                if b"--out" in argv:
+                    out = argv[argv.index(b"--out") + 1].decode()
+                    for f in glob.glob(os.path.join(out, "recon", "*.npz")):
+                        xt = np.load(f)["x_true"]
+                        return nearest(problem, torch.from_numpy(xt))
+
+
+    @SOLVERS.register("cheat-patch-scoring")
+    class PatchScoring(Bypass):
+        """Patches the scoring code the harness would use: bench.metrics.score, the metric table,
+        bench.objective.log_prior (every MAP loss would be -1e9)."""
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            import bench.metrics as M
+            import bench.objective as O
+            orig = M.score
+            M.score = lambda *a, **k: {k2: v * 0 - 1e9 for k2, v in orig(*a, **k).items()}
+            O.log_prior = lambda model, xx: torch.full((xx.shape[0],), 1e9)
+            O.map_loss = lambda nll, lp, lam: nll * 0 - 1e9
+            m = M.METRICS["psnr"]
+            M.METRICS.register(M.Metric("psnr", lambda b: np.full(len(b.x), 1e9), True), replace=True)
+
+
+    @SOLVERS.register("cheat-fresh-model")
+    class FreshModel(Bypass):
+        """Uncounted passes: a fresh model from the checkpoint (uses_prior = False, so no budget at all)."""
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            import glob
+            from bench.loading import fresh_model
+            for path in glob.glob("/tmp/**/realnvp-t.pt", recursive=True) + ["realnvp-xs"]:
+                model = fresh_model(path, "cpu", None)
+                for _ in range(50):
+                    model.log_prob(x)
+                return
+            raise RuntimeError("cheat found nothing")
+
+
+    @SOLVERS.register("cheat-reset-counter")
+    class ResetCounter(Bypass):
+        """Resets the prior's counter in its own process and spends three budgets."""
+        def attempt(self, problem, prior, x):
+            for _ in range(3):
+                for _ in range(prior.budget):
+                    prior.log_prob(x)
+                for name in dir(prior):
+                    v = getattr(prior, name, None)
+                    if isinstance(v, torch.Tensor) and v.dtype == torch.long:
+                        v.zero_()
+
+
+    @SOLVERS.register("cheat-forged-trace")
+    class ForgedTrace(Solver):
+        """Reports a trace of impossible losses at negative pass counts and an early stop, marks far more points
+        than allowed, and forges lam_reached; returns the naive estimate."""
+        def solve(self, problem, prior, lam, ctx):
+            from bench.solvers.base import Trace
+            x = naive(problem)
+            tr = Trace()
+            for k in range(5):
+                tr.record(torch.full((problem.batch_size,), -5), torch.full((problem.batch_size,), -1e9))
+            prior.log_prob(x)
+            for _ in range(10 ** 4):
+                try:
+                    prior.trace_point()
+                except ValueError:
+                    break
+            return SolveResult(x, tr, {"lam_reached": torch.full((problem.batch_size,), 1e9)})
+
+
+    @SOLVERS.register("cheat-write-unit")
+    class WriteUnit(Bypass):
+        """bench.store.write_unit over another solver's finished units in the run directory."""
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            import glob, os
+            from bench import store
+            for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+                if b"--out" in argv:
+                    out = argv[argv.index(b"--out") + 1].decode()
+                    for uid in store.unit_ids(out):
+                        store.write_unit(out, uid, None)
+                    return
+            raise RuntimeError("cheat found nothing")
+
+
+    @SOLVERS.register("cheat-global-state")
+    class GlobalState(Bypass):
+        """Changes process-wide state the next units would inherit: torch threads, default dtype, a cache."""
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            import bench.solvers.optim as optim
+            import bench.tasks.base as tasks
+            torch.set_num_threads(3)
+            torch.manual_seed(1234)
+            optim.ADAM_LR = 10.0
+            optim.clamp01 = lambda v: v * 0
+            tasks.Problem.data_nll = lambda self, xx: torch.zeros(xx.shape[0])
+
+
+    @SOLVERS.register("cheat-kill-harness")
+    class KillHarness(Bypass):
+        """Signals its parent and every process it can see."""
+        uses_prior = False
+        def attempt(self, problem, prior, x):
+            import os, signal
+            os.kill(os.getppid(), signal.SIGKILL)
+
+
+    @SOLVERS.register("cheat-keyboard-interrupt")
+    class KeyboardInterruptCheat(Solver):
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            raise KeyboardInterrupt
+
+
+    @SOLVERS.register("cheat-os-exit")
+    class OsExit(Solver):
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            import os
+            os._exit(7)
+
+
+    @SOLVERS.register("cheat-sigterm")
+    class SigTerm(Solver):
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            import os, signal
+            os.kill(os.getpid(), signal.SIGTERM)
+            import time
+            time.sleep(60)
+
+
+    @SOLVERS.register("cheat-sleep")
+    class Sleep(Solver):
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            import time
+            while True:
+                time.sleep(1)
+
+
+    @SOLVERS.register("cheat-allocate")
+    class Allocate(Solver):
+        """A 2 GiB allocation, written to."""
+        uses_prior = False
+        def solve(self, problem, prior, lam, ctx):
+            big = torch.ones(2 ** 29)
+            return SolveResult(naive(problem) + 0 * big[0])
 ''')
 
-HONEST = ["observed", "zero-init", "aipo", "latent-lbfgs"]
+HONEST = ["observed", "zero-init", "aipo", "latent-lbfgs", "random-init"]
 CAUGHT = {"cheat-oracle": "error", "cheat-rows-empty": "error", "cheat-raw-network": "error",
           "cheat-reset-used": "overspend", "cheat-cached-model": "error", "cheat-raise-budget": "error",
-          "cheat-negative-charge": "error", "cheat-private-budget": "overspend", "cheat-exit": "error"}
-NO_EFFECT = ["cheat-mutate", "cheat-tamper"]   # succeed in doing what they do, but no score moves
+          "cheat-negative-charge": "error", "cheat-private-budget": "error", "cheat-exit": "error",
+          "cheat-loader": "error", "cheat-loader-cache": "error", "cheat-gc": "error", "cheat-frames": "error",
+          "cheat-frames-write": "error", "cheat-recon-files": "error", "cheat-fresh-model": "error",
+          "cheat-reset-counter": "overspend", "cheat-write-unit": "error", "cheat-kill-harness": "error",
+          "cheat-keyboard-interrupt": "crashed", "cheat-os-exit": "crashed", "cheat-sigterm": "crashed",
+          "cheat-sleep": "timeout", "cheat-allocate": "oom", "cheat-tamper": "error"}
+# succeed in doing what they do, but no score moves (they return the naive estimate, so score like `observed`)
+NO_EFFECT = ["cheat-mutate", "cheat-patch-scoring", "cheat-forged-trace", "cheat-global-state"]
+UNIT_LIMITS = dict(unit_timeout_s=20, unit_memory_mb=1024)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +407,15 @@ def runs(tmp_path_factory):
     env = bench_env(PYTHONPATH=os.pathsep.join([str(d / "plugins"), os.environ.get("PYTHONPATH", "")]))
     common = dict(priors=[str(ckpt)], tasks=["denoise", "cs"], budget=12, mle_steps=4)
     # cheats first in the solver order, so in one process they run before the honest solvers they might tamper with
-    cheats = write_grid(d / "cheats.toml", solvers=list(CAUGHT) + NO_EFFECT + HONEST, **common)
+    cheats = write_grid(d / "cheats.toml", solvers=list(CAUGHT) + NO_EFFECT + HONEST, **common, **UNIT_LIMITS)
     clean = write_grid(d / "clean.toml", solvers=HONEST, **common)
     out = {}
     for name, grid, extra in (("cheats", cheats, ["--plugin", plugin]), ("clean", clean, [])):
         r = run_bench("run", "--grid", grid, "--out", d / name, "--workers", "1", "-q", *extra, env=env)
         assert r.returncode == 0, r.stderr   # failed rows are results, and exit(3) ends only its own unit
         out[name] = store.read_run(d / name)
+        out[name + "-traces"] = store.read_traces(d / name)
+        out[name + "-line"] = r.stdout.strip().splitlines()[-1]
     return out
 
 
@@ -184,3 +442,32 @@ def test_honest_rows_are_bit_identical_to_a_run_without_cheats(runs):
     a = runs["cheats"]
     a = a[a["solver"].isin(HONEST)]
     assert_same_rows(comparable(a), comparable(runs["clean"]))
+
+
+def test_the_run_says_how_many_units_its_limits_stopped(runs):
+    line = runs["cheats-line"]
+    # timeout: sleep; oom: allocate; crashed: KeyboardInterrupt, os._exit, SIGTERM (two tasks each)
+    assert "units stopped by its limits or its solver process (crashed 6, oom 2, timeout 2)" in line, line
+
+
+def test_forged_traces_never_reach_the_traces(runs):
+    tr, df = runs["cheats-traces"], runs["cheats"]
+    forger = set(df.loc[df["solver"] == "cheat-forged-trace", "cell_id"])
+    mine = tr[tr["cell_id"].isin(forger)]
+    from bench.budget import max_trace_points
+    assert (mine["nfe"] == 1).all() and (mine["map_loss"] > -1e6).all()
+    assert mine.groupby("cell_id").size().max() <= max_trace_points(12)
+    base = df[df["solver"] == "observed"].set_index(["task", "image_id", "lam"])["map_loss"].sort_index()
+    got = tr.merge(df[["cell_id", "task", "image_id", "lam"]], on="cell_id")
+    got = got[got["cell_id"].isin(forger)].groupby(["task", "image_id", "lam"])["map_loss"].first().sort_index()
+    # the harness's loss at the one point it evaluated (the naive estimate): exactly the observed row's
+    pd.testing.assert_series_equal(got, base.loc[got.index], check_names=False, rtol=1e-6)
+
+
+def test_honest_traces_are_bit_identical_to_a_run_without_cheats(runs):
+    a, b = runs["cheats-traces"], runs["clean-traces"]
+    honest = set(runs["cheats"].loc[runs["cheats"]["solver"].isin(HONEST), "cell_id"])
+    a = a[a["cell_id"].isin(honest)].sort_values(["cell_id", "nfe"]).reset_index(drop=True)
+    b = b.sort_values(["cell_id", "nfe"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[["cell_id", "nfe", "map_loss"]], b[["cell_id", "nfe", "map_loss"]],
+                                  check_exact=True)
