@@ -9,7 +9,8 @@ The anytime trace is the harness's, not the solver's: a solver *marks* trace poi
 with no argument, "the iterate each row was last evaluated at by ``log_prob``" (the harness computes its MAP loss
 from the log p_G it computed itself and the data term of its own copy of the problem, so no pass is spent), or
 with ``x=``, an image iterate the harness scores after the solve with uncharged passes of its own model. The
-passes recorded with a point are this object's counts at that moment. At most :func:`max_trace_points` per row.
+passes recorded with a point are this object's counts at that moment. At most :func:`max_trace_points` per row
+(more is a ValueError).
 
 ``log_prob`` and ``decode_with_log_prob`` return log p_G(x) in the MAP objective's discretised 8-bit convention
 (:func:`bench.objective.log_prior`), the same value the harness scores with.
@@ -31,10 +32,11 @@ torch = lazy_module("torch")
 TRACE_EVERY = 10   # passes between two trace points of the shipped solvers (``SolveContext.trace_every``)
 
 
-def max_trace_points(budget: int) -> int:
-    """The most trace points a solver may mark per row: one every :data:`TRACE_EVERY` passes and a few forced
-    ones (the end of a stage, the last iterate)."""
-    return int(budget) // TRACE_EVERY + 4
+def max_trace_points(budget: int, iterates: bool = False) -> int:
+    """The most trace points a solver may mark per row: one per pass for evaluated points (they cost the harness
+    no pass), one every :data:`TRACE_EVERY` passes for image iterates (each costs the harness an uncharged pass
+    to score), plus a few forced ones (the end of a stage, the last iterate)."""
+    return (int(budget) // TRACE_EVERY if iterates else int(budget)) + 4
 
 
 class BudgetedPrior:
@@ -139,10 +141,11 @@ class BudgetedPrior:
         """Mark an anytime-trace point for every row at the passes used so far: without ``x``, at the iterate each
         row was last evaluated at by :meth:`log_prob`; with ``x`` (B, C, H, W), at these image iterates (scored
         after the solve). One trace holds one kind of point. At most :func:`max_trace_points` points."""
-        if len(self.__points) >= max_trace_points(self.__budget):
-            raise ValueError(f"at most {max_trace_points(self.__budget)} trace points per row at a budget of "
-                             f"{self.__budget}")
         kind = "loss" if x is None else "x"
+        cap = max_trace_points(self.__budget, iterates=x is not None)
+        if len(self.__points) >= cap:
+            raise ValueError(f"at most {cap} trace points {'with iterates ' if x is not None else ''}per row at a "
+                             f"budget of {self.__budget}")
         if self.__points and self.__points[0][0] != kind:
             raise ValueError("a trace records either evaluated points or iterates, not both")
         if x is None:

@@ -322,6 +322,20 @@ def _is_oom(e: BaseException) -> bool:
         s in str(e) for s in ("can't allocate memory", "out of memory", "Cannot allocate memory")))
 
 
+def _solver_class(name: str, module: str, qualname: str):
+    """The solver's class, found where the harness found it: its module (imported here before the lockdown, so a
+    class registered by a test or a plugin at run time is found too) and qualified name."""
+    import importlib
+
+    if "<locals>" in qualname:
+        raise RuntimeError(f"solver {name!r}: class {module}.{qualname} is defined inside a function; a solver "
+                           f"process can only run a class importable from its module")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _child(conn) -> None:
     """The solver process: receive the job, lock down, solve, send x̂ and info; exit without cleanup."""
     from bench.executors import die_with_parent
@@ -334,6 +348,7 @@ def _child(conn) -> None:
         _limit_memory(job["memory_mb"])
         for mod in job["imports"]:
             __import__(mod)
+        __import__(job["solver"][1])
         for fd in range(3, 1024):   # nothing but the pipe to the harness
             if fd != conn.fileno():
                 try:
@@ -349,8 +364,7 @@ def _child(conn) -> None:
 
         prior_or_stub = OracleClient(conn, job["budget"], len(job["keys"]), job["latent_shape"], job["image_shape"])
         _solver_base._row_seed = row_seed
-        name, overrides = job["solver"]
-        solver = SOLVERS.get(name)(**overrides)
+        solver = _solver_class(*job["solver"][:3])(**job["solver"][3])
         problem = Problem(make_task(job["task"]), None, job["y"], list(job["keys"]), int(job["seed"]),
                           dict(job["state"]), tuple(job["shape"]))
         reason = solver.skip(problem)
@@ -402,15 +416,22 @@ def landlock_available() -> bool:
 
 def _start_without_main(proc) -> None:
     """Start ``proc`` without multiprocessing's re-import of this program's main module in the child (a script's
-    imports, pandas included, would cost each unit ~0.4 s; the child needs nothing from it)."""
+    imports, pandas included, would cost each unit ~0.4 s; the child needs nothing from it), also from a
+    daemonic process."""
     import types
 
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
+    # a Dask worker is a daemonic process, which multiprocessing forbids to have children lest they outlive it;
+    # a solver process cannot: it is killed with its fork server, which exits with the harness process
+    config = multiprocessing.current_process()._config
+    daemon = config.get("daemon")
+    config["daemon"] = False
     try:
         proc.start()
     finally:
         sys.modules["__main__"] = main
+        config["daemon"] = daemon
 
 
 class Outcome:

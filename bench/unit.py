@@ -187,7 +187,7 @@ def _solve(spec, solver_cls, solve_p, solve_lam, bp, device, row_img):
     n = max(math.prod(bp.image_shape), math.prod(bp.latent_shape))
     job = {"threads": torch.get_num_threads(), "memory_mb": spec.memory_mb or DEFAULT_MEMORY_MB,
            "imports": list(spec.imports), "landlock": landlock_available(), "solver": [solver_cls.name,
-           dict(spec.solver_overrides)], "task": spec.task, "y": solve_p.y, "state": dict(solve_p.state),
+           solver_cls.__module__, solver_cls.__qualname__, dict(spec.solver_overrides)], "task": spec.task, "y": solve_p.y, "state": dict(solve_p.state),
            "shape": list(solve_p.shape), "keys": row_keys, "seed": int(spec.seed), "lam": solve_lam,
            "budget": int(spec.budget), "mle_steps": int(spec.mle_steps), "uses_prior": bool(solver_cls.uses_prior),
            "latent_shape": list(bp.latent_shape), "image_shape": list(bp.image_shape)}

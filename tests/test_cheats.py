@@ -456,7 +456,7 @@ def test_forged_traces_never_reach_the_traces(runs):
     mine = tr[tr["cell_id"].isin(forger)]
     from bench.budget import max_trace_points
     assert (mine["nfe"] == 1).all() and (mine["map_loss"] > -1e6).all()
-    assert mine.groupby("cell_id").size().max() <= max_trace_points(12)
+    assert mine.groupby("cell_id").size().max() <= max_trace_points(12)   # every point at the same pass
     base = df[df["solver"] == "observed"].set_index(["task", "image_id", "lam"])["map_loss"].sort_index()
     got = tr.merge(df[["cell_id", "task", "image_id", "lam"]], on="cell_id")
     got = got[got["cell_id"].isin(forger)].groupby(["task", "image_id", "lam"])["map_loss"].first().sort_index()
