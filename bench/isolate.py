@@ -52,6 +52,12 @@ SOLVERS.names()   # import every registered solver and task in the template, not
 TASKS.names()
 import bench.metrics  # noqa: E402,F401  (a solver may import the metric helpers)
 
+for _lazy in ("scipy.fft", "pywt"):   # what the shipped Lasso solvers import on first use: once, not per unit
+    try:
+        __import__(_lazy)
+    except ImportError:
+        pass
+
 MAX_GRAPHS = 8            # G(z)/E(x) graphs the harness keeps for a later backward (oldest dropped)
 MESSAGE_SLACK = 1 << 20   # bytes a message may carry beyond its tensors
 
@@ -130,6 +136,45 @@ def unpack(data: bytes):
         return dec(head)
     except (ValueError, KeyError, IndexError, TypeError, struct.error, RecursionError, json.JSONDecodeError) as e:
         raise ValueError(f"malformed message from the solver process: {one_line(e, 120)}") from None
+
+
+# --- the channel: two one-way pipes with large buffers ------------------------------------------------------------
+PIPE_BYTES = 1 << 20   # a pass's request or reply at 28×28 × 20 rows (~130 kB) is written without waiting
+
+
+class Channel:
+    """One end of the harness ↔ solver-process channel: a pipe to read from and one to write to, their buffers
+    enlarged (Linux ``F_SETPIPE_SZ``) so that a reply is written without waiting for the reader to be scheduled."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    def send_bytes(self, data) -> None:
+        self.writer.send_bytes(data)
+
+    def recv_bytes(self, maxlength=None) -> bytes:
+        return self.reader.recv_bytes(maxlength)
+
+    def fds(self) -> tuple:
+        return self.reader.fileno(), self.writer.fileno()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+def channel_pair(ctx) -> tuple:
+    """(harness end, solver end)."""
+    import fcntl
+
+    r1, w1 = ctx.Pipe(duplex=False)   # solver -> harness
+    r2, w2 = ctx.Pipe(duplex=False)   # harness -> solver
+    for c in (r1, r2):
+        try:
+            fcntl.fcntl(c.fileno(), 1031, PIPE_BYTES)   # F_SETPIPE_SZ
+        except OSError:
+            pass
+    return Channel(r1, w2), Channel(r2, w1)
 
 
 # --- the child: a solver process ---------------------------------------------------------------------------------
@@ -350,7 +395,7 @@ def _child(conn) -> None:
             __import__(mod)
         __import__(job["solver"][1])
         for fd in range(3, 1024):   # nothing but the pipe to the harness
-            if fd != conn.fileno():
+            if fd not in conn.fds():
                 try:
                     os.close(fd)
                 except OSError:
@@ -537,7 +582,7 @@ def solve_isolated(*, bp, job: dict, keys_to_ids: dict, device, timeout_s: float
     """Run ``job`` (see :func:`_child`) in a fresh solver process, serving its prior requests with ``bp``
     until it answers, dies or runs past ``timeout_s``."""
     ctx = context()
-    parent, child = ctx.Pipe(duplex=True)
+    parent, child = channel_pair(ctx)
     proc = ctx.Process(target=_child, args=(child,), daemon=False)
     _start_without_main(proc)
     child.close()
@@ -558,7 +603,7 @@ def solve_isolated(*, bp, job: dict, keys_to_ids: dict, device, timeout_s: float
         while True:
             if expired.is_set():
                 return timeout
-            if not _wait([parent, proc.sentinel], timeout=1.0):
+            if not _wait([parent.reader, proc.sentinel], timeout=1.0):
                 continue
             try:
                 data = parent.recv_bytes(max_message)
