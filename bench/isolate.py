@@ -150,7 +150,13 @@ class Channel:
         self.reader, self.writer = reader, writer
 
     def send_bytes(self, data) -> None:
-        self.writer.send_bytes(data)
+        """``Connection.send_bytes``'s framing in one write: its two writes (length, then a large payload) wake
+        the reader twice, which cost ~1 ms a message on a loaded machine."""
+        n = len(data)
+        view = memoryview((struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!iQ", -1, n)) + data)
+        fd = self.writer.fileno()
+        while view:
+            view = view[os.write(fd, view):]
 
     def recv_bytes(self, maxlength=None) -> bytes:
         return self.reader.recv_bytes(maxlength)
