@@ -104,7 +104,17 @@ class DtypeSolver(Solver):
                            else (x * 255).to(torch.uint8) if kind == "uint8" else x.round().long())
 
 
-TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
+class IdsSolver(Solver):
+    """Fails with the image ids it was given in its message (a solver process gets opaque row keys)."""
+
+    parameters = {}
+    uses_prior = False
+
+    def solve(self, problem, prior, lam, ctx):
+        raise RuntimeError("ids " + " ".join(problem.image_ids))
+
+
+TEST_SOLVERS = {"t-ids": IdsSolver, "t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
                 "t-lamfree": LamFreeSolver, "t-escape": EscapeSolver, "t-dtype": DtypeSolver}
 
 
