@@ -1,14 +1,23 @@
 """Executing one work unit: build its problem, run its solver under the budget, score, write its files.
 
 - The Problem is built once for the unit's images (``task.make``, randomness keyed by task, image id and seed index)
-  and expanded to rows (image × λ, image-major) with ``Problem.take``; ``solver.solve`` runs once on the whole batch
-  with a :class:`~bench.budget.BudgetedPrior` of ``budget`` passes per row. Solvers with ``lam_independent = True``
+  and expanded to rows (image × λ, image-major) with ``Problem.take``; the solver solves the whole batch once, with
+  a :class:`~bench.budget.BudgetedPrior` of ``budget`` passes per row. Solvers with ``lam_independent = True``
   are solved once per image and their rows replicated across λ (their traces are kept for the first λ only).
-- The solver gets ``Problem.for_solver()`` (no clean images, copies of everything) and a fresh model; the harness
-  scores ``x_hat`` with :func:`bench.metrics.score` and *another* fresh model (never the budgeted one).
-- Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``;
-  :class:`~bench.errors.BudgetExceeded` gives ``"overspend"``; a row whose ``x_hat`` is not finite gives ``"nan"``;
-  an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an error, never cast.
+- By default the solve runs in a solver process (:mod:`bench.isolate`): it gets y, the operator's state, the task,
+  λ, the budget and the seed, with opaque row keys instead of image ids; its prior is a proxy of this process's
+  counted oracle. No plugin code runs here: the harness reads only the solver class's declared attributes.
+  ``spec.isolate = False`` (``run --no-isolation``) solves in this process instead: for debugging and profiling
+  only, since a plugin can then reach everything here.
+- The harness scores ``x_hat`` with :func:`bench.metrics.score` and its own model, and builds the anytime trace
+  from the points the solver marked on its prior (``trace_point``): losses this process computed at the evaluated
+  iterates, or iterates it scores with uncharged passes; pass counts are the oracle's. ``info_*`` columns are what
+  the solver reported about itself (e.g. AIPO's ``lam_reached``).
+- Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``; asking for a
+  pass past the budget gives ``"overspend"`` (even if the solver caught the error); a row whose ``x_hat`` is not
+  finite gives ``"nan"``; an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an
+  error, never cast. A solver process that runs past the unit's wall-time limit gives ``"timeout"``, past its
+  memory limit ``"oom"``, and one that dies (a signal, an exit code, ``KeyboardInterrupt``) ``"crashed"``.
 - ``wall_time_s`` is the unit's wall time (problem, solve, scoring; cached loading excluded) divided by its rows.
 """
 from __future__ import annotations
