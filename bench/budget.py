@@ -17,9 +17,10 @@ passes recorded with a point are this object's counts at that moment. At most :f
 
 What a solver can and cannot do through this object: it exposes no network (the model is held in a name-mangled
 slot), its ``budget`` is read-only, ``used`` returns a copy, charges must be whole numbers ≥ 1, and ``rows`` must
-name exactly the rows of the batch being evaluated (distinct, in range, one per row). Python code can still reach
-anything in its process; the harness therefore also checks ``used ≤ budget`` after every solve and scores with a
-model the solver never held (README, "What a plugin can and cannot do").
+name exactly the rows of the batch being evaluated (distinct, in range, one per row). It lives in the harness's
+process: a solver in its own process (:mod:`bench.isolate`) reaches it only through requests, so what it is
+charged is what it got. (With ``run --no-isolation`` Python code in the same process can reach anything; the
+harness therefore also checks ``used ≤ budget`` after every solve and scores with a model the solver never held.)
 """
 from __future__ import annotations
 
