@@ -35,7 +35,6 @@ import signal
 import struct
 import sys
 import threading
-import time
 from multiprocessing.connection import wait as _wait
 
 import numpy as np

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import textwrap
 
-import numpy as np
-
 import pandas as pd
 import pytest
 
@@ -18,6 +16,7 @@ from gridkit import assert_same_rows, bench_env, comparable, make_checkpoint, ru
 CHEATS = textwrap.dedent('''
     """Solvers that try to cheat. Those that cannot succeed return the naive estimate, so their rows must score
     exactly like the honest `observed` solver's."""
+    import numpy as np
     import torch
 
     from bench.solvers.base import SOLVERS, SolveResult, Solver
