@@ -165,7 +165,7 @@ def _solver_class(spec):
 
 def _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device):
     """The unsafe debugging path (``run --no-isolation``): the solver runs in this process."""
-    from bench.isolate import Outcome
+    from bench.oracle import Outcome
     from bench.solvers.base import SolveContext
 
     solver = solver_cls(**spec.solver_overrides)
@@ -186,7 +186,7 @@ def _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device):
 
 def _solve(spec, solver_cls, solve_p, solve_lam, bp, device, row_img):
     """Solve in a fresh solver process (default) or in this process (``spec.isolate`` False)."""
-    from bench.isolate import landlock_available, solve_isolated
+    from bench.oracle import landlock_available, solve_isolated
 
     if not spec.isolate:
         return _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device)

@@ -15,7 +15,7 @@ import torch
 
 from bench import store
 from bench.errors import UserError
-from bench.isolate import Unsupported, pack, unpack
+from bench.channel import Unsupported, pack, unpack
 from gridkit import REPO, bench_cmd, bench_env, comparable, make_checkpoint, write_grid, write_plugin
 from runkit import make_grid, priors, rows_of, run, test_solvers  # noqa: F401
 

@@ -62,11 +62,10 @@ def problem(faces, task="cs", n=4, lams=(1.0,), seed=0):
 
 def solve(name, pb, lam, model, budget=BUDGET, seed=0, **params):
     s = make_solver(name) if not params else SOLVERS.get(name)(**params)
-    own = pb.for_solver()   # the harness's loss of the trace points: its own copy of the problem, each row's λ
-    bp = BudgetedPrior(model, budget, pb.batch_size,
-                       lambda x, lp: objective.map_loss(own.data_nll(x), lp, lam.to(lp.dtype))) if s.uses_prior else None
+    own = pb.for_solver()   # the trace points' losses: the harness's own copy of the problem, each row's λ
+    bp = BudgetedPrior(model, budget, pb.batch_size, lambda x, lp: objective.map_loss(own.data_nll(x), lp, lam))
     ctx = SolveContext(budget=budget, mle_steps=MLE_STEPS, seed=seed, trace_every=10)
-    return s.solve(pb, bp, lam, ctx), bp, s, ctx
+    return s.solve(pb, bp if s.uses_prior else None, lam, ctx), bp, s, ctx
 
 
 # --- contract, every registered solver ----------------------------------------------------------------------------
@@ -94,8 +93,7 @@ def test_loss_decreases_from_own_start(name, task, prior, faces):
         start = metrics.map_loss(pb, prior, x0.clamp(0, 1), lam)
         final = metrics.map_loss(pb, prior, res.x_hat.clamp(0, 1), lam)
         assert (final < start).all(), (start, final)
-        # the trace ends on the exact loss of x_hat (the harness's loss at the last evaluated point)
-        kind, _, last = bp.trace_points()[-1]
+        kind, _, last = bp.trace_points()[-1]   # the trace ends on the harness's loss of x_hat (last evaluated)
         assert kind == "loss" and torch.allclose(last.float(), final, rtol=1e-4, atol=1e-3)
     else:
         # λ-independent solvers minimise their own objective, not L(x; λ) (latent-lbfgs with γ = 0 fits the
