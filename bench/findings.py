@@ -38,7 +38,8 @@ def protocols(df: pd.DataFrame, meta: dict) -> list[str]:
 
 
 def schedule_fraction(df: pd.DataFrame) -> list[str]:
-    """Per solver with ``info_lam_reached`` (AIPO's own λ schedule): the share of ok rows that reached Λ."""
+    """Per solver with ``info_lam_reached`` (AIPO's own λ schedule): the share of ok rows that reached Λ. The
+    ``info_*`` columns are what a solver reports about itself, so the sentence says so."""
     if "info_lam_reached" not in df.columns:
         return []
     out = []
@@ -47,7 +48,8 @@ def schedule_fraction(df: pd.DataFrame) -> list[str]:
         keep = reached.notna()
         if keep.any():
             hit = reached[keep] >= g.loc[keep, "lam"].astype(float) * (1 - 1e-6)
-            out.append(f"`{solver}` finished its λ schedule in {hit.mean():.0%} of {int(keep.sum())} rows")
+            out.append(f"`{solver}` finished its λ schedule in {hit.mean():.0%} of {int(keep.sum())} rows "
+                       f"(solver-reported: `info_lam_reached`, not checked by the harness)")
     return out
 
 

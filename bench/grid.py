@@ -80,7 +80,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "grids"
 AXES = ("priors", "tasks", "lams", "solvers", "splits", "seeds")
 TOP_KEYS = ("name", "description", "dataset", "ood_dataset", "data_root", "ood_data_root", "image_size",
             "images_per_split", "splits", "priors", "tasks", "lams", "solvers", "seeds", "budget", "mle_steps",
-            "protocol", "prior_recipes", "extra")
+            "protocol", "prior_recipes", "extra", "unit_timeout_s", "unit_memory_mb")
 REQUIRED = ("priors", "tasks", "lams", "solvers", "budget", "mle_steps")
 DOMAIN_KEYS = ("dataset", "ood_dataset", "image_size", "images_per_split")
 EXTRA_KEYS = ("label",) + AXES + DOMAIN_KEYS
@@ -146,6 +146,8 @@ class Grid:
     unfiltered: dict | None = None                # resolved() of the grid before filters
     budgets: tuple = ()                           # every budget of the grid's budget axis, ascending
     protocol: str = DEFAULT_PROTOCOL              # bench/protocols.py
+    unit_timeout_s: float | None = None           # wall-time limit of a unit's solve (None: from the budget)
+    unit_memory_mb: int | None = None             # memory limit of a unit's solver process (None: 4096)
 
     def __post_init__(self):
         if not self.budgets:
@@ -336,6 +338,14 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
     if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
         _fail("prior_recipes", "must be a table of checkpoint path = \"command line\"")
 
+    limits = {}
+    for k, lo, hi in (("unit_timeout_s", 1, 7 * 86400), ("unit_memory_mb", 64, 1 << 24)):
+        v = raw.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi
+                              or (k == "unit_memory_mb" and not isinstance(v, int))):
+            _fail(k, f"must be a {'whole ' if k == 'unit_memory_mb' else ''}number in {lo} … {hi}, got {v!r}")
+        limits[k] = v
+
     main_raw = {a: raw[a] for a in AXES if a in raw}
     main_raw.setdefault("splits", list(SPLITS))
     main_raw.setdefault("seeds", [0])
@@ -352,4 +362,4 @@ def parse_grid(raw: dict, default_name: str = "grid") -> Grid:
         blocks.append(_block(f"extra[{i}].", {"label": f"extra{i}", **e}, base))
     return Grid(name=name, dataset=dataset, ood_dataset=ood, image_size=size, images_per_split=ips, budget=budget,
                 budgets=budgets, mle_steps=mle, protocol=protocol, blocks=tuple(blocks), description=description.strip(), prior_recipes=dict(recipes),
-                **roots)
+                **roots, **limits)

@@ -52,6 +52,9 @@ class UnitSpec:
     deterministic: bool = False   # deterministic algorithms (bench.device.numerics_mode); not part of the identity
     provenance: dict = field(default_factory=dict)
     imports: tuple = ()
+    isolate: bool = True          # solve in a solver process behind the counted oracle (bench/isolate.py)
+    timeout_s: float | None = None   # wall-time limit of the unit's solve (None: bench.unit.default_timeout_s)
+    memory_mb: int | None = None  # memory limit of its solver process (None: bench.unit.DEFAULT_MEMORY_MB)
     unit_id: str = field(init=False)
 
     def __post_init__(self):
@@ -159,9 +162,10 @@ def make_unit(*, task: str, prior_spec: str, prior, dataset: str, dataset_split:
 
 def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, prior_dir: str | None = None,
                provenance: dict | None = None, imports=(), tf32: bool = False,
-               deterministic: bool = False) -> list[UnitSpec]:
+               deterministic: bool = False, isolate: bool = True) -> list[UnitSpec]:
     """Expand a grid into unit specs: one per (split, prior, task, seed, solver, budget), λ merged over blocks.
-    ``tf32`` and ``deterministic`` say how every unit computes (:func:`bench.device.numerics_mode`)."""
+    ``tf32`` and ``deterministic`` say how every unit computes (:func:`bench.device.numerics_mode`); ``isolate``
+    whether it solves in a solver process (:mod:`bench.isolate`)."""
     from bench.tasks import make_task
 
     provenance = provenance or {}
@@ -198,4 +202,5 @@ def plan_units(grid: Grid, *, device: str = "cpu", tuned: dict | None = None, pr
             tuned_params=lookup_tuned(tuned, solver, task, prior), seed=seed, budget=budget,
             mle_steps=grid.mle_steps, device=device, provenance=provenance, imports=imports, protocol=grid.protocol,
             tf32=tf32, deterministic=deterministic))
-    return units
+    return [dataclasses.replace(u, isolate=bool(isolate), timeout_s=grid.unit_timeout_s,
+                                memory_mb=grid.unit_memory_mb) for u in units]

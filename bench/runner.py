@@ -70,6 +70,7 @@ class RunSummary:
     rows_written: int = 0
     failures: dict = field(default_factory=dict)   # status -> rows (over every planned cell, old and new)
     failures_earlier: int = 0
+    units_failed: dict = field(default_factory=dict)   # timeout / oom / crashed -> units of this run
     wall_s: float = 0.0
     image_passes: int = 0      # image-passes of the prior planned for the units this invocation ran
 
@@ -87,6 +88,10 @@ class RunSummary:
             fail += " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) + ")"
         if self.failures_earlier:
             fail += f", {self.failures_earlier} of them from earlier runs (--retry-failed reruns them)"
+        if self.units_failed:
+            n = sum(self.units_failed.values())
+            fail += (f", {n} unit{'s' if n != 1 else ''} stopped by its limits or its solver process ("
+                     + ", ".join(f"{k} {v}" for k, v in sorted(self.units_failed.items())) + ")")
         rate = (f", {self.image_passes:,} image-passes of the prior ({self.passes_per_s:,.0f}/s)"
                 if self.image_passes else "")
         return (f"{self.rows_written} rows written, {self.units_run} units run, {self.units_skipped} already done, {fail}, "
@@ -100,7 +105,8 @@ class RunSummary:
 
 def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=None, prior_dir: str | None = None,
              resume_anyway: bool = False, retry_failed: bool = False, progress: bool = True, dry_run: bool = False,
-             imports=(), argv=None, log=None, tf32: bool = False, deterministic: bool = False) -> RunSummary:
+             imports=(), argv=None, log=None, tf32: bool = False, deterministic: bool = False,
+             isolate: bool = True) -> RunSummary:
     """Plan, check, execute and summarise a grid run into ``out_dir``. ``tuned`` is a
     :class:`bench.tuning.Tuned` (or None); ``tf32`` and ``deterministic`` say how every unit computes
     (:func:`bench.device.numerics_mode`, applied in the process that runs the unit). Raises UserError before any
@@ -119,7 +125,8 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
     started = now_iso()
     provenance = row_provenance(commit, vers, started, grid.name, grid.hash)
     units = plan_units(grid, device=str(device), tuned=tuned.params if tuned else None, prior_dir=prior_dir,
-                       provenance=provenance, imports=imports, tf32=tf32, deterministic=deterministic)
+                       provenance=provenance, imports=imports, tf32=tf32, deterministic=deterministic,
+                       isolate=isolate)
     executor = executor or LocalExecutor()
     record = {
         "format": 1, "grid_name": grid.name, "grid_hash": grid.hash, "grid_source": grid.source,
@@ -172,7 +179,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
     if problems:
         log(f"warning: --resume-anyway: {str(out_dir)!r} " + "; ".join(problems))
     this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
-                **flags,
+                **flags, "isolated": all(u.isolate for u in units),
                 "filters": grid.filters, "argv": list(argv or []),
                 "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,
                 "planned_cells": sorted(c for u in units for c in u.cell_ids())}
@@ -211,9 +218,12 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
         for s, n in result["status"].items():
             if s not in store.NOT_FAILURES:
                 summary.failures[s] = summary.failures.get(s, 0) + n
+            if s in store.UNIT_FAILURES:
+                summary.units_failed[s] = summary.units_failed.get(s, 0) + 1
     summary.wall_s = time.perf_counter() - t_start
     this_run.update(finished_at=now_iso(), wall_s=round(summary.wall_s, 3), units_run=summary.units_run,
                     units_skipped=summary.units_skipped, rows_written=summary.rows_written,
-                    failures=summary.failures, image_passes=summary.image_passes)
+                    failures=summary.failures, image_passes=summary.image_passes,
+                    units_failed=summary.units_failed)
     write_run_json(out_dir, record)
     return summary

@@ -58,8 +58,13 @@ DEVICE_COLUMNS = ["tf32", "deterministic", "gpu_name", "gpu_capability", "cuda_v
 TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]
 
 ROWS, TRACES, RECON = "rows", "traces", "recon"
-# row statuses: "ok"; failures "error", "overspend", "nan"; and SKIPPED: the solver declared the task does not apply
+# row statuses: "ok"; failures "error", "overspend", "nan"; the unit's solver process ran past its wall-time limit
+# (TIMEOUT), past its memory limit (OOM) or died (CRASHED: a signal, an exit code, KeyboardInterrupt); and SKIPPED:
+# the solver declared the task does not apply
 SKIPPED = "skipped"
+TIMEOUT, OOM, CRASHED = "timeout", "oom", "crashed"
+UNIT_FAILURES = (TIMEOUT, OOM, CRASHED)   # a whole unit's rows; the run's last line counts these units
+STATUSES = ("ok", "error", "overspend", "nan", *UNIT_FAILURES, SKIPPED)
 NOT_FAILURES = ("ok", SKIPPED)
 
 

@@ -25,6 +25,8 @@ interrupted tuning run resumes.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import sys
@@ -133,8 +135,9 @@ def _objective(rows: pd.DataFrame) -> tuple[float, int]:
 
 def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, factors=DEFAULT_FACTORS,
               n_images: int = DEFAULT_IMAGES, work_dir=None, prior_dir: str | None = None, imports=(),
-              progress: bool = True, log=None) -> dict:
-    """Run the tuning protocol (module docstring) and write ``out_file``; returns the written record."""
+              progress: bool = True, log=None, isolate: bool = True) -> dict:
+    """Run the tuning protocol (module docstring) and write ``out_file``; returns the written record.
+    ``isolate=False``: solvers run in this process (unsafe; debugging only, as ``run --no-isolation``)."""
     from bench.datasets.base import DATASETS
     from bench.executors import LocalExecutor
     from bench.registry import parse_spec, protocol_values
@@ -204,6 +207,8 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
                                  tuned_params={**chosen[(solver, task, prior)], param: v}, seed=seed,
                                  budget=grid.budget, mle_steps=grid.mle_steps, device=str(device), provenance=prov,
                                  imports=imports, protocol=grid.protocol)
+                spec = dataclasses.replace(spec, isolate=bool(isolate), timeout_s=grid.unit_timeout_s,
+                                           memory_mb=grid.unit_memory_mb)
                 jobs.append(((solver, task, prior), param, start, v, spec))
         if not jobs:
             break

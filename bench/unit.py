@@ -1,14 +1,23 @@
 """Executing one work unit: build its problem, run its solver under the budget, score, write its files.
 
 - The Problem is built once for the unit's images (``task.make``, randomness keyed by task, image id and seed index)
-  and expanded to rows (image × λ, image-major) with ``Problem.take``; ``solver.solve`` runs once on the whole batch
-  with a :class:`~bench.budget.BudgetedPrior` of ``budget`` passes per row. Solvers with ``lam_independent = True``
+  and expanded to rows (image × λ, image-major) with ``Problem.take``; the solver solves the whole batch once, with
+  a :class:`~bench.budget.BudgetedPrior` of ``budget`` passes per row. Solvers with ``lam_independent = True``
   are solved once per image and their rows replicated across λ (their traces are kept for the first λ only).
-- The solver gets ``Problem.for_solver()`` (no clean images, copies of everything) and a fresh model; the harness
-  scores ``x_hat`` with :func:`bench.metrics.score` and *another* fresh model (never the budgeted one).
-- Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``;
-  :class:`~bench.errors.BudgetExceeded` gives ``"overspend"``; a row whose ``x_hat`` is not finite gives ``"nan"``;
-  an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an error, never cast.
+- By default the solve runs in a solver process (:mod:`bench.isolate`): it gets y, the operator's state, the task,
+  λ, the budget and the seed, with opaque row keys instead of image ids; its prior is a proxy of this process's
+  counted oracle. No plugin code runs here: the harness reads only the solver class's declared attributes.
+  ``spec.isolate = False`` (``run --no-isolation``) solves in this process instead: for debugging and profiling
+  only, since a plugin can then reach everything here.
+- The harness scores ``x_hat`` with :func:`bench.metrics.score` and its own model, and builds the anytime trace
+  from the points the solver marked on its prior (``trace_point``): losses this process computed at the evaluated
+  iterates, or iterates it scores with uncharged passes; pass counts are the oracle's. ``info_*`` columns are what
+  the solver reported about itself (e.g. AIPO's ``lam_reached``).
+- Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``; asking for a
+  pass past the budget gives ``"overspend"`` (even if the solver caught the error); a row whose ``x_hat`` is not
+  finite gives ``"nan"``; an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an
+  error, never cast. A solver process that runs past the unit's wall-time limit gives ``"timeout"``, past its
+  memory limit ``"oom"``, and one that dies (a signal, an exit code, ``KeyboardInterrupt``) ``"crashed"``.
 - ``wall_time_s`` is the unit's wall time (problem, solve, scoring; cached loading excluded) divided by its rows,
   read with :func:`bench.device.clock` (after the device's queued work). The unit computes under
   :func:`bench.device.numerics_mode` (TF32, ``--deterministic``); its rows record those flags, the device's facts
@@ -17,26 +26,20 @@
 from __future__ import annotations
 
 import importlib
+import math
 import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from bench import numerics, store
+from bench import numerics, objective, store
 from bench.device import clock, device_facts, numerics_mode, peak_memory_mb, reset_peak_memory, tf32_allowed
 from bench.errors import BudgetExceeded, one_line, one_line_text
 from bench.loading import fresh_model, get_images
 from bench.metrics import METRICS
 
 SCORE_CHUNK = 128
-
-
-def _build_solver(spec):
-    from bench.registry import parse_spec
-    from bench.solvers.base import SOLVERS
-
-    return SOLVERS.get(parse_spec(spec.solver)[0])(**spec.solver_overrides)
 
 
 def device_columns(spec, peak_mem_mb: float = float("nan")) -> dict:
@@ -157,9 +160,89 @@ def _traces_frame(spec, trace, expand_rows, cids) -> pd.DataFrame:
         return empty
 
 
+DEFAULT_MEMORY_MB = 4096   # a solver process's memory beyond the template's, unless the grid says
+
+
+def default_timeout_s(budget: int, rows: int) -> float:
+    """A unit's wall-time limit unless its grid declares ``unit_timeout_s``: 10 minutes plus 0.1 s per
+    image-pass of its budget (the shipped grids spend 1–50 ms per image-pass)."""
+    return 600.0 + 0.1 * int(budget) * int(rows)
+
+
+def _solver_class(spec):
+    from bench.registry import parse_spec
+    from bench.solvers.base import SOLVERS
+
+    return SOLVERS.get(parse_spec(spec.solver)[0])
+
+
+def _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device):
+    """The unsafe debugging path (``run --no-isolation``): the solver runs in this process."""
+    from bench.oracle import Outcome
+    from bench.solvers.base import SolveContext
+
+    solver = solver_cls(**spec.solver_overrides)
+    if reason := solver.skip(solve_p.for_solver()):
+        return Outcome("skip", str(reason))
+    ctx = SolveContext(budget=int(spec.budget), mle_steps=spec.mle_steps, seed=spec.seed, device=device)
+    try:
+        # the solver gets copies without the clean images; the harness scores with its own full, lam_full
+        res = solver.solve(solve_p.for_solver(), bp if solver_cls.uses_prior else None, solve_lam.clone(), ctx)
+        return Outcome("done", "", res.x_hat, res.info if isinstance(res.info, dict) else {})
+    except BudgetExceeded as e:
+        return Outcome("overspend", one_line(e))
+    except SystemExit as e:
+        return Outcome("error", f"solver called exit({e.code!r})")
+    except Exception as e:  # noqa: BLE001 -- failure isolation: the run goes on
+        return Outcome("error", one_line(e))
+
+
+def _solve(spec, solver_cls, solve_p, solve_lam, bp, device, row_img):
+    """Solve in a fresh solver process (default) or in this process (``spec.isolate`` False)."""
+    from bench.oracle import landlock_available, solve_isolated
+
+    if not spec.isolate:
+        return _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device)
+    B = len(spec.image_ids)
+    keys = [f"row-key-{k}" for k in range(B)]          # opaque: the solver never learns the image ids
+    row_keys = keys if solver_cls.lam_independent else [keys[i] for i in row_img]
+    n = max(math.prod(bp.image_shape), math.prod(bp.latent_shape))
+    job = {"threads": torch.get_num_threads(), "memory_mb": spec.memory_mb or DEFAULT_MEMORY_MB,
+           "imports": list(spec.imports), "landlock": landlock_available(), "solver": [solver_cls.name,
+           solver_cls.__module__, solver_cls.__qualname__, dict(spec.solver_overrides)], "task": spec.task, "y": solve_p.y, "state": dict(solve_p.state),
+           "shape": list(solve_p.shape), "keys": row_keys, "seed": int(spec.seed), "lam": solve_lam,
+           "budget": int(spec.budget), "mle_steps": int(spec.mle_steps), "uses_prior": bool(solver_cls.uses_prior),
+           "latent_shape": list(bp.latent_shape), "image_shape": list(bp.image_shape)}
+    timeout = spec.timeout_s or default_timeout_s(spec.budget, spec.rows)
+    return solve_isolated(bp=bp, job=job, keys_to_ids=dict(zip(keys, spec.image_ids)), device=device,
+                          timeout_s=timeout, max_message=64 * solve_p.batch_size * n * 8 + (1 << 20))
+
+
+# what each way a solve ended makes of its rows
+_KIND_STATUS = {"error": "error", "overspend": "overspend", "oom": store.OOM, "crashed": store.CRASHED,
+                "timeout": store.TIMEOUT}
+
+
+def _harness_trace(bp, full, scorer, lam_full, expand, trace_rows):
+    """The anytime trace from the points the solver marked on its prior: losses the harness computed at them, or
+    iterates it scores now (uncharged passes); the pass counts are the prior's. Returns (Trace, row map)."""
+    from bench.solvers.base import Trace
+
+    points = bp.trace_points()
+    trace = Trace()
+    if not points:
+        return None, trace_rows
+    if points[0][0] == "loss":
+        for _, used, loss in points:
+            trace.record(used, loss)
+        return trace, trace_rows
+    for _, used, x in points:
+        trace.record(used, x=x)
+    return _score_trace(trace, full, scorer, lam_full, expand)
+
+
 def _run_unit(spec):
     from bench.budget import BudgetedPrior
-    from bench.solvers.base import SolveContext
     from bench.tasks import make_task
 
     device = torch.device(spec.device)
@@ -168,7 +251,7 @@ def _run_unit(spec):
     ids, lams = list(spec.image_ids), [float(x) for x in spec.lams]
     x = iset.images[[pos[i] for i in ids]].clone()
     task = make_task(spec.task)
-    solver = _build_solver(spec)
+    solver_cls = _solver_class(spec)   # its class attributes only: no plugin code runs here (unless in-process)
     B, L = len(ids), len(lams)
     N = B * L
 
@@ -178,49 +261,61 @@ def _run_unit(spec):
     row_img = [i for i in range(B) for _ in range(L)]
     full = problem.take(row_img)
     lam_full = torch.tensor([lam for _ in range(B) for lam in lams], dtype=x.dtype, device=device)
-    if solver.lam_independent:
+    if solver_cls.lam_independent:
         solve_p, solve_lam, expand = problem, torch.full((B,), lams[0], dtype=x.dtype, device=device), row_img
         trace_rows = [r if k % L == 0 else None for k, r in enumerate(row_img)]
     else:
         solve_p, solve_lam, expand = full, lam_full, list(range(N))
         trace_rows = expand
-    if reason := solver.skip(solve_p.for_solver()):
-        # the combination does not apply (declared by the solver): no solve, no prior pass
-        return error_rows(spec, one_line_text(reason), status=store.SKIPPED), None, None
     budget = int(spec.budget)
-    bp = (BudgetedPrior(fresh_model(spec.prior, device, spec.prior_sha256), budget, solve_p.batch_size)
-          if solver.uses_prior else None)
-    ctx = SolveContext(budget=budget, mle_steps=spec.mle_steps, seed=spec.seed, device=device)
+    # the harness's own copies: what the trace's losses and the scores are computed with
+    own_p, own_lam = solve_p.for_solver(), solve_lam.clone()
+
+    def loss_fn(xs, logp):
+        return objective.map_loss(own_p.data_nll(xs), logp, own_lam.to(logp.dtype))
+
+    scorer = fresh_model(spec.prior, device, spec.prior_sha256)
+    if solver_cls.uses_prior:
+        bp = BudgetedPrior(fresh_model(spec.prior, device, spec.prior_sha256), budget, solve_p.batch_size, loss_fn)
+    else:   # prior-free: every pass is refused (the model is there for its shapes only)
+        bp = BudgetedPrior(scorer, 0, solve_p.batch_size)
+    out = _solve(spec, solver_cls, solve_p, solve_lam, bp, device, row_img)
+    if out.kind == "skip":
+        # the combination does not apply (declared by the solver): no solve, no prior pass
+        return error_rows(spec, one_line_text(out.message), status=store.SKIPPED), None, None
 
     status, error = ["ok"] * N, [""] * N
     x_hat, trace, info = None, None, {}
+    used = bp.used.clone()
     try:
-        # the solver gets copies without the clean images; the harness scores with its own full, lam_full
-        res = solver.solve(solve_p.for_solver(), bp, solve_lam.clone(), ctx)
-        used = bp.used if bp is not None else torch.zeros(solve_p.batch_size, dtype=torch.long)
-        if int(used.max()) > budget:
-            raise BudgetExceeded((used > budget).nonzero().flatten().tolist(), int(used.max()), budget)
-        xs = res.x_hat.detach()
+        if bp.refused or int(used.max()) > budget:
+            raise BudgetExceeded((used > budget).nonzero().flatten().tolist() or list(range(len(used))),
+                                 int(used.max()), budget)
+        if out.kind != "done":
+            raise _Failed(_KIND_STATUS.get(out.kind, "error"), out.message)
+        xs = out.x_hat
+        if not isinstance(xs, torch.Tensor):
+            raise TypeError(f"solver returned x_hat of type {getattr(xs, 'what', type(xs).__name__)}; expected a "
+                            f"real floating-point tensor")
+        xs = xs.detach()
         if not xs.is_floating_point():   # complex, integer or bool: an error, never silently cast to real
             raise TypeError(f"solver returned x_hat of dtype {xs.dtype}; expected a real floating-point tensor")
         if tuple(xs.shape) != (solve_p.batch_size, *solve_p.shape):
             raise ValueError(f"solver returned x_hat of shape {tuple(xs.shape)}, "
                              f"expected {(solve_p.batch_size, *solve_p.shape)}")
         x_hat = xs.to(device=device, dtype=x.dtype)[torch.as_tensor(expand, device=device)]
-        trace, info = res.trace, res.info or {}
-        scorer = fresh_model(spec.prior, device, spec.prior_sha256)
-        if trace is not None and trace.x:
-            try:
-                trace, trace_rows = _score_trace(trace, full, scorer, lam_full, expand)
-            except Exception:  # noqa: BLE001 -- a trace that cannot be scored never costs the rows
-                trace = None
+        info = out.info if isinstance(out.info, dict) else {}
+        try:
+            trace, trace_rows = _harness_trace(bp, full, scorer, lam_full, expand, trace_rows)
+        except Exception:  # noqa: BLE001 -- a trace that cannot be scored never costs the rows
+            trace = None
     except BudgetExceeded as e:
         status, error = ["overspend"] * N, [one_line(e)] * N
-    except (Exception, SystemExit) as e:  # noqa: BLE001 -- failure isolation: the run goes on
-        status, error = ["error"] * N, [one_line(e) if not isinstance(e, SystemExit)
-                                        else f"solver called exit({e.code!r})"] * N
+    except _Failed as e:
+        status, error = [e.status] * N, [one_line_text(e.message)] * N
+    except Exception as e:  # noqa: BLE001 -- failure isolation: the run goes on
+        status, error = ["error"] * N, [one_line(e)] * N
 
-    used = bp.used.clone() if bp is not None else torch.zeros(solve_p.batch_size, dtype=torch.long)
     nfe_used = used[torch.as_tensor(expand)].numpy()
     iterations = nfe_used.copy()
     info_cols = {}
@@ -259,6 +354,12 @@ def _run_unit(spec):
     except Exception:  # noqa: BLE001 -- a task's figure hooks failing never costs the rows
         recon = None
     return rows, traces, recon
+
+
+class _Failed(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 def _recon(full, x_hat, cids) -> dict:

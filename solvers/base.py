@@ -14,8 +14,11 @@ status ``skipped`` and the reason, and calls nothing else) and ``initial_point``
 - ``lam``: a (B,) tensor, the target Λ of each row;
 - ``ctx``: :class:`SolveContext` with the per-row budget, the MLE stage length, the seed index and the device.
 
-It returns a :class:`SolveResult`: ``x_hat`` (B, C, H, W), and an anytime ``trace``. The harness — not the
-solver — scores ``x_hat`` (README contract 1). Batched must equal single: row i's result may depend only on row
+It returns a :class:`SolveResult`: ``x_hat`` (B, C, H, W) and per-row ``info`` (labelled solver-reported). The
+harness — not the solver — scores ``x_hat`` and the trace points the solver marks with ``prior.trace_point()``
+(README contract 1). By default a solver runs in its own process (bench/isolate.py): its ``prior`` is a proxy
+of the harness's counted oracle, ``problem.image_ids`` are opaque row keys (use :func:`row_generator`), and it
+has no files, network or other processes. Batched must equal single: row i's result may depend only on row
 i's data, λ and seed (README contract 3). Randomness comes from :func:`row_generator` (cell identity).
 
 Box rule (applies to every x-space solver): iterates are projected onto [0,1]^n after every step (AIPO App. A's
@@ -57,11 +60,10 @@ class SolveContext:
 
 @dataclass
 class Trace:
-    """Anytime trace: after ``nfe[t]`` passes, row i has MAP loss ``loss[t][i]`` at its own Λ.
-
-    A solver whose iterates are not what it returns (latent-space solvers: G(z) before clipping) records the
-    returned-image iterates instead (``x``, via ``record(nfe, x=...)``) and the harness scores them exactly as it
-    scores x̂ — clipped, with its own prior and each row's λ."""
+    """A solver's own record of its progress. The harness does not score it: anytime traces come from the trace
+    points a solver marks on its prior (:meth:`bench.budget.BudgetedPrior.trace_point`: the last evaluated
+    iterate, or image iterates ``x=`` the harness scores like x̂), with the harness's own pass counts and losses,
+    so a solver cannot report a number that reaches f_ref, profiles or anytime scores."""
 
     nfe: list = field(default_factory=list)
     loss: list = field(default_factory=list)
@@ -186,9 +188,18 @@ def make_solver(spec: str) -> Solver:
     return SOLVERS.get(name)(**params)
 
 
+# Set in an isolated solver's process (bench/isolate.py), where ``problem.image_ids`` are opaque row keys: the
+# harness derives the seed from the real image id, so the draws are the same in and out of isolation.
+_row_seed = None
+
+
 def row_generator(problem, row: int, seed: int, *tag) -> torch.Generator:
     """Generator for row ``row``'s random draws, keyed by (tag, image id, seed index) — never by batch position."""
-    return generator("solver", *tag, problem.image_ids[row], seed)
+    if _row_seed is None:
+        return generator("solver", *tag, problem.image_ids[row], seed)
+    g = torch.Generator(device="cpu")
+    g.manual_seed(_row_seed(problem.image_ids[row], seed, tag))
+    return g
 
 
 def row_randn(problem, shape, seed: int, *tag) -> torch.Tensor:

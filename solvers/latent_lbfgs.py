@@ -144,7 +144,7 @@ class LatentLBFGS(Solver):
         def on_eval():
             ticks[0] += 1
             if ticks[0] % max(1, ctx.trace_every) == 0:
-                trace.record(prior.used, x=clamp01(x_last))
+                prior.trace_point(x=clamp01(x_last))
 
         res = lbfgs_minimize(fun, torch.zeros(B, math.prod(shape[1:]), dtype=dt, device=dev),
                              float(p["lr"]), int(p["steps"]), ctx.budget - 1 - prior.used.to(dev),
@@ -160,7 +160,7 @@ class LatentLBFGS(Solver):
             sub = problem.take(pend.cpu())
             x_last[pend] = x
             obj_last[pend] = objective(sub.data_fit(x), res.z[pend]).double()
-        trace.record(prior.used, x=clamp01(x_last))
+        prior.trace_point(x=clamp01(x_last))
         info = {"lr": torch.full((B,), float(p["lr"])), "steps": torch.full((B,), int(p["steps"])),
                 "gamma": torch.full((B,), gamma), "iterations": res.iterations.cpu(),
                 "evaluations": res.evals.cpu(), "converged": res.converged.cpu(),

@@ -54,19 +54,20 @@ def evaluate(problem, prior, x: torch.Tensor) -> Eval:
 
 # --- anytime trace ------------------------------------------------------------------------------------------------
 class Tracer:
-    """Records (passes used per row, L(x; Λ) per row) every ``every`` passes and when forced (the end).
-
-    The loss recorded is the one the pass that was just spent computed — no pass is ever spent for tracing."""
+    """Marks an anytime-trace point (:meth:`bench.budget.BudgetedPrior.trace_point`) every ``every`` passes and
+    when forced (the end). The harness records the MAP loss of the iterate the pass just spent evaluated, from its
+    own log p_G and its own copy of the problem: no pass is spent for tracing and no solver-computed number is
+    used. ``trace`` stays empty (solver-reported losses are ignored); it is kept for the :class:`SolveResult`."""
 
     def __init__(self, prior, every: int):
         self.prior, self.every = prior, max(1, int(every))
         self.trace = Trace()
         self._last = None
 
-    def __call__(self, loss: torch.Tensor, force: bool = False):
+    def __call__(self, loss: torch.Tensor | None = None, force: bool = False):
         n = int(self.prior.used.max())
         if (force or n % self.every == 0) and n != self._last:
-            self.trace.record(self.prior.used, loss)
+            self.prior.trace_point()
             self._last = n
 
 

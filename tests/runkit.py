@@ -23,7 +23,7 @@ def _grad_steps(problem, prior, lam, lr, passes):
             xr = x.detach().requires_grad_(True)
             loss = problem.data_fit(xr) - lam * prior.log_prob(xr)
             (g,) = torch.autograd.grad(loss.sum(), xr)
-        trace.record(prior.used.clone(), loss.detach())
+        prior.trace_point()   # the harness records the loss at the point just evaluated
         x = (x - lr * g).clamp(0, 1)
     return x.detach(), trace
 
@@ -104,7 +104,17 @@ class DtypeSolver(Solver):
                            else (x * 255).to(torch.uint8) if kind == "uint8" else x.round().long())
 
 
-TEST_SOLVERS = {"t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
+class IdsSolver(Solver):
+    """Fails with the image ids it was given in its message (a solver process gets opaque row keys)."""
+
+    parameters = {}
+    uses_prior = False
+
+    def solve(self, problem, prior, lam, ctx):
+        raise RuntimeError("ids " + " ".join(problem.image_ids))
+
+
+TEST_SOLVERS = {"t-ids": IdsSolver, "t-grad": GradSolver, "t-boom": BoomSolver, "t-nan": NanSolver, "t-greedy": GreedySolver,
                 "t-lamfree": LamFreeSolver, "t-escape": EscapeSolver, "t-dtype": DtypeSolver}
 
 
@@ -138,6 +148,9 @@ def make_grid(priors, **changes):
 
 
 def run(grid, out, **kw):
+    """``run_grid`` quietly. In-process by default: these tests count the test solvers' calls in this process
+    (their class attributes); tests/test_isolation.py runs the same solvers in solver processes."""
+    kw.setdefault("isolate", False)
     kw.setdefault("progress", False)
     kw.setdefault("log", lambda m: None)
     return run_grid(grid, out, **kw)

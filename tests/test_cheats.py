@@ -1,6 +1,7 @@
 """Adversarial plugin solvers: each cheat is caught (a failed row) or has no effect on any score, and the honest
-solvers' rows are bit-identical to a run without the cheats — in one process (``--workers 1``), where tampering
-with shared objects would reach later units if it could."""
+solvers' rows are bit-identical to a run without the cheats — in one harness process (``--workers 1``), where
+tampering with shared objects would reach later units if it could. Solvers run in their own process behind the
+counted oracle (bench/isolate.py); the cheats below are what a plugin tries from there."""
 from __future__ import annotations
 
 import os
@@ -10,11 +11,13 @@ import pandas as pd
 import pytest
 
 from bench import store
+from cheatkit import PROCESS_CHEATS
 from gridkit import assert_same_rows, bench_env, comparable, make_checkpoint, run_bench, write_grid, write_plugin
 
 CHEATS = textwrap.dedent('''
     """Solvers that try to cheat. Those that cannot succeed return the naive estimate, so their rows must score
     exactly like the honest `observed` solver's."""
+    import numpy as np
     import torch
 
     from bench.solvers.base import SOLVERS, SolveResult, Solver
@@ -114,7 +117,8 @@ CHEATS = textwrap.dedent('''
 
     @SOLVERS.register("cheat-tamper")
     class Tamper(Bypass):
-        """Shifts log p of its model (and of any model it can find) by +1e4 for everyone after it."""
+        """Shifts log p of its model (and of any model it can find) by +1e4 for everyone after it (no model, and
+        no model code, exists in a solver process)."""
         def attempt(self, problem, prior, x):
             import gc
             from bench.priors.base import FlowPrior
@@ -134,13 +138,20 @@ CHEATS = textwrap.dedent('''
 
     def ctx_budget(prior):
         return prior.budget
-''')
+''') + PROCESS_CHEATS
 
-HONEST = ["observed", "zero-init", "aipo", "latent-lbfgs"]
+HONEST = ["observed", "zero-init", "aipo", "latent-lbfgs", "random-init"]
 CAUGHT = {"cheat-oracle": "error", "cheat-rows-empty": "error", "cheat-raw-network": "error",
           "cheat-reset-used": "overspend", "cheat-cached-model": "error", "cheat-raise-budget": "error",
-          "cheat-negative-charge": "error", "cheat-private-budget": "overspend", "cheat-exit": "error"}
-NO_EFFECT = ["cheat-mutate", "cheat-tamper"]   # succeed in doing what they do, but no score moves
+          "cheat-negative-charge": "error", "cheat-private-budget": "error", "cheat-exit": "error",
+          "cheat-loader": "error", "cheat-loader-cache": "error", "cheat-gc": "error", "cheat-frames": "error",
+          "cheat-frames-write": "error", "cheat-recon-files": "error", "cheat-fresh-model": "error",
+          "cheat-reset-counter": "overspend", "cheat-write-unit": "error", "cheat-kill-harness": "error",
+          "cheat-keyboard-interrupt": "crashed", "cheat-os-exit": "crashed", "cheat-sigterm": "crashed",
+          "cheat-sleep": "timeout", "cheat-allocate": "oom", "cheat-tamper": "error"}
+# succeed in doing what they do, but no score moves (they return the naive estimate, so score like `observed`)
+NO_EFFECT = ["cheat-mutate", "cheat-patch-scoring", "cheat-forged-trace", "cheat-global-state"]
+UNIT_LIMITS = dict(unit_timeout_s=20, unit_memory_mb=1024)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +162,15 @@ def runs(tmp_path_factory):
     env = bench_env(PYTHONPATH=os.pathsep.join([str(d / "plugins"), os.environ.get("PYTHONPATH", "")]))
     common = dict(priors=[str(ckpt)], tasks=["denoise", "cs"], budget=12, mle_steps=4)
     # cheats first in the solver order, so in one process they run before the honest solvers they might tamper with
-    cheats = write_grid(d / "cheats.toml", solvers=list(CAUGHT) + NO_EFFECT + HONEST, **common)
+    cheats = write_grid(d / "cheats.toml", solvers=list(CAUGHT) + NO_EFFECT + HONEST, **common, **UNIT_LIMITS)
     clean = write_grid(d / "clean.toml", solvers=HONEST, **common)
     out = {}
     for name, grid, extra in (("cheats", cheats, ["--plugin", plugin]), ("clean", clean, [])):
         r = run_bench("run", "--grid", grid, "--out", d / name, "--workers", "1", "-q", *extra, env=env)
         assert r.returncode == 0, r.stderr   # failed rows are results, and exit(3) ends only its own unit
         out[name] = store.read_run(d / name)
+        out[name + "-traces"] = store.read_traces(d / name)
+        out[name + "-line"] = r.stdout.strip().splitlines()[-1]
     return out
 
 
@@ -184,3 +197,32 @@ def test_honest_rows_are_bit_identical_to_a_run_without_cheats(runs):
     a = runs["cheats"]
     a = a[a["solver"].isin(HONEST)]
     assert_same_rows(comparable(a), comparable(runs["clean"]))
+
+
+def test_the_run_says_how_many_units_its_limits_stopped(runs):
+    line = runs["cheats-line"]
+    # timeout: sleep; oom: allocate; crashed: KeyboardInterrupt, os._exit, SIGTERM (two tasks each)
+    assert "units stopped by its limits or its solver process (crashed 6, oom 2, timeout 2)" in line, line
+
+
+def test_forged_traces_never_reach_the_traces(runs):
+    tr, df = runs["cheats-traces"], runs["cheats"]
+    forger = set(df.loc[df["solver"] == "cheat-forged-trace", "cell_id"])
+    mine = tr[tr["cell_id"].isin(forger)]
+    from bench.budget import max_trace_points
+    assert (mine["nfe"] == 1).all() and (mine["map_loss"] > -1e6).all()
+    assert mine.groupby("cell_id").size().max() <= max_trace_points(12)   # every point at the same pass
+    base = df[df["solver"] == "observed"].set_index(["task", "image_id", "lam"])["map_loss"].sort_index()
+    got = tr.merge(df[["cell_id", "task", "image_id", "lam"]], on="cell_id")
+    got = got[got["cell_id"].isin(forger)].groupby(["task", "image_id", "lam"])["map_loss"].first().sort_index()
+    # the harness's loss at the one point it evaluated (the naive estimate): exactly the observed row's
+    pd.testing.assert_series_equal(got, base.loc[got.index], check_names=False, rtol=1e-6)
+
+
+def test_honest_traces_are_bit_identical_to_a_run_without_cheats(runs):
+    a, b = runs["cheats-traces"], runs["clean-traces"]
+    honest = set(runs["cheats"].loc[runs["cheats"]["solver"].isin(HONEST), "cell_id"])
+    a = a[a["cell_id"].isin(honest)].sort_values(["cell_id", "nfe"]).reset_index(drop=True)
+    b = b.sort_values(["cell_id", "nfe"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[["cell_id", "nfe", "map_loss"]], b[["cell_id", "nfe", "map_loss"]],
+                                  check_exact=True)

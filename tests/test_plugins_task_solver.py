@@ -23,9 +23,8 @@ PLUGIN = textwrap.dedent('''
     import torch
     import torch.nn.functional as F
 
-    from bench import objective
     from bench.errors import UserError
-    from bench.solvers.base import SOLVERS, Solver, SolveResult, Trace
+    from bench.solvers.base import SOLVERS, Solver, SolveResult
     from bench.tasks import TASKS, Problem, Task
 
 
@@ -82,18 +81,17 @@ PLUGIN = textwrap.dedent('''
         def solve(self, problem, prior, lam, ctx):
             lam = lam.to(problem.y.device, problem.y.dtype)
             x = problem.least_norm().clamp(0, 1)
-            trace = Trace()
             for k in range(ctx.budget):
                 with torch.enable_grad():
                     xr = x.detach().requires_grad_(True)
                     logp = prior.log_prob(xr)
                     (g_logp,) = torch.autograd.grad(logp.sum(), xr)
                 nll = problem.data_nll(x)
-                trace.record(prior.used, objective.map_loss(nll, logp.detach(), lam))
+                prior.trace_point()   # the harness records L(x; lam) at x, from its own numbers
                 if k < ctx.budget - 1:
                     g = problem.data_nll_grad(x) - lam.view(-1, 1, 1, 1) * g_logp
                     x = (x - self.params["step"] * g).clamp(0, 1)
-            return SolveResult(x.detach(), trace, {"objective": nll.detach()})
+            return SolveResult(x.detach(), info={"objective": nll.detach()})
 ''')
 
 

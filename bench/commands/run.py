@@ -50,6 +50,9 @@ def add_arguments(p):
     p.add_argument("--dry-run", action="store_true", help="validate and plan, print what would run, run nothing")
     p.add_argument("--plugin", action="append", metavar="MODULE",
                    help="import MODULE first (it may register extra solvers, tasks or datasets); repeatable")
+    p.add_argument("--no-isolation", action="store_true",
+                   help="UNSAFE, for debugging and profiling: run solvers in the harness's process (no solver "
+                        "process, no oracle, no unit limits); a plugin can then reach scores and clean images")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write DIR/LEADERBOARD.md and figures at the end")
     p.add_argument("--strict", action="store_true", help="exit 1 when any row failed (for CI)")
@@ -97,7 +100,8 @@ def main(args) -> int:
     summary = run_grid(grid, out, device=device.type if device.index is None else str(device), executor=executor,
                        tuned=tuned, prior_dir=args.prior_dir, resume_anyway=args.resume_anyway,
                        retry_failed=args.retry_failed, progress=not args.quiet, dry_run=args.dry_run,
-                       imports=imports, argv=sys.argv[1:], tf32=args.tf32, deterministic=args.deterministic)
+                       imports=imports, argv=sys.argv[1:], tf32=args.tf32, deterministic=args.deterministic,
+                       isolate=not args.no_isolation)
     if args.dry_run:
         return 0
     line = summary.line()

@@ -30,6 +30,8 @@ def add_arguments(p):
     p.add_argument("--data-root", metavar="PATH", help="folder of the grid's dataset (overrides the grid file)")
     p.add_argument("--prior-dir", metavar="DIR", help="folder that relative prior checkpoint paths resolve against")
     p.add_argument("--plugin", action="append", metavar="MODULE", help="import MODULE first; repeatable")
+    p.add_argument("--no-isolation", action="store_true",
+                   help="UNSAFE, for debugging: run solvers in the harness's process (see `run --help`)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -60,7 +62,8 @@ def main(args) -> int:
     out = Path(args.out) if args.out else Path("results") / f"tuned-{grid.name}.json"
     record = tune_grid(grid, out, device=device.type if device.index is None else str(device),
                        executor=make_executor(args, imports), factors=factors, n_images=args.images,
-                       work_dir=args.work_dir, prior_dir=args.prior_dir, imports=imports, progress=not args.quiet)
+                       work_dir=args.work_dir, prior_dir=args.prior_dir, imports=imports, progress=not args.quiet,
+                       isolate=not args.no_isolation)
     n = sum(len(p) for t in record["params"].values() for p in t.values())
     print(f"tuned {n} (solver, task, prior) combinations of grid {grid.name!r}; wrote {out} "
           f"(use: python -m bench run --grid {args.grid} --tuned {out})")
