@@ -111,7 +111,7 @@ def write_gap_table(gaps: pd.DataFrame, tdir) -> str | None:
 
 
 def plot_regime_gaps(gaps: pd.DataFrame, path) -> bool:
-    """One row of panels per prior (MAP-loss gap, PSNR gap) against the ratio, one line per solver; log x, symlog y.
+    """One row of panels per prior (MAP-loss gap, PSNR gap) against the ratio, one colour per solver; log x, symlog y.
     Returns False (nothing written) without a regime axis."""
     if not has_axis(gaps):
         return False
@@ -130,16 +130,19 @@ def plot_regime_gaps(gaps: pd.DataFrame, path) -> bool:
             ax = axes[i][j]
             for k, s in enumerate(solvers):
                 gs = g[(g["solver"] == s) & g[col].notna()]
-                if len(gs):
-                    ax.plot(gs["ratio"], gs[col], "o-", ms=3, lw=1, color=colours[k], label=s)
+                if len(gs):   # points, not lines: neighbouring ratios may be different tasks
+                    ax.plot(gs["ratio"], gs[col], "o", ms=4, alpha=0.8, color=colours[k], label=s)
             ax.set_xscale("log")
             ax.set_yscale("symlog", linthresh=1.0 if unit == "nats" else 0.1)
+            ax.set_ylim(bottom=0)   # gaps are ≥ 0
             ax.set_xlabel("|log p_e| / |log p_G| at x̂")
             ax.set_ylabel(f"gap to best ({unit})")
             ax.set_title(f"{prior}: {'MAP loss' if j == 0 else 'PSNR'}", fontsize=9)
             ax.grid(alpha=0.3)
-    axes[0][1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}   # every solver, once
+    fig.legend([handles[s] for s in solvers if s in handles], [s for s in solvers if s in handles], fontsize=7,
+               loc="upper right", bbox_to_anchor=(1.0, 0.99))
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
