@@ -36,7 +36,7 @@ def _print_solvers():
         # per-task values of parameters declared None, from the tasks' solver_defaults
         task_defaults = {t: tcls.solver_defaults[name] for t, tcls in TASKS.items() if name in tcls.solver_defaults}
         for k, v in cls.defaults().items():
-            decl = cls.param(k)
+            decl = cls.parameters[k]
             tun = " (tunable)" if k in cls.tunable else ""
             doc = f"  — {decl.doc}" if decl.doc else ""
             if v is None and any(k in d for d in task_defaults.values()):
