@@ -14,7 +14,8 @@ from scipy.stats import norm
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench import metrics, objective
-from bench.priors.base import ALPHA, GaussianLogitPrior
+from bench.priors.base import ALPHA
+from bench.priors.gaussian import GaussianLogitPrior
 from bench.tasks import make_task
 
 KEYS = {"map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim"}

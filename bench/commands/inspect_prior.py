@@ -13,7 +13,7 @@ def add_arguments(p):
 
 def main(args) -> int:
     from bench.priors.catalog import load_prior
-    from bench.priors.presets import n_params
+    from bench.priors.base import n_params
 
     lp = load_prior(args.prior, "cpu")
     prov = dict(lp.provenance)
