@@ -188,6 +188,20 @@ class Registry:
         return sorted(self._items.items())
 
 
+def import_plugins(modules) -> tuple:
+    """Import the ``--plugin`` modules (each registers what it declares); a module that cannot be imported or
+    fails while importing is one UserError naming it. Returns the module names (worker processes import them too)."""
+    for m in modules or ():
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise UserError(f"--plugin {m!r} cannot be imported: {e}") from None
+        except Exception as e:  # noqa: BLE001 -- a plugin's own error (SyntaxError, NameError, ...) in one line
+            where = f" ({e.filename}:{e.lineno})" if isinstance(e, SyntaxError) else ""
+            raise UserError(f"--plugin {m!r} failed while importing: {type(e).__name__}: {e}{where}") from None
+    return tuple(modules or ())
+
+
 def discover(package: str, prefix: str = "") -> None:
     """Import every module of ``package`` (e.g. ``bench.solvers``) whose name starts with ``prefix`` (modules
     starting with ``_`` excepted), so that its plugins register themselves."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from bench.commands import COMMANDS
+
 HELP = "print a prior checkpoint's config and provenance"
 
 
@@ -11,6 +13,7 @@ def add_arguments(p):
     p.add_argument("--history", action="store_true", help="also print the training curve (train/val bits/dim)")
 
 
+@COMMANDS.register("inspect-prior")
 def main(args) -> int:
     from bench.priors.catalog import load_prior
     from bench.priors.base import n_params

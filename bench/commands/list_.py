@@ -1,6 +1,8 @@
 """``python -m bench list [tasks|datasets|priors|solvers|grids]``."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "list registered tasks, datasets, priors, solvers or grid presets"
 WHAT = ("tasks", "datasets", "priors", "solvers", "grids")
 
@@ -75,6 +77,7 @@ def _grids():
               f"(MLE {raw.get('mle_steps')})" + (f"; + {len(extra)} extra block(s)" if extra else ""))
 
 
+@COMMANDS.register("list")
 def main(args) -> int:
     table = {"tasks": _tasks, "datasets": _datasets, "priors": _priors, "solvers": _print_solvers,
              "grids": _grids}

@@ -1,6 +1,8 @@
 """``python -m bench train-prior``: fit a flow prior by maximum likelihood (see bench/priors/training.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "train a normalizing-flow prior"
 DESCRIPTION = """Train a normalizing-flow prior on a dataset's train split (augmented, dequantised), keep the
 checkpoint with the best validation bits/dim (early stopping) and report test bits/dim.
@@ -36,6 +38,7 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+@COMMANDS.register("train-prior")
 def main(args) -> int:
     import math
 
