@@ -97,6 +97,7 @@ def _bounds(rule: str) -> tuple:
 
 
 def _num(v: float) -> str:
+    """A bound as messages write it: ``1``, not ``1.0``."""
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
