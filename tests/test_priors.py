@@ -78,7 +78,8 @@ def gaussian_test_bpd(train, test):
     k_tr, k_te = torch.round(train * 255), torch.round(test * 255)
     u, _ = to_logit(((k_tr + 0.5) / 256).double())
     g = GaussianLogitPrior(train.shape[1:], mean=u.mean(0).float(), std=u.std(0, unbiased=False).float())
-    lp = g.log_prob((k_te + 0.5) / 256)
+    with torch.no_grad():
+        lp = g.log_prob((k_te + 0.5) / 256)
     n = test[0].numel()
     return float((-lp / (n * math.log(2)) + 8).mean())
 
