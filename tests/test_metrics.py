@@ -66,8 +66,8 @@ def _brute_log_prob(prior, x):
     x = x.double().clone().requires_grad_(True)
     u = torch.logit(ALPHA + (1 - 2 * ALPHA) * x)
     (du,) = torch.autograd.grad(u.sum(), x)
-    mean = prior.mean.double().expand_as(u)
-    std = prior.log_std.double().exp().expand_as(u)
+    mean = prior.mean.detach().double().expand_as(u)
+    std = prior.log_std.detach().double().exp().expand_as(u)
     logpdf = norm.logpdf(u.detach().numpy(), loc=mean.numpy(), scale=std.numpy())
     return torch.from_numpy(logpdf).flatten(1).sum(1) + du.abs().log().flatten(1).sum(1)
 
