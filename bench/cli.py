@@ -50,9 +50,14 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
 
 def plugin_modules(argv) -> list[str]:
-    """The modules ``argv`` names with ``--plugin MODULE`` or ``--plugin=MODULE``."""
-    found = [a.split("=", 1)[1] for a in argv if a.startswith("--plugin=")]
-    return found + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--plugin"]
+    """The modules ``argv`` names with ``--plugin MODULE`` or ``--plugin=MODULE``, in order."""
+    found = []
+    for i, a in enumerate(argv):
+        if a.startswith("--plugin="):
+            found.append(a.split("=", 1)[1])
+        elif a == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+    return found
 
 
 def main(argv=None) -> int:
