@@ -1,32 +1,20 @@
 """``python -m bench``: the command-line entry point.
 
-Each subcommand lives in ``bench/commands/<name>.py`` and exposes ``HELP`` (one line), ``add_arguments(parser)``
-and ``main(args) -> int``. User errors (:class:`bench.errors.UserError`) print one line and exit 2, no traceback.
+Each subcommand lives in ``bench/commands/<name>.py`` and registers its ``main(args) -> int`` in
+:data:`bench.commands.COMMANDS`; its module exposes ``HELP`` (one line) and ``add_arguments(parser)``. Modules named
+by ``--plugin`` are imported before the parsers are built, so a plugin's executor (and its flags) is a choice of
+``--executor``. User errors (:class:`bench.errors.UserError`) print one line and exit 2, no traceback.
 """
 from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
 import sys
 
+from bench.commands import COMMANDS
 from bench.errors import UserError, one_line_text
-
-COMMANDS = {
-    "list": "list_",
-    "run": "run",
-    "report": "report",
-    "check": "check",
-    "compare": "compare",
-    "export": "export",
-    "reference": "reference",
-    "tune": "tune",
-    "train-prior": "train_prior",
-    "inspect-prior": "inspect_prior",
-    "sample-priors": "sample_priors",
-    "perf": "perf",
-}
+from bench.registry import import_plugins
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,18 +39,34 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
                      description="Benchmark MAP solvers for imaging inverse problems with normalizing-flow priors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
-    for name, module in COMMANDS.items():
-        mod = importlib.import_module(f"bench.commands.{module}")
+    for name, command in COMMANDS.items():
+        mod = sys.modules[command.__module__]
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if wanted is None or wanted == name:
             mod.add_arguments(p)
-        p.set_defaults(_main=mod.main)
+        p.set_defaults(_main=command)
     return parser
+
+
+def plugin_modules(argv) -> list[str]:
+    """The modules ``argv`` names with ``--plugin MODULE`` or ``--plugin=MODULE``, in order."""
+    found = []
+    for i, a in enumerate(argv):
+        if a.startswith("--plugin="):
+            found.append(a.split("=", 1)[1])
+        elif a == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+    return found
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        import_plugins(plugin_modules(argv))
+    except UserError as e:
+        sys.stderr.write(f"error: {one_line_text(e, 2000)}\n")
+        return 2
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -7,11 +7,11 @@ function that loads everything it needs from names and writes its own part files
 same rows. A unit whose call raises (it should not: ``execute_unit`` turns failures into rows) is yielded as
 ``(spec, exc)`` and the runner writes error rows for it.
 
-To add an engine (``dask``, ``slurm``): put it in its own module ``bench/executor_<name>.py`` (found by
-:func:`discover_executors`, so no edit here), subclass :class:`Executor`, register it with
-``@EXECUTORS.register("name")``, declare its flags in ``add_arguments`` (they appear in ``run --help``) and build it
-from the parsed arguments in ``from_args``. Import optional engines (dask, submitit) lazily, inside ``map``.
-Workers must call :func:`init_worker` (threads, plugin imports) before their first unit.
+To add an engine (``dask``, ``slurm``): put it in its own module ``bench/executor_<name>.py`` (the registry's
+discovery imports every such module, so no edit here) or in a ``--plugin`` module, subclass :class:`Executor`,
+register it with ``@EXECUTORS.register("name")``, declare its flags in ``add_arguments`` (they appear in ``run
+--help``) and build it from the parsed arguments in ``from_args``. Import optional engines (dask, submitit) lazily,
+inside ``map``. Workers must call :func:`init_worker` (threads, plugin imports) before their first unit.
 
 Threads: every unit runs with ``--threads`` torch threads (default 1) whatever the executor and the worker count.
 Float summation order depends on the thread count, and chaotic solvers (latent-LBFGS on Glow) turn that into ~0.5 %
@@ -26,14 +26,13 @@ import argparse
 import importlib
 import multiprocessing
 import os
-import pkgutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from bench.errors import UserError
 from bench.registry import Registry
 
-EXECUTORS = Registry("executor")
+EXECUTORS = Registry("executor", "bench", "executor_")   # local (here) and bench/executor_*.py
 
 
 def init_worker(threads: int | None = None, imports: tuple = ()) -> None:
@@ -148,22 +147,6 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-_DISCOVERED = False
-
-
-def discover_executors() -> list[str]:
-    """Import every ``bench/executor_<name>.py`` module (each registers one executor); return the names."""
-    global _DISCOVERED
-    if not _DISCOVERED:
-        _DISCOVERED = True
-        import bench
-
-        for info in pkgutil.iter_modules(bench.__path__):
-            if info.name.startswith("executor_"):
-                importlib.import_module(f"bench.{info.name}")
-    return EXECUTORS.names()
-
-
 MAX_WORKERS_PER_CORE = 4
 
 
@@ -230,7 +213,6 @@ def resolve_workers(args) -> int:
 
 def add_arguments(parser) -> None:
     """``--executor`` / ``--workers`` / ``--threads`` and every registered executor's own flags."""
-    discover_executors()
     parser.add_argument("--executor", default="local", choices=EXECUTORS.names(),
                         help="where work units run (default: local)")
     parser.add_argument("--workers", type=_workers_arg, default="auto", metavar="N|auto",
@@ -244,8 +226,5 @@ def add_arguments(parser) -> None:
 
 
 def make_executor(args, imports: tuple = ()) -> Executor:
-    discover_executors()
+    """The executor ``--executor`` names, built from the parsed arguments (``imports``: plugin modules)."""
     return EXECUTORS.get(getattr(args, "executor", "local") or "local").from_args(args, imports=imports)
-
-
-discover_executors()  # register bench/executor_*.py (dask, slurm, ...) at import, so EXECUTORS is complete

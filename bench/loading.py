@@ -65,9 +65,3 @@ def get_images(dataset: str, split: str, size: int, root: str | None):
     if key not in _IMAGES:
         _IMAGES[key] = load_dataset(dataset, split, size, root)
     return _IMAGES[key]
-
-
-def clear_caches() -> None:
-    _PRIORS.clear()
-    _IMAGES.clear()
-    _CHECKPOINTS.clear()

@@ -1,13 +1,20 @@
-"""Name -> class registries and plugin discovery.
+"""Name -> plugin registries, plugin discovery, and declared parameters.
 
-Every pluggable family (tasks, datasets, priors, solvers) uses one :class:`Registry`. Plugins register themselves
-with a decorator at import time; :func:`discover` imports every module of a package so that dropping one new file
-into ``solvers/`` is all it takes to add a solver.
+Every pluggable family uses one :class:`Registry`: tasks, datasets, prior architectures, solvers, executors and
+the CLI's commands. Plugins register themselves with a decorator at import time (``@SOLVERS.register("aipo")``);
+a registry made with a ``package`` imports every module of that package on first use (:func:`discover`), so that
+dropping one new file into ``solvers/`` is all it takes to add a solver.
+
+Every parameter a plugin takes (a solver's or task's ``parameters``, a dataset's ``options``, a prior
+architecture's hyper-parameters) is declared as a :class:`Param`, and :func:`resolve_params` is the one place
+where given values are checked against the declarations: name, type, integer size, range and choices.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import math
 import pkgutil
 import re
 from dataclasses import dataclass, field
@@ -17,19 +24,81 @@ from bench.errors import UserError
 
 @dataclass(frozen=True)
 class Param:
-    """A declared parameter of a plugin (solver or task): its type, default, whether ``bench tune`` may search it,
-    and a one-line doc. ``default=None`` means "resolved later" (e.g. a per-task default); a value given for it
-    is still checked against ``type``. A plain value in a ``parameters`` dict is shorthand for
-    ``Param(type(value), value)``.
+    """A declared parameter of a plugin: its type, default, valid values, whether ``bench tune`` may search it,
+    and a one-line doc (shown by ``list`` and in every error about the parameter).
 
-    ``default`` is the value under the default protocol; ``protocols`` maps another protocol's name
-    (:mod:`bench.protocols`) to the parameter's value under it (e.g. ``{"paper": 0.0}``)."""
+    - ``default=None`` means "resolved later" (e.g. a per-task default); a value given for it is still checked
+      against ``type``. A plain value in a ``parameters`` dict is shorthand for ``Param(type(value), value)``.
+    - ``range``: the valid numbers, ``">0"``, ``">=1"``, ``"<=5"``, ``"(0,1)"``, ``"(0,1]"``, ``"[1,64]"`` (a value
+      must also be finite); ``choices``: the valid values (``("adam", "gd")``). ``None`` values are not checked.
+    - ``protocols`` maps another protocol's name (:mod:`bench.protocols`) to the parameter's value under it (e.g.
+      ``{"paper": 0.0}``); ``default`` is the value under the default protocol.
+    """
 
     type: type
     default: object = None
-    tunable: bool = False
+    range: str | None = None
+    choices: tuple = ()
     doc: str = ""
+    tunable: bool = False
     protocols: dict = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "choices", tuple(self.choices))
+        if self.range is not None:
+            _bounds(self.range)   # a malformed range fails when the plugin is imported
+
+    def valid(self) -> str | None:
+        """What values are valid, in words (``"> 0"``, ``"in (0, 1]"``, ``"one of adam, gd"``), or None."""
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        if self.range is not None:
+            lo, lo_in, hi, hi_in = _bounds(self.range)
+            if lo is not None and hi is not None:
+                return f"in {'[' if lo_in else '('}{_num(lo)}, {_num(hi)}{']' if hi_in else ')'}"
+            if lo is not None:
+                return f"{'>=' if lo_in else '>'} {_num(lo)}"
+            return f"{'<=' if hi_in else '<'} {_num(hi)}"
+        return None
+
+    def accepts(self, value) -> bool:
+        """Whether ``value`` lies in the declared range and choices (``None`` always does)."""
+        if value is None:
+            return True
+        if self.choices and value not in self.choices:
+            return False
+        if self.range is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+            lo, lo_in, hi, hi_in = _bounds(self.range)
+            if lo is not None and not (value >= lo if lo_in else value > lo):
+                return False
+            if hi is not None and not (value <= hi if hi_in else value < hi):
+                return False
+        return True
+
+
+_NUMBER = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
+_ONE_SIDED = re.compile(rf"^\s*(>=|>|<=|<){_NUMBER}$")
+_INTERVAL = re.compile(rf"^\s*([(\[]){_NUMBER},{_NUMBER}([)\]])\s*$")
+
+
+@functools.lru_cache(maxsize=None)
+def _bounds(rule: str) -> tuple:
+    """``(lo, lo_inclusive, hi, hi_inclusive)`` of a range rule (None: unbounded); ValueError if malformed."""
+    m = _ONE_SIDED.match(rule)
+    if m:
+        op, v = m.group(1), float(m.group(2))
+        return (v, op == ">=", None, False) if op.startswith(">") else (None, False, v, op == "<=")
+    m = _INTERVAL.match(rule)
+    if m and float(m.group(2)) <= float(m.group(3)):
+        return float(m.group(2)), m.group(1) == "[", float(m.group(3)), m.group(4) == "]"
+    raise ValueError(f"malformed parameter range {rule!r}; expected e.g. '>0', '>=1', '(0,1]' or '[1,64]'")
+
+
+def _num(v: float) -> str:
+    """A bound as messages write it: ``1``, not ``1.0``."""
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def as_param(declared) -> Param:
@@ -37,6 +106,11 @@ def as_param(declared) -> Param:
     if isinstance(declared, Param):
         return declared
     return Param(type(declared) if declared is not None else object, declared)
+
+
+def as_params(declared: dict) -> dict:
+    """Every entry of a ``parameters`` dict as a :class:`Param`, in declared order."""
+    return {k: as_param(v) for k, v in declared.items()}
 
 
 def defaults(declared: dict) -> dict:
@@ -51,15 +125,19 @@ def protocol_values(declared: dict, protocol: str) -> dict:
 
 
 class Registry:
-    """Name -> plugin class. ``package``: the package whose modules :func:`discover` imports on first use."""
+    """Name -> plugin. ``package``: the package whose modules :func:`discover` imports on first use (only those
+    whose name starts with ``prefix``: ``Registry("executor", "bench", "executor_")`` finds ``bench/executor_*.py``).
+    """
 
-    def __init__(self, kind: str, package: str | None = None):
+    def __init__(self, kind: str, package: str | None = None, prefix: str = ""):
         self.kind = kind
         self.package = package
+        self.prefix = prefix
         self._items: dict[str, object] = {}
         self._discovered = package is None
 
     def register(self, name: str):
+        """Decorator: register the decorated object as ``name`` (and set its ``name`` attribute)."""
         def deco(obj):
             if name in self._items and self._items[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
@@ -90,7 +168,7 @@ class Registry:
     def _ensure(self):
         if not self._discovered:
             self._discovered = True
-            discover(self.package)
+            discover(self.package, self.prefix)
 
     def names(self) -> list[str]:
         self._ensure()
@@ -111,11 +189,26 @@ class Registry:
         return sorted(self._items.items())
 
 
-def discover(package: str) -> None:
-    """Import every module of ``package`` (e.g. ``bench.solvers``) so that its plugins register themselves."""
+def import_plugins(modules) -> tuple:
+    """Import the ``--plugin`` modules (each registers what it declares); a module that cannot be imported or
+    fails while importing is one UserError naming it. Returns the module names (worker processes import them too)."""
+    for m in modules or ():
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise UserError(f"--plugin {m!r} cannot be imported: {e}") from None
+        except Exception as e:  # noqa: BLE001 -- a plugin's own error (SyntaxError, NameError, ...) in one line
+            where = f" ({e.filename}:{e.lineno})" if isinstance(e, SyntaxError) else ""
+            raise UserError(f"--plugin {m!r} failed while importing: {type(e).__name__}: {e}{where}") from None
+    return tuple(modules or ())
+
+
+def discover(package: str, prefix: str = "") -> None:
+    """Import every module of ``package`` (e.g. ``bench.solvers``) whose name starts with ``prefix`` (modules
+    starting with ``_`` excepted), so that its plugins register themselves."""
     pkg = importlib.import_module(package)
     for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
+        if info.name.startswith(prefix) and not info.name.startswith("_"):
             importlib.import_module(f"{package}.{info.name}")
 
 
@@ -161,33 +254,21 @@ def format_spec(name: str, params: dict) -> str:
 
 
 def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dict:
-    """Merge overrides into declared defaults, rejecting unknown keys and casting to the default's type.
-
-    ``declared`` maps names to :class:`Param` or to plain defaults. A parameter whose default is ``None`` keeps the
-    value as given, after checking it against the declared ``Param.type`` (when one is declared)."""
-    params = {k: as_param(v) for k, v in declared.items()}
-    out = {k: p.default for k, p in params.items()}
-    for k, v in overrides.items():
+    """Merge ``overrides`` into the declared defaults and check every value against its :class:`Param`: the one
+    place parameters are validated. Unknown names are refused; a given value is cast to its default's type (an
+    integer-valued float to int, a number to float); a parameter whose default is ``None`` keeps the value as
+    given, after checking it against the declared ``type``; then every value that is not ``None`` must lie in
+    the declared ``range`` and ``choices``. Each failure is one UserError naming the parameter, the bad value and
+    what is valid."""
+    params = as_params(declared)
+    for k in overrides:
         if k not in params:
             raise UserError(f"unknown parameter {k!r} for {kind} {name!r}; valid: {', '.join(sorted(params)) or 'none'}")
-        d = params[k].default
-        if isinstance(d, bool):
-            if not isinstance(v, bool):
-                raise UserError(f"parameter {k!r} of {kind} {name!r} must be true/false, got {v!r}")
-        elif isinstance(d, int) and not isinstance(d, bool):
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise UserError(f"parameter {k!r} of {kind} {name!r} must be an integer, got {v!r}")
-            _check_int_size(kind, name, k, v)
-        elif isinstance(d, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise UserError(f"parameter {k!r} of {kind} {name!r} must be a number, got {v!r}")
-            v = float(v)
-        elif d is None:
-            _check_type(kind, name, k, params[k].type, v)
-        elif isinstance(d, str) and not isinstance(v, str):
-            v = str(v)
+    out = {}
+    for k, p in params.items():
+        v = _cast(kind, name, k, p, overrides[k]) if k in overrides else p.default
+        if not p.accepts(v):
+            raise _invalid(kind, name, k, p, p.valid(), repr(v))
         out[k] = v
     return out
 
@@ -195,16 +276,45 @@ def resolve_params(kind: str, name: str, declared: dict, overrides: dict) -> dic
 MAX_INT = 2 ** 31 - 1   # integer parameters (step counts, sizes): anything larger overflows columns, not a setting
 
 
-def _check_int_size(kind: str, name: str, key: str, v: int) -> None:
+def _invalid(kind: str, name: str, key: str, p: Param, want: str, got: str) -> UserError:
+    """The one-line error for a bad value of parameter ``key``: what is valid, what was given, and its doc."""
+    doc = f" ({p.doc})" if p.doc else ""
+    return UserError(f"parameter {key!r} of {kind} {name!r} must be {want}, got {got}{doc}")
+
+
+def _cast(kind: str, name: str, key: str, p: Param, v):
+    """``v`` checked against (and cast to) the declared type of ``p``."""
+    d = p.default
+    if isinstance(d, bool):
+        if not isinstance(v, bool):
+            raise _invalid(kind, name, key, p, "true/false", repr(v))
+    elif isinstance(d, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise _invalid(kind, name, key, p, "an integer", repr(v))
+        _check_int_size(kind, name, key, p, v)
+    elif isinstance(d, float):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _invalid(kind, name, key, p, "a number", repr(v))
+        v = float(v)
+    elif d is None:
+        _check_type(kind, name, key, p, v)
+    elif isinstance(d, str) and not isinstance(v, str):
+        v = str(v)
+    return v
+
+
+def _check_int_size(kind: str, name: str, key: str, p: Param, v: int) -> None:
     """Raise UserError for an integer parameter beyond ±MAX_INT (``aipo[K=1e30]``), before any work."""
     if abs(v) > MAX_INT:
         got = f"{float(v):.3g}" if abs(v) < 1e300 else f"a {len(str(abs(v)))}-digit number"
-        raise UserError(f"parameter {key!r} of {kind} {name!r} must be an integer of magnitude at most {MAX_INT:,}, "
-                        f"got {got}")
+        raise _invalid(kind, name, key, p, f"an integer of magnitude at most {MAX_INT:,}", got)
 
 
-def _check_type(kind: str, name: str, key: str, typ, v) -> None:
-    """Raise UserError if ``v`` is not a value of the declared type ``typ`` (value kept as given)."""
+def _check_type(kind: str, name: str, key: str, p: Param, v) -> None:
+    """Raise UserError if ``v`` is not a value of the declared type ``p.type`` (value kept as given)."""
+    typ = p.type
     if typ is bool:
         ok, want = isinstance(v, bool), "true/false"
     elif typ is int:
@@ -217,6 +327,6 @@ def _check_type(kind: str, name: str, key: str, typ, v) -> None:
     else:
         return
     if not ok:
-        raise UserError(f"parameter {key!r} of {kind} {name!r} must be {want} ({typ.__name__}), got {v!r}")
+        raise _invalid(kind, name, key, p, f"{want} ({typ.__name__})", repr(v))
     if typ is int:
-        _check_int_size(kind, name, key, int(v))
+        _check_int_size(kind, name, key, p, int(v))

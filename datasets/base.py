@@ -54,7 +54,8 @@ class Dataset:
     ood: str | None = None  # the dataset that is out of distribution for priors trained on this one (its domain's
                             # OOD split; `list priors` shows both bits/dim)
     description: str = ""
-    options: dict = {}  # extra keyword options of ``load`` with defaults, set by spec: ``image-folder[channels=3]``
+    options: dict = {}  # extra keyword options of ``load``: name -> bench.registry.Param (or a plain default), set
+                        # by spec: ``image-folder[channels=3]``
 
     def load(self, split: str, size: int, root: str | None = None) -> ImageSet:
         raise NotImplementedError

@@ -15,6 +15,7 @@ import numpy as np
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
 from bench.errors import UserError
 from bench.lazy import lazy_module
+from bench.registry import Param
 
 torch = lazy_module("torch")
 
@@ -82,13 +83,11 @@ def list_images(root) -> list[Path]:
 class ImageFolder(Dataset):
     splits = ("test",)
     needs_root = True
-    options = {"channels": 1}
+    options = {"channels": Param(int, 1, choices=(1, 3), doc="channels of the loaded images: 1 (grey) or 3 (RGB)")}
     description = "any folder of png/jpg/bmp/tif images (--data-root), centre-cropped; grey, or image-folder[channels=3]"
 
     def load(self, split: str = "test", size: int = 16, root: str | None = None, limit: int | None = None,
              channels: int = 1) -> ImageSet:
-        if channels not in (1, 3):
-            raise UserError(f"dataset 'image-folder': channels must be 1 or 3, got {channels!r}")
         files = list_images(root)
         stems = [p.stem for p in files]
         dup = sorted({s for s in stems if stems.count(s) > 1})

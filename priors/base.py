@@ -1,4 +1,4 @@
-"""The one interface every prior implements, and the shared image preprocessing.
+"""The one interface every prior implements, its size presets, and the shared image preprocessing.
 
 A prior is a bijection between an image x ∈ [0,1]^n and a latent z ∈ R^n with z ~ N(0, I) under the model.
 Subclasses implement the flow on the *logit space* u (``_forward(u) -> (z, logdet)`` and
@@ -13,19 +13,40 @@ adds the preprocessing and derives everything solvers use:
 - ``decode_with_log_prob(z) -> (x, log p(x))`` in one pass (used by latent-space solvers).
 - ``sample(n, temperature)``.
 
+Each architecture declares its hyper-parameters (``hyperparameters``: name -> :class:`~bench.registry.Param`
+with its type, valid range and doc) and the values of every size preset (``presets``: ``{"xs": {...}, "s": {...},
+"m": {...}, "paper": {...}}``) next to its class, in its own file; :meth:`FlowPrior.__init__` resolves them into the
+model's ``config`` (:meth:`FlowPrior.resolve_config`). The presets:
+
+- ``xs``: tiny (tens of K parameters) for the smoke grid and the tests, 16x16 grey by default;
+- ``s``: the embedded default at 16x16 grey; sized so that one forward+backward of ``log_prob`` w.r.t. x at
+  batch 40 costs ~10-25 ms on one CPU thread (the default benchmark grid needs several hundred thousand of them);
+- ``m``: the Fashion-MNIST priors, 28x28 grey;
+- ``paper``: CelebA 64x64x3 scale (the architecture's paper settings).
+
+A model's ``config`` is ``{"arch", "preset", "image_shape", <every hyper-parameter>}`` and :func:`build_prior`
+rebuilds it exactly (checkpoints store it).
+
 Preprocessing (RealNVP, Dinh et al. 2016 §4.1): u = logit(α + (1 − 2α)·x), α = 0.05. The training loop adds
 uniform dequantisation noise to 8-bit data *before* calling ``log_prob``; the prior itself never adds noise.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from bench.registry import Registry
+from bench.errors import UserError
+from bench.registry import Registry, resolve_params
 
 ARCHS = Registry("prior architecture", "bench.priors")
+
+PRESET_SHAPES = {"xs": (1, 16, 16), "s": (1, 16, 16), "m": (1, 28, 28), "paper": (3, 64, 64)}  # default (C, H, W)
+# Bounds on hyper-parameters and image sides (a corrupt or hostile checkpoint config must not allocate terabytes
+# before failing): ``range=DEPTH`` for counts of layers, scales or blocks, ``range=WIDTH`` for channel widths.
+DEPTH, WIDTH, MAX_SIDE = "[1,64]", "[1,4096]", 1024
 
 ALPHA = 0.05
 LOG_2PI = math.log(2 * math.pi)
@@ -53,10 +74,40 @@ def std_normal_logp(z: torch.Tensor) -> torch.Tensor:
 
 
 class FlowPrior(nn.Module):
-    """Base class. Subclasses set ``image_shape`` and ``config`` and implement ``_forward`` / ``_inverse``."""
+    """Base class: ``Arch(image_shape=None, preset="s", **hyper_parameters)``. Subclasses register with
+    ``@ARCHS.register(name)``, declare ``hyperparameters`` and ``presets`` (module docstring), call
+    ``super().__init__(image_shape, preset, **overrides)`` — which sets ``config`` and ``image_shape`` — build
+    their layers from ``self.config`` and implement ``_forward`` / ``_inverse``."""
 
+    name: str = "?"
+    hyperparameters: dict = {}  # name -> bench.registry.Param (type, range, doc; the values come from the presets)
+    presets: dict = {}      # preset name (every key of PRESET_SHAPES) -> {hyper-parameter: value}
+    description: str = ""
     image_shape: tuple
     config: dict
+
+    def __init__(self, image_shape=None, preset: str | None = "s", **overrides):
+        super().__init__()
+        self.config = self.resolve_config(image_shape, preset, overrides)
+        self.image_shape = tuple(self.config["image_shape"])
+
+    @classmethod
+    def resolve_config(cls, image_shape, preset: str | None, overrides: dict) -> dict:
+        """The model's config: the preset's hyper-parameters with ``overrides`` merged in, each checked against
+        its declaration, and ``image_shape`` (default: the preset's); UserError for an unknown preset, an unknown
+        hyper-parameter or a value out of range."""
+        preset = "s" if preset is None else preset
+        if preset not in cls.presets:
+            raise UserError(f"unknown preset {preset!r} for prior {cls.name!r}; valid: {', '.join(cls.presets)}")
+        values = cls.presets[preset]
+        declared = {k: replace(p, default=values.get(k)) for k, p in cls.hyperparameters.items()}
+        hp = resolve_params("prior", cls.name, declared, overrides)
+        if image_shape is None:
+            image_shape = PRESET_SHAPES[preset]
+        if not isinstance(image_shape, (list, tuple)) or len(image_shape) != 3 or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE for s in image_shape):
+            raise UserError(f"image_shape must be (C, H, W) with whole numbers in 1..{MAX_SIDE}, got {image_shape!r}")
+        return {"arch": cls.name, "preset": preset, "image_shape": [int(s) for s in image_shape], **hp}
 
     @property
     def latent_shape(self) -> tuple:
@@ -99,26 +150,15 @@ class FlowPrior(nn.Module):
         return self.decode(z.to(device)).clamp(0, 1)
 
 
-@ARCHS.register("gaussian")
-class GaussianLogitPrior(FlowPrior):
-    """Analytic reference prior: independent N(μ, σ²) per pixel in logit space (z = (u − μ)/σ).
+def build_prior(config: dict) -> FlowPrior:
+    """Rebuild a prior from its ``config`` dict (architecture looked up in the registry)."""
+    cfg = dict(config)
+    arch = cfg.pop("arch", None)
+    if arch is None:
+        raise UserError("prior config has no 'arch' entry")
+    return ARCHS.get(arch)(**cfg)
 
-    With μ = 0, σ = 1 it is a standard Gaussian on logit space — the analytic density used to test the metrics
-    and solvers without a trained network. Fitted per pixel, it is also the "trivial prior" the shipped priors
-    must beat.
-    """
 
-    def __init__(self, image_shape=(1, 16, 16), mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.config = {"arch": "gaussian", "image_shape": list(image_shape)}
-        self.register_buffer("mean", torch.zeros(image_shape) if mean is None else mean.clone())
-        self.register_buffer("log_std", torch.zeros(image_shape) if std is None else std.log().clone())
-
-    def _forward(self, u):
-        z = (u - self.mean) * torch.exp(-self.log_std)
-        return z, (-self.log_std).sum().expand(u.shape[0])
-
-    def _inverse(self, z):
-        u = z * torch.exp(self.log_std) + self.mean
-        return u, self.log_std.sum().expand(z.shape[0])
+def n_params(model) -> int:
+    """Number of weights of ``model``."""
+    return sum(p.numel() for p in model.parameters())

@@ -106,7 +106,7 @@ def read_checkpoint(path, data: bytes | None = None) -> tuple[dict, dict]:
 def model_from_checkpoint(path, device="cpu", data: bytes | None = None) -> torch.nn.Module:
     """A frozen (eval, no parameter gradients) model from a checkpoint file or its bytes ``data``. Building it
     leaves the global torch RNG untouched (layer initialisers draw from it before the weights are loaded)."""
-    from bench.priors.presets import build_prior
+    from bench.priors.base import build_prior
 
     path = Path(path)
     cfg, state = read_checkpoint(path, data)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from torch import nn
 
 from bench.errors import UserError
-from bench.priors.base import ARCHS, FlowPrior
+from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
 from bench.priors.layers import ActNorm, GlowCoupling, InvConv1x1LU, SplitPrior, pack, squeeze, unpack, unsqueeze
-from bench.priors.presets import resolve_config
+from bench.registry import Param
 
 
 class FlowStep(nn.Module):
@@ -42,14 +42,25 @@ class FlowStep(nn.Module):
 
 @ARCHS.register("glow")
 class Glow(FlowPrior):
-    """Multiscale Glow prior. ``Glow(image_shape, preset, levels=, steps=, hidden=)``; see presets.py."""
+    """Multiscale Glow prior. ``Glow(image_shape, preset, levels=, steps=, hidden=)``."""
 
     description = "Glow (Kingma & Dhariwal 2018): actnorm, LU 1x1 conv, affine coupling, learned split priors"
+    hyperparameters = {
+        "levels": Param(int, range=DEPTH, doc="levels L: squeeze, K steps of flow, split"),
+        "steps": Param(int, range=DEPTH, doc="steps of flow K per level"),
+        "hidden": Param(int, range=WIDTH, doc="hidden channels of the coupling networks"),
+    }
+    # paper: L = 4 levels, K = 32 steps per level, 512 hidden channels (Kingma & Dhariwal 2018 §5; the GlowIP code
+    # of Asim et al. 2020 App. A uses K = 48)
+    presets = {
+        "xs": {"levels": 2, "steps": 2, "hidden": 16},
+        "s": {"levels": 3, "steps": 4, "hidden": 32},
+        "m": {"levels": 2, "steps": 6, "hidden": 48},
+        "paper": {"levels": 4, "steps": 32, "hidden": 512},
+    }
 
     def __init__(self, image_shape=None, preset: str | None = "s", **overrides):
-        super().__init__()
-        self.config = resolve_config("glow", image_shape, preset, overrides)
-        self.image_shape = tuple(self.config["image_shape"])
+        super().__init__(image_shape, preset, **overrides)
         c, h, w = self.image_shape
         levels, steps, hidden = self.config["levels"], self.config["steps"], self.config["hidden"]
         if h % (2 ** levels) or w % (2 ** levels):

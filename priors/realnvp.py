@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from bench.errors import UserError
-from bench.priors.base import ARCHS, FlowPrior
+from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
 from bench.priors.layers import RealNVPCoupling, pack, squeeze, unpack, unsqueeze
-from bench.priors.presets import resolve_config
+from bench.registry import Param
 
 
 @ARCHS.register("realnvp")
@@ -24,11 +24,24 @@ class RealNVP(FlowPrior):
     """``RealNVP(image_shape, preset, scales=, hidden=, blocks=, n_checker=, n_channel=, n_final=)``."""
 
     description = "RealNVP (Dinh et al. 2016): checkerboard + channel affine couplings, squeeze, factor-out"
+    hyperparameters = {
+        "scales": Param(int, range=DEPTH, doc="scales: checkerboard couplings, squeeze, channel couplings, split"),
+        "hidden": Param(int, range=WIDTH, doc="feature maps of the coupling ResNets"),
+        "blocks": Param(int, range=DEPTH, doc="residual blocks per coupling ResNet"),
+        "n_checker": Param(int, range=DEPTH, doc="checkerboard couplings per scale"),
+        "n_channel": Param(int, range=DEPTH, doc="channel-wise couplings per scale"),
+        "n_final": Param(int, range=DEPTH, doc="checkerboard couplings of the last scale"),
+    }
+    # paper: 4 scales (64 -> 4 pixels), residual s/t networks of 8 blocks with 64 feature maps (Dinh et al. §4.1)
+    presets = {
+        "xs": {"scales": 2, "hidden": 8, "blocks": 1, "n_checker": 1, "n_channel": 1, "n_final": 1},
+        "s": {"scales": 2, "hidden": 16, "blocks": 1, "n_checker": 2, "n_channel": 2, "n_final": 2},
+        "m": {"scales": 2, "hidden": 16, "blocks": 1, "n_checker": 3, "n_channel": 3, "n_final": 3},
+        "paper": {"scales": 4, "hidden": 64, "blocks": 8, "n_checker": 3, "n_channel": 3, "n_final": 4},
+    }
 
     def __init__(self, image_shape=None, preset: str | None = "s", **overrides):
-        super().__init__()
-        self.config = resolve_config("realnvp", image_shape, preset, overrides)
-        self.image_shape = tuple(self.config["image_shape"])
+        super().__init__(image_shape, preset, **overrides)
         cfg = self.config
         c, h, w = self.image_shape
         scales, hid, nb = cfg["scales"], cfg["hidden"], cfg["blocks"]

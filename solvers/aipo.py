@@ -6,9 +6,8 @@ import math
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.optim import clamp01, make_optimizer
-from bench.solvers.stages import (MLE_PARAMS, MLE_RANGES, STEP_PARAMS, STEP_RANGES, MLEStart, Tracer, evaluate,
-                                  mle_passes)
+from bench.solvers.optim import OPTIMIZERS, clamp01, make_optimizer
+from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes
 
 torch = lazy_module("torch")
 
@@ -87,21 +86,19 @@ class AIPO(MLEStart, Solver):
     """
 
     parameters = {
-        "alpha": Param(float, 0.05, tunable=True, doc="inner step size α (Table 4)"),
-        "K": Param(int, 0, protocols={"paper": 40},
+        "alpha": Param(float, 0.05, range=">0", tunable=True, doc="inner step size α (Table 4)"),
+        "K": Param(int, 0, range=">=0", protocols={"paper": 40},
                    doc="inner steps of the first round (Table 4: 40, paper protocol); 0 = sized to the budget "
                        "(first_round_steps)"),
-        "r": Param(float, 0.05, doc="λ step as a fraction of the loss ratio, line 8 (Table 4)"),
-        "delta_min0": Param(float, 0.05, doc="δ_min⁰ as a fraction of Λ (Table 4: Λ/20)"),
-        "K_growth": Param(float, 1.1, doc="K ← K_growth·K after each round (Table 4)"),
-        "alpha_decay": Param(float, 0.99, doc="α ← alpha_decay·α after each round (Table 4)"),
-        "optimizer": Param(str, "adam", doc="inner optimiser: adam (§4.1) or gd"),
+        "r": Param(float, 0.05, range="(0,1)", doc="λ step as a fraction of the loss ratio, line 8 (Table 4)"),
+        "delta_min0": Param(float, 0.05, range=">0", doc="δ_min⁰ as a fraction of Λ (Table 4: Λ/20)"),
+        "K_growth": Param(float, 1.1, range=">=1", doc="K ← K_growth·K after each round (Table 4)"),
+        "alpha_decay": Param(float, 0.99, range="(0,1]", doc="α ← alpha_decay·α after each round (Table 4)"),
+        "optimizer": Param(str, "adam", choices=tuple(OPTIMIZERS), doc="inner optimiser: adam (§4.1) or gd"),
         "adam_reset": Param(bool, False, doc="reset Adam's moments at every round"),
         **STEP_PARAMS,
         **MLE_PARAMS,
     }
-    ranges = {"alpha": ">0", "K": ">=0", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
-              "optimizer": "adam|gd", **STEP_RANGES, **MLE_RANGES}
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
-from bench.solvers.optim import ADAM_LR, GD, Adam, clamp01
-from bench.solvers.stages import (MLE_PARAMS, MLE_RANGES, STEP_PARAMS, STEP_RANGES, MLEStart, Tracer, evaluate,
-                                  mle_passes)
+from bench.solvers.optim import ADAM_LR, GD, OPTIMIZERS, Adam, clamp01
+from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes
 
 torch = lazy_module("torch")
 
@@ -65,18 +64,16 @@ class AIPOUniform(MLEStart, Solver):
     """
 
     parameters = {
-        "stages": Param(int, 20, doc="N uniform λ stages (Alg. 1)"),
-        "optimizer": Param(str, "adam", protocols={"paper": "gd"},
+        "stages": Param(int, 20, range=">=1", doc="N uniform λ stages (Alg. 1)"),
+        "optimizer": Param(str, "adam", choices=tuple(OPTIMIZERS), protocols={"paper": "gd"},
                            doc="adam (§4.1, step lr) or gd (line 11, step step_scale/L, paper protocol)"),
-        "lr": Param(float, ADAM_LR, tunable=True, doc="Adam step size (AIPO Table 4's α)"),
-        "lipschitz_iters": Param(int, 4, doc="power iterations estimating L at x*(0) (charged passes)"),
-        "lipschitz_h": Param(float, 0.01, doc="finite-difference length of the power iterations"),
-        "step_scale": Param(float, 1.0, tunable=True, doc="GD step = step_scale / L"),
+        "lr": Param(float, ADAM_LR, range=">0", tunable=True, doc="Adam step size (AIPO Table 4's α)"),
+        "lipschitz_iters": Param(int, 4, range=">=0", doc="power iterations estimating L at x*(0) (charged passes)"),
+        "lipschitz_h": Param(float, 0.01, range=">0", doc="finite-difference length of the power iterations"),
+        "step_scale": Param(float, 1.0, range=">0", tunable=True, doc="GD step = step_scale / L"),
         **STEP_PARAMS,
         **MLE_PARAMS,
     }
-    ranges = {"stages": ">=1", "optimizer": "adam|gd", "lr": ">0", "lipschitz_iters": ">=0", "lipschitz_h": ">0",
-              "step_scale": ">0", **STEP_RANGES, **MLE_RANGES}
     description = "AIPO Alg. 1: N uniform lambda stages, K GD steps of 1/L each (L estimated per image)"
     # paper: Liu et al. 2023 (AIPO), sec. 3.2, Alg. 1
 

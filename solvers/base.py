@@ -28,20 +28,10 @@ scoring.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from bench.errors import UserError
 from bench.lazy import lazy_module
-from bench.registry import (
-    Param,
-    Registry,
-    as_param,
-    defaults,
-    format_spec,
-    parse_spec,
-    resolve_params,
-)
+from bench.registry import Registry, as_params, defaults, format_spec, parse_spec, resolve_params
 from bench.seeding import generator
 
 torch = lazy_module("torch")
@@ -88,33 +78,16 @@ class SolveResult:
     info: dict = field(default_factory=dict)  # per-row extras: {"iterations": tensor(B)}, {"lam_reached": ...}
 
 
-def check_ranges(name: str, params: dict, ranges: dict) -> None:
-    """Raise UserError for a parameter outside its declared range. Rules: ``">0"``, ``">=0"``, ``">=1"``,
-    ``"(0,1)"``, ``"(0,1]"`` (numbers), or ``"a|b"`` (one of these strings); ``None`` values are not checked."""
-    for k, rule in ranges.items():
-        v = params.get(k)
-        if v is None:
-            continue
-        if "|" in rule:
-            ok = v in rule.split("|")
-            want = "one of " + ", ".join(rule.split("|"))
-        else:
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and {
-                ">0": v > 0, ">=0": v >= 0, ">=1": v >= 1, "(0,1)": 0 < v < 1, "(0,1]": 0 < v <= 1}[rule]
-            want = {">0": "> 0", ">=0": ">= 0", ">=1": ">= 1"}.get(rule, f"in {rule}")
-        if not ok:
-            raise UserError(f"solver {name!r}: parameter {k} must be {want}, got {v!r}")
-
-
 class Solver:
     """Base class and contract; subclasses register with ``@SOLVERS.register(name)``.
 
     Class attributes the harness reads:
 
-    - ``parameters``: name -> :class:`~bench.registry.Param` (type, default, tunable, doc), or a plain default
-      (shorthand for ``Param(type(default), default)``). ``None`` as default: resolved later (e.g. from the
-      task's ``solver_defaults``); a value given for it is still checked against the declared type.
-    - ``ranges``: name -> valid values (:func:`check_ranges`), checked when the solver is built.
+    - ``parameters``: name -> :class:`~bench.registry.Param` (type, default, range or choices, tunable, doc), or a
+      plain default (shorthand for ``Param(type(default), default)``; stored as a ``Param`` when the class is
+      made). ``None`` as default: resolved later (e.g. from the task's ``solver_defaults``); a value given for it
+      is still checked against the declared type. Values are checked when the solver is built
+      (:func:`~bench.registry.resolve_params`), then by :meth:`validate`.
     - ``tunable``: parameters ``bench tune`` may search, in search order (default: the parameters declared
       ``tunable=True``, in declared order).
     - ``uses_prior``: False: gets ``prior=None`` and no budget (Lasso).
@@ -130,7 +103,6 @@ class Solver:
 
     name: str = "?"
     parameters: dict = {}
-    ranges: dict = {}
     tunable: tuple = ()
     uses_prior: bool = True
     lam_independent: bool = False
@@ -142,26 +114,27 @@ class Solver:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        if "tunable" not in cls.__dict__ and "parameters" in cls.__dict__:
-            declared = tuple(k for k, v in cls.parameters.items() if isinstance(v, Param) and v.tunable)
-            if declared:
+        if "parameters" in cls.__dict__:
+            cls.parameters = as_params(cls.parameters)
+            declared = tuple(k for k, p in cls.parameters.items() if p.tunable)
+            if declared and "tunable" not in cls.__dict__:
                 cls.tunable = declared
 
     def __init__(self, **overrides):
         self.params = resolve_params("solver", self.name, self.parameters, overrides)
         base = self.defaults()
         self.overrides = {k: v for k, v in self.params.items() if base[k] != v}
-        check_ranges(self.name, self.params, self.ranges)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise UserError for parameter values that their declarations cannot rule out (a check across
+        parameters, or against a library's list); called when the solver is built, after every value passed its
+        :class:`~bench.registry.Param`. Default: nothing more to check."""
 
     @classmethod
     def defaults(cls) -> dict:
         """The declared default of every parameter (``None``: resolved at solve time)."""
         return defaults(cls.parameters)
-
-    @classmethod
-    def param(cls, name: str) -> Param:
-        """The declaration of parameter ``name`` as a :class:`~bench.registry.Param`."""
-        return as_param(cls.parameters[name])
 
     @property
     def spec(self) -> str:

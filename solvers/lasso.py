@@ -83,10 +83,6 @@ class DCTBasis:
     def analysis(self, x):
         return self.Dh @ x @ self.Dw.T
 
-    def matrix(self) -> torch.Tensor:
-        """Φ (hw×hw) acting on row-major vectorised channels."""
-        return torch.kron(self.Dh.T, self.Dw.T)
-
 
 @functools.lru_cache(maxsize=8)
 def wavelet_sparse(h: int, w: int, wavelet: str, level: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,9 +109,6 @@ class WaveletBasis:
 
     def analysis(self, x):
         return self._apply(self.PT, x)
-
-    def matrix(self) -> torch.Tensor:
-        return self.P.to_dense()
 
 
 def make_basis(kind: str, h: int, w: int, device="cpu", wavelet: str = "haar", level=None):
@@ -231,18 +224,6 @@ class LassoSolver(Solver):
     basis_kind = "?"
     # paper: Asim et al. 2020, footnote 1 (coordinate descent there; FISTA here)
 
-    def __init__(self, **overrides):
-        super().__init__(**overrides)
-        self.validate()
-
-    def validate(self):
-        """Raise UserError for bad parameter values (at construction, so a bad grid fails before any run)."""
-        a = self.params["alpha"]
-        if (a is not None and not (math.isfinite(a) and a >= 0)) or self.params["tol"] <= 0 \
-                or self.params["max_iter"] < 1:
-            raise UserError(f"solver {self.name!r}: need alpha >= 0 (or unset: the universal threshold), tol > 0, "
-                            f"max_iter >= 1; got {self.params}")
-
     def basis(self, h, w, device):
         return make_basis(self.basis_kind, h, w, device)
 
@@ -268,7 +249,7 @@ def universal_alpha(sigma: float, n: int) -> float:
     return 2.0 * float(sigma) * math.sqrt(2.0 * math.log(n))
 
 
-LASSO_DEFAULTS = {"alpha": Param(float, None, protocols={"paper": 0.01},
+LASSO_DEFAULTS = {"alpha": Param(float, None, range=">=0", protocols={"paper": 0.01},
                                  doc="ℓ1 weight; unset: the universal threshold 2σ√(2 ln n) (paper: 0.01, Asim fn. 1)"),
-                  "tol": Param(float, 1e-6, doc="FISTA stops at this relative change"),
-                  "max_iter": Param(int, 5000, doc="FISTA iteration cap")}
+                  "tol": Param(float, 1e-6, range=">0", doc="FISTA stops at this relative change"),
+                  "max_iter": Param(int, 5000, range=">=1", doc="FISTA iteration cap")}

@@ -16,12 +16,12 @@ from bench.solvers.lasso import LASSO_DEFAULTS, LassoSolver, make_basis, wavelet
 class LassoWVT(LassoSolver):
     basis_kind = "wavelet"
     parameters = {**LASSO_DEFAULTS, "wavelet": Param(str, "haar", doc="PyWavelets wavelet name"),
-                  "level": Param(int, None, doc="decomposition depth (None: full depth)")}
+                  "level": Param(int, None, range=">=0", doc="decomposition depth (None: full depth)")}
     description = ("Lasso in an orthonormal periodized wavelet basis per channel (PyWavelets), batched FISTA with "
                    "restart to a relative tolerance; no prior, lambda-independent")
 
     def validate(self):
-        super().validate()
+        """The wavelet must be one of PyWavelets' orthogonal ones (a list only the library knows)."""
         wavelet_level(8, 8, self.params["wavelet"], 0)  # raises UserError for unknown / non-orthogonal wavelets
 
     def basis(self, h, w, device):

@@ -59,19 +59,18 @@ class LatentLBFGS(Solver):
     image (G maps into (−0.056, 1.056) through the logit preprocessing).
     """
 
-    parameters = {"lr": Param(float, None, tunable=True, doc="L-BFGS step size (task default)"),
-                  "steps": Param(int, None, doc="outer LBFGS.step calls (task default)"),
-                  "gamma": Param(float, None, doc="weight of the latent penalty (task default, rescaled to n)"),
-                  "penalty": Param(str, "l2", doc="latent penalty: " + ", ".join(PENALTIES)),
-                  "max_iter": Param(int, 20, doc="inner iterations per LBFGS.step"),
-                  "history_size": Param(int, 100, doc="L-BFGS memory"),
-                  "tolerance_grad": Param(float, 1e-7, doc="torch LBFGS tolerance_grad"),
-                  "tolerance_change": Param(float, 1e-9, doc="torch LBFGS tolerance_change"),
-                  "line_search": Param(str, "none", doc="line search: none (GlowIP, fixed step lr) or "
-                                                        "strong_wolfe (torch LBFGS line_search_fn; not Asim's)")}
-    ranges = {"lr": ">0", "steps": ">=1", "gamma": ">=0", "penalty": "|".join(PENALTIES), "max_iter": ">=1",
-              "history_size": ">=1", "tolerance_grad": ">=0", "tolerance_change": ">=0",
-              "line_search": "|".join(LINE_SEARCHES)}
+    parameters = {"lr": Param(float, None, range=">0", tunable=True, doc="L-BFGS step size (task default)"),
+                  "steps": Param(int, None, range=">=1", doc="outer LBFGS.step calls (task default)"),
+                  "gamma": Param(float, None, range=">=0",
+                                 doc="weight of the latent penalty (task default, rescaled to n)"),
+                  "penalty": Param(str, "l2", choices=PENALTIES, doc="latent penalty: " + ", ".join(PENALTIES)),
+                  "max_iter": Param(int, 20, range=">=1", doc="inner iterations per LBFGS.step"),
+                  "history_size": Param(int, 100, range=">=1", doc="L-BFGS memory"),
+                  "tolerance_grad": Param(float, 1e-7, range=">=0", doc="torch LBFGS tolerance_grad"),
+                  "tolerance_change": Param(float, 1e-9, range=">=0", doc="torch LBFGS tolerance_change"),
+                  "line_search": Param(str, "none", choices=LINE_SEARCHES,
+                                       doc="line search: none (GlowIP, fixed step lr) or strong_wolfe (torch LBFGS "
+                                           "line_search_fn; not Asim's)")}
     lam_independent = True
     chaotic = True   # L-BFGS without a line search: other CPUs' last bits lead to other local minima
     description = "Asim et al. 2020: LBFGS on min_z ||y - f(G(z))||^2 + gamma ||z|| from z0 = 0 (GlowIP settings)"
@@ -83,10 +82,7 @@ class LatentLBFGS(Solver):
         base = dict(task.solver_defaults.get(self.name, {}))
         if "gamma" in base:
             base["gamma"] = base["gamma"] * math.sqrt(n / ASIM_N)
-        out = {k: (base[k] if v is None and k in base else v) for k, v in self.params.items()}
-        if out["penalty"] not in PENALTIES:
-            raise UserError(f"latent-lbfgs: penalty must be one of {', '.join(PENALTIES)}, got {out['penalty']!r}")
-        return out
+        return {k: (base[k] if v is None and k in base else v) for k, v in self.params.items()}
 
     def _missing(self, problem) -> list:
         p = self.resolved(problem.task, problem.n)

@@ -20,11 +20,12 @@ START, ITER = 0, 1
 
 @dataclass
 class LBFGSResult:
+    """What :func:`lbfgs_minimize` returns, per row."""
+
     z: torch.Tensor            # (B, n) final iterate
     pending: torch.Tensor      # (B,) bool: final z was never evaluated (the caller decodes it once more)
     evals: torch.Tensor        # (B,) evaluations spent
     iterations: torch.Tensor   # (B,) L-BFGS iterations (torch's state['n_iter'])
-    outer: torch.Tensor        # (B,) outer .step() calls started
     converged: torch.Tensor    # (B,) bool: stopped on tolerance_grad or a non-descent direction
 
 
@@ -192,7 +193,7 @@ def lbfgs_minimize(fun, z0: torch.Tensor, lr, steps: int, max_evals, *, max_iter
         phase = torch.where(step & ~at_max, torch.full_like(phase, ITER), phase)
         phase = torch.where(at_max, torch.full_like(phase, START), phase)
         done |= at_max & (outer >= steps)
-    return LBFGSResult(z, pending, evals, n_glob, outer, converged)
+    return LBFGSResult(z, pending, evals, n_glob, converged)
 
 
 
@@ -320,4 +321,4 @@ def _lbfgs_strong_wolfe(fun, z0, lr, steps, max_evals, max_iter, max_eval, cap, 
             gens[i] = strong_wolfe(t[i].clone(), d[i].clone(), float(loss[i]), g[i].clone(), gtd,
                                     max_ls=int(max_eval - cur_evals[i]))
             tq[i] = next(gens[i])
-    return LBFGSResult(z, ~fresh, evals, n_glob, outer, converged)
+    return LBFGSResult(z, ~fresh, evals, n_glob, converged)

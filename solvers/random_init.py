@@ -21,7 +21,7 @@ class RandomInit(FixedLambdaSolver, Solver):
     """
 
     parameters = {**FixedLambdaSolver.parameters,
-                  "temperature": Param(float, 1.0, doc="z0 ~ N(0, temperature² I)")}
+                  "temperature": Param(float, 1.0, range=">=0", doc="z0 ~ N(0, temperature² I)")}
     stochastic = True   # z ~ N(0, T²I) keyed by the seed index
     start = "G(z), z ~ N(0, I)"
     description = "Adam on x at fixed lambda from G(z0), z0 ~ N(0, I) (AIPO sec. 4.1 baseline)"

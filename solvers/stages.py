@@ -16,7 +16,7 @@ from bench import objective
 from bench.lazy import lazy_module
 from bench.registry import Param
 from bench.solvers.base import Trace
-from bench.solvers.optim import ADAM_LR, LR_DECAY, Adam, clamp01, make_optimizer, rowwise
+from bench.solvers.optim import ADAM_LR, LR_DECAY, OPTIMIZERS, Adam, clamp01, make_optimizer, rowwise
 
 torch = lazy_module("torch")
 
@@ -138,15 +138,13 @@ def descend(problem, prior, x, lam, n_evals: int, opt, tracer: Tracer) -> tuple[
 
 # --- the fixed-Λ baselines of AIPO §4.1 ---------------------------------------------------------------------------
 STEP_PARAMS = {
-    "lr_decay": Param(float, LR_DECAY, protocols={"paper": 0.0},
+    "lr_decay": Param(float, LR_DECAY, range=">=0", protocols={"paper": 0.0},
                       doc="step decay τ in passes: step t is lr·τ/(τ + t − 1); 0 = constant (paper protocol)"),
 }
-STEP_RANGES = {"lr_decay": ">=0"}
-MLE_RANGES = {"mle_lr": ">0", "mle_optimizer": "adam|gd"}
 MLE_PARAMS = {
-    "mle_lr": Param(float, 0.01, tunable=True, protocols={"paper": 3e-4},
+    "mle_lr": Param(float, 0.01, range=">0", tunable=True, protocols={"paper": 3e-4},
                     doc="step of the MLE stage's projected ascent (paper protocol: GD at 3e-4)"),
-    "mle_optimizer": Param(str, "adam", protocols={"paper": "gd"},
+    "mle_optimizer": Param(str, "adam", choices=tuple(OPTIMIZERS), protocols={"paper": "gd"},
                            doc="MLE stage optimiser: adam on the tangent gradient, or gd (App. A, paper protocol)"),
 }
 
@@ -177,9 +175,9 @@ class FixedLambdaSolver:
     an equal budget). ``bench tune`` may search it.
     """
 
-    parameters = {"lr": Param(float, ADAM_LR, tunable=True, doc="Adam step size (AIPO Table 4's α by default)"),
+    parameters = {"lr": Param(float, ADAM_LR, range=">0", tunable=True,
+                              doc="Adam step size (AIPO Table 4's α by default)"),
                   **STEP_PARAMS}
-    ranges = {"lr": ">0", "temperature": ">=0", **STEP_RANGES, **MLE_RANGES}
     uses_prior = True
     lam_independent = False
 

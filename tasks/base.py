@@ -25,14 +25,19 @@ import math
 from dataclasses import dataclass, field
 
 from bench import objective
-from bench.errors import UserError
 from bench.lazy import lazy_module
-from bench.registry import Registry, defaults, resolve_params
+from bench.registry import Param, Registry, as_params, defaults, format_spec, parse_spec, resolve_params
 from bench.seeding import randn
 
 torch = lazy_module("torch")
 
 TASKS = Registry("task", "bench.tasks")
+
+
+def sigma_param(default: float) -> Param:
+    """The ``sigma`` every task declares: the noise's standard deviation, > 0 (the likelihood divides by it)."""
+    return Param(float, default, range=">0",
+                 doc="noise standard deviation; the MAP objective's noise likelihood divides by 2*sigma^2")
 
 
 @dataclass
@@ -147,29 +152,30 @@ class Task:
     """
 
     name: str = "?"
-    parameters: dict = {}          # name -> default or bench.registry.Param (every task has ``sigma``)
+    parameters: dict = {}          # name -> bench.registry.Param or a plain default; every task declares ``sigma``
+                                   # (:func:`sigma_param`)
     per_row_state: tuple = ()      # keys of ``Problem.state`` that hold one entry per row (``take`` indexes them)
     description: str = ""
     point_constraint: bool = False  # True: {x : f(x) = y} is a single point (f invertible): x*(0) = Proj(y) and
                                     # the MLE stage spends no prior pass (AIPO §4.1)
-    exact_projection: bool = True   # True: :meth:`project` lands on {f(x) = y} ∩ [0,1]^n when that set is not
-                                    # empty (up to the iterations' tolerance)
     order: int = 100               # position in report tables (lower first, then by name)
     solver_defaults: dict = {}     # solver name -> {parameter: value} for solver parameters declared ``None``
                                    # ("task default"), e.g. {"latent-lbfgs": {"lr": 0.1, "steps": 30, ...}}
     sweep_param: str | None = None  # the task parameter a sweep figure plots along (``"m"`` for cs), if any
     naive_text: str = "clip(f⁺(y))"  # what :meth:`naive_estimate` is, in a few words (the leaderboard says it)
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "parameters" in cls.__dict__:
+            cls.parameters = as_params(cls.parameters)
+
     def __init__(self, **overrides):
         self.params = resolve_params("task", self.name, self.parameters, overrides)
         self.validate()
 
-    def validate(self):
-        """Raise UserError for invalid parameter values (called by the constructor)."""
-        sigma = self.params.get("sigma")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-            raise UserError(f"task {self.name!r}: sigma must be a finite number > 0 (the MAP objective's noise "
-                            f"likelihood divides by 2*sigma^2), got {sigma!r}")
+    def validate(self) -> None:
+        """Check or normalise parameter values beyond what their :class:`~bench.registry.Param` declares (called
+        by the constructor after :func:`~bench.registry.resolve_params`; raise UserError). Default: nothing."""
 
     def check_shape(self, shape) -> None:
         """Raise UserError if the task's parameters do not fit images of ``shape`` (C, H, W) (checked when a grid
@@ -184,8 +190,7 @@ class Task:
     def spec(self) -> str:
         """The task with its non-default parameters, e.g. ``cs[m=0.1628]``: the key used in result rows."""
         base = defaults(self.parameters)
-        diff = {k: v for k, v in self.params.items() if base[k] != v}
-        return self.name + ("[" + ",".join(f"{k}={v}" for k, v in sorted(diff.items())) + "]" if diff else "")
+        return format_spec(self.name, {k: v for k, v in self.params.items() if base[k] != v})
 
     def identity(self) -> dict:
         """What keys the task's random draws: its name and resolved parameters."""
@@ -262,7 +267,5 @@ class Task:
 
 def make_task(spec: str) -> Task:
     """Build a task from ``"cs[m=0.1628]"``-style text."""
-    from bench.registry import parse_spec
-
     name, params = parse_spec(spec)
     return TASKS.get(name)(**params)

@@ -9,8 +9,9 @@ import math
 
 from bench.errors import UserError
 from bench.lazy import lazy_module
+from bench.registry import Param
 from bench.seeding import generator
-from bench.tasks.base import TASKS, Problem, Task
+from bench.tasks.base import TASKS, Problem, Task, sigma_param
 
 torch = lazy_module("torch")
 
@@ -29,21 +30,22 @@ class CompressedSensing(Task):
     Projection (App. A): alternate x ← x − Aᵀ(AAᵀ)⁻¹(Ax − y) and the box clip, ending on the affine step's clip.
     """
 
-    parameters = {"m": CS_FRACTION_HIGH, "sigma": 0.1, "noise": "entry"}
+    parameters = {"m": Param(float, CS_FRACTION_HIGH,
+                             doc="measurements: a whole number > 1, or a fraction of n in (0, 1]"),
+                  "sigma": sigma_param(0.1),
+                  "noise": Param(str, "entry", choices=("entry", "norm"),
+                                 doc="what sigma measures: entry (per measurement, AIPO) or norm (Asim)")}
     naive_text = "clip(A⁺y)"
     description = ("y = A x + e, A iid N(0, 1/m), e ~ N(0, sigma^2 I); m absolute or a fraction of n; "
                    "noise=norm: sigma is the noise norm (Asim)")
-    NOISE_MODES = ("entry", "norm")
     order = 1
     sweep_param = "m"
     # GlowIP's settings (Asim App. A: 30 iterations, lr 0.1), γ = 0 (Asim §2)
     solver_defaults = {"latent-lbfgs": {"lr": 0.1, "steps": 30, "gamma": 0.0}}
 
     def validate(self):
-        super().validate()
-        if self.params["noise"] not in self.NOISE_MODES:
-            raise UserError(f"task 'cs': noise must be one of {', '.join(self.NOISE_MODES)}, "
-                            f"got {self.params['noise']!r}")
+        """``m``: a whole number > 1 or a fraction in (0, 1] (one rule over two ranges, so not a Param range);
+        stored as an int when it is a count."""
         m = self.params["m"]
         if (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0
                 or (m > 1 and not float(m).is_integer())):

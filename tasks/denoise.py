@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bench.lazy import lazy_module
-from bench.tasks.base import TASKS, Problem, Task
+from bench.tasks.base import TASKS, Problem, Task, sigma_param
 
 torch = lazy_module("torch")
 
@@ -11,7 +11,7 @@ torch = lazy_module("torch")
 class Denoise(Task):
     """y = x + e, e ~ N(0, σ²I) (AIPO §4.2). The constraint set {x : x = y} is one point: Proj = clip(y, 0, 1)."""
 
-    parameters = {"sigma": 0.1}
+    parameters = {"sigma": sigma_param(0.1)}
     description = "y = x + e, e ~ N(0, sigma^2 I)"
     naive_text = "clip(y)"
     point_constraint = True

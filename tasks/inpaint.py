@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from bench.errors import UserError
 from bench.lazy import lazy_module
+from bench.registry import Param
 from bench.seeding import generator
-from bench.tasks.base import TASKS, Problem, Task
+from bench.tasks.base import TASKS, Problem, Task, sigma_param
 
 torch = lazy_module("torch")
 
@@ -17,20 +18,15 @@ class Inpaint(Task):
     is a multiple of the block. Projection (App. A): x ← M⊙y + (1 − M)⊙x, then the box clip.
     """
 
-    parameters = {"frac": 0.25, "block": 4, "sigma": 0.02}
+    parameters = {"frac": Param(float, 0.25, range="(0,1)", doc="fraction of the pixels missing"),
+                  "block": Param(int, 4, range=">=1", doc="side of the square missing tiles, in pixels"),
+                  "sigma": sigma_param(0.02)}
     per_row_state = ("mask",)
     description = "y = M*(x + e), random 4x4 blocks missing (25%), e ~ N(0, 0.02^2 I)"
     naive_text = "observed pixels with mean-filled holes"
     order = 2
     # GlowIP's settings (Asim App. A: 20 iterations, lr 1), γ = 0 (Asim §2)
     solver_defaults = {"latent-lbfgs": {"lr": 1.0, "steps": 20, "gamma": 0.0}}
-
-    def validate(self):
-        super().validate()
-        if not 0 < self.params["frac"] < 1:
-            raise UserError(f"task 'inpaint': frac must be in (0, 1), got {self.params['frac']}")
-        if self.params["block"] < 1:
-            raise UserError(f"task 'inpaint': block must be >= 1, got {self.params['block']}")
 
     def check_shape(self, shape) -> None:
         _, H, W = shape

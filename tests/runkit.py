@@ -130,13 +130,13 @@ def test_solvers():
 @pytest.fixture(scope="module")
 def priors(tmp_path_factory):
     """Two analytic priors saved as checkpoints (loaded by path through bench.priors.catalog)."""
-    from bench.priors.base import GaussianLogitPrior
+    from bench.priors.gaussian import GaussianLogitPrior
     from bench.priors.training import save_checkpoint
 
     d = tmp_path_factory.mktemp("priors")
     save_checkpoint(GaussianLogitPrior((1, 16, 16)), d / "gauss-a.pt")
-    save_checkpoint(GaussianLogitPrior((1, 16, 16), torch.full((1, 16, 16), 0.3), torch.full((1, 16, 16), 1.5)),
-                    d / "gauss-b.pt")
+    save_checkpoint(GaussianLogitPrior((1, 16, 16), mean=torch.full((1, 16, 16), 0.3),
+                                       std=torch.full((1, 16, 16), 1.5)), d / "gauss-b.pt")
     return [str(d / "gauss-a.pt"), str(d / "gauss-b.pt")]
 
 

@@ -2,8 +2,10 @@
 tests/test_plugins_task_solver.py runs it on a plugin task). Each check takes a task spec and a channel count."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from bench.errors import UserError
 from bench.tasks import make_task
 
 SIZE = 16
@@ -45,18 +47,16 @@ def check_least_norm(spec: str, c: int = 1) -> None:
 
 
 def check_project(spec: str, c: int = 1) -> None:
-    """Proj lands in the box; for tasks with an exact projection, on {f(x) = y} when that set meets the box
-    (x_true well inside the box, almost no noise), and it is idempotent there."""
-    t = make_task(spec)
+    """Proj lands in the box, on {f(x) = y} when that set meets the box (x_true well inside the box, almost no
+    noise), and it is idempotent there."""
     p = make_task(f"{spec}[sigma=1e-06]" if "[" not in spec else spec.replace("]", ",sigma=1e-06]")).make(
         images(3, c, lo=0.3, hi=0.7), ids(3), 0)
     z = images(3, c, seed=7) * 1.4 - 0.2
     P = p.project(z, iters=200)
     assert P.shape == z.shape and P.min() >= 0 and P.max() <= 1
-    if t.exact_projection:
-        res = (p.forward(P) - p.y).flatten(1).norm(dim=1) / p.y.flatten(1).norm(dim=1)
-        assert res.max() < 1e-3, res
-        assert (p.project(P, iters=200) - P).abs().max() < 1e-3
+    res = (p.forward(P) - p.y).flatten(1).norm(dim=1) / p.y.flatten(1).norm(dim=1)
+    assert res.max() < 1e-3, res
+    assert (p.project(P, iters=200) - P).abs().max() < 1e-3
 
 
 def check_observed(spec: str, c: int = 1) -> None:
@@ -88,13 +88,17 @@ def check_operator_norm(spec: str, c: int = 1) -> None:
 
 
 def check_declarations(spec: str) -> None:
-    """The declared hooks have the declared types."""
+    """The declared hooks have the declared types; ``sigma`` is declared and a noise level <= 0 is refused (the
+    noise likelihood divides by it)."""
     t = make_task(spec)
-    assert isinstance(t.point_constraint, bool) and isinstance(t.exact_projection, bool)
+    assert isinstance(t.point_constraint, bool)
     assert isinstance(t.order, int) and isinstance(t.solver_defaults, dict)
     assert all(isinstance(v, dict) for v in t.solver_defaults.values())
     assert t.sweep_param is None or t.sweep_param in t.parameters
     assert "sigma" in t.parameters and t.description
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(UserError, match=f"parameter 'sigma' of task {t.name!r} must be > 0"):
+            type(t)(**{**t.params, "sigma": bad})
 
 
 ALL_CHECKS = (check_adjoint, check_least_norm, check_project, check_observed, check_operator_norm)

@@ -27,7 +27,7 @@ def test_help_does_not_import_torch():
 
 @pytest.mark.parametrize("spec,needle", [("aipo[alpah=0.1]", "unknown parameter 'alpah' for solver 'aipo'; valid:"),
                                          ("aipo[alpha=abc]", "parameter 'alpha' of solver 'aipo' must be a number"),
-                                         ("aipo[alpha=-1.0]", "alpha must be > 0")])
+                                         ("aipo[alpha=-1.0]", "parameter 'alpha' of solver 'aipo' must be > 0, got -1.0")])
 def test_bad_solver_parameter_from_the_cli_names_it(spec, needle, capsys):
     assert cli(["run", "--grid", "smoke", "--solver", spec, "--dry-run"]) == 2
     assert needle in capsys.readouterr().err

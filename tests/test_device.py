@@ -49,7 +49,7 @@ def test_rate_synchronises_before_every_clock_read(fake_cuda):
 
 
 def _tiny_prior():
-    from bench.priors.base import GaussianLogitPrior
+    from bench.priors.gaussian import GaussianLogitPrior
 
     return GaussianLogitPrior((1, 8, 8))
 

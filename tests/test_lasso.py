@@ -17,6 +17,12 @@ LASSO = ["lasso-dct", "lasso-wvt"]
 BASES = [("dct", {}), ("wavelet", {"wavelet": "haar"}), ("wavelet", {"wavelet": "db4", "level": 1})]
 
 
+def synthesis_matrix(basis, H, W) -> torch.Tensor:
+    """Φ (HW×HW) on row-major vectorised channels: column k is the synthesis of the k-th unit coefficient."""
+    unit = torch.eye(H * W, dtype=torch.float64).view(H * W, 1, H, W)
+    return basis.synth(unit).reshape(H * W, H * W).T
+
+
 def images(B, C=3, H=8, W=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     smooth = torch.nn.functional.avg_pool2d(torch.rand(B, C, H + 2, W + 2, generator=g), 3, 1)
@@ -28,7 +34,7 @@ def images(B, C=3, H=8, W=8, seed=0):
 @pytest.mark.parametrize("H", [8, 16])
 def test_basis_orthonormal_and_matches_reference(kind, kw, H):
     basis = make_basis(kind, H, H, "cpu", **kw)
-    phi = basis.matrix()
+    phi = synthesis_matrix(basis, H, H)
     assert torch.allclose(phi.T @ phi, torch.eye(H * H, dtype=phi.dtype), atol=1e-10)
     c = torch.randn(2, 3, H, H, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     x = basis.synth(c)
@@ -70,7 +76,7 @@ def test_fista_matches_sklearn_lasso_on_cs():
     basis = make_basis("dct", 8, 8, "cpu")
     c, iters, conv = fista(p, basis, alpha, tol=1e-10, max_iter=50000)
     assert bool(conv.all())
-    X = (p.state["A"].double() @ basis.matrix()).numpy()
+    X = (p.state["A"].double() @ synthesis_matrix(basis, 8, 8)).numpy()
     m = X.shape[0]
     sk = Lasso(alpha=alpha / (2 * m), fit_intercept=False, tol=1e-12, max_iter=1_000_000).fit(X, p.y[0].double().numpy())
     w = torch.as_tensor(sk.coef_).view(1, 1, 8, 8)

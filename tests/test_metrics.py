@@ -14,7 +14,8 @@ from scipy.stats import norm
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench import metrics, objective
-from bench.priors.base import ALPHA, GaussianLogitPrior
+from bench.priors.base import ALPHA
+from bench.priors.gaussian import GaussianLogitPrior
 from bench.tasks import make_task
 
 KEYS = {"map_loss", "data_fit", "data_nll", "log_prior", "bits_per_dim", "psnr", "ssim"}
@@ -65,8 +66,8 @@ def _brute_log_prob(prior, x):
     x = x.double().clone().requires_grad_(True)
     u = torch.logit(ALPHA + (1 - 2 * ALPHA) * x)
     (du,) = torch.autograd.grad(u.sum(), x)
-    mean = prior.mean.double().expand_as(u)
-    std = prior.log_std.double().exp().expand_as(u)
+    mean = prior.mean.detach().double().expand_as(u)
+    std = prior.log_std.detach().double().exp().expand_as(u)
     logpdf = norm.logpdf(u.detach().numpy(), loc=mean.numpy(), scale=std.numpy())
     return torch.from_numpy(logpdf).flatten(1).sum(1) + du.abs().log().flatten(1).sum(1)
 

@@ -24,8 +24,9 @@ PLUGIN = textwrap.dedent('''
     import torch.nn.functional as F
 
     from bench.errors import UserError
+    from bench.registry import Param
     from bench.solvers.base import SOLVERS, Solver, SolveResult
-    from bench.tasks import TASKS, Problem, Task
+    from bench.tasks import TASKS, Problem, Task, sigma_param
 
 
     def up(r):
@@ -36,7 +37,7 @@ PLUGIN = textwrap.dedent('''
     class SuperResolution2(Task):
         """y = pool2(x) + e: 2x2 average pooling, e ~ N(0, sigma^2 I)."""
 
-        parameters = {"sigma": 0.05}
+        parameters = {"sigma": sigma_param(0.05)}
         description = "y = avgpool2(x) + e, e ~ N(0, sigma^2 I)"
 
         def check_shape(self, shape):
@@ -74,8 +75,7 @@ PLUGIN = textwrap.dedent('''
     class PGDLeastNorm(Solver):
         """x <- clip(x - step * grad L(x; lam)) from clip(f^+(y)), one prior pass per step."""
 
-        parameters = {"step": 1e-4}
-        ranges = {"step": ">0"}
+        parameters = {"step": Param(float, 1e-4, range=">0", doc="fixed step size")}
         description = "projected gradient descent on L(x; lambda) from the least-norm point"
 
         def solve(self, problem, prior, lam, ctx):

@@ -1,7 +1,5 @@
-"""Contract tests of the flow priors, parametrized over every registered flow architecture and preset.
-
-Randomly initialised models are used for the maths contracts: actnorm is initialised on a random batch, then every
-parameter is perturbed so that the zero-initialised couplings and split priors are not the identity.
+"""Contract tests of the prior architectures (tests/priorcontract.py), parametrized over every registered
+architecture — one without the size presets fails them — and the shipped checkpoints, loading errors and training.
 """
 from __future__ import annotations
 
@@ -11,173 +9,56 @@ import math
 import pytest
 import torch
 
+import priorcontract as pc
 from bench.cli import main as cli_main
 from bench.errors import UserError
-from bench.priors.base import ARCHS, GaussianLogitPrior, std_normal_logp, to_logit
+from bench.priors.base import ARCHS, to_logit
 from bench.priors.catalog import SHIPPED, CHECKPOINT_DIR, load_prior, shipped
-from bench.priors.presets import PRESETS, build_prior
+from bench.priors.gaussian import GaussianLogitPrior
 from bench.priors.training import save_checkpoint
 
-FLOWS = [n for n in ARCHS.names() if n in PRESETS]
-SMALL = ["xs", "s"]
-
-
-def make_model(arch, preset, shape=(1, 16, 16), seed=0, dtype=torch.float32):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        m = ARCHS.get(arch)(shape, preset)
-        m.train()
-        with torch.no_grad():
-            m.log_prob(torch.rand(16, *shape))  # data-dependent actnorm init
-            for p in m.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    m.eval().requires_grad_(False)
-    return m.to(dtype)
+ARCH_NAMES = ARCHS.names()
 
 
 def test_flow_archs_registered():
-    assert {"realnvp", "glow"} <= set(FLOWS)
+    assert {"realnvp", "glow", "gaussian"} <= set(ARCH_NAMES)
 
 
-@pytest.fixture(scope="module", params=[(a, p) for a in FLOWS for p in SMALL], ids=lambda ap: f"{ap[0]}-{ap[1]}")
+@pytest.fixture(scope="module", params=[(a, p) for a in ARCH_NAMES for p in pc.SMALL], ids=lambda ap: f"{ap[0]}-{ap[1]}")
 def model(request):
-    return make_model(*request.param)
+    return pc.make_model(*request.param)
 
 
-def edge_batch(shape=(1, 16, 16)):
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand((4, *shape), generator=g)
-    x[0] = 0.0
-    x[1] = 1.0
-    return x
+@pytest.mark.parametrize("check", pc.MODEL_CHECKS, ids=lambda f: f.__name__.removeprefix("check_"))
+def test_model_contract(check, model):
+    check(model)
 
 
-def test_decode_encode_roundtrip(model):
-    x = edge_batch()
-    xr = model.decode(model.encode(x))
-    assert (xr - x).abs().max().item() < 1e-5
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.parametrize("check", pc.ARCH_CHECKS, ids=lambda f: f.__name__.removeprefix("check_"))
+def test_arch_contract(check, arch):
+    check(arch)
 
 
-def test_encode_decode_roundtrip(model):
-    g = torch.Generator().manual_seed(2)
-    # the flow itself (logit space) is exact for any z
-    z = torch.randn((4, *model.latent_shape), generator=g)
-    assert (model._forward(model._inverse(z)[0])[0] - z).abs().max().item() < 1e-5
-    # through the logit: latents of images in the data range (plus a perturbation) round-trip to float32 precision
-    # relative to |z| (1e-4: the logit near the edges of [0, 1] and the flow's conditioning amplify rounding; the
-    # max error measured on an AMD EPYC was 1.2e-4 at |z| ≈ 6); far-out z decode to |u| ≫ 3 where sigmoid
-    # saturates in float32, so those are checked in float64 below
-    z = model.encode(edge_batch()) + 0.1 * torch.randn((4, *model.latent_shape), generator=g)
-    torch.testing.assert_close(model.encode(model.decode(z)), z, rtol=1e-4, atol=1e-4)
-    z = torch.randn((4, *model.latent_shape), generator=g, dtype=torch.float64)
-    m64 = model.double()
-    try:
-        assert (m64.encode(m64.decode(z)) - z).abs().max().item() < 1e-8
-    finally:
-        model.float()
-    assert model.encode(edge_batch()).shape == (4, *model.image_shape)
+def test_an_architecture_without_presets_fails_the_contract():
+    """A registered architecture that declares no presets is not skipped: its contract checks fail."""
+    from bench.priors.base import FlowPrior
+
+    class NoPresets(FlowPrior):
+        pass
+
+    with ARCHS.temporarily("no-presets", NoPresets):
+        assert "no-presets" in ARCHS.names()
+        with pytest.raises(AssertionError):
+            pc.check_declarations("no-presets")
+        with pytest.raises(UserError, match="unknown preset 'xs' for prior 'no-presets'"):
+            pc.make_model("no-presets", "xs")
 
 
-@pytest.mark.parametrize("arch", FLOWS)
-@pytest.mark.parametrize("preset", SMALL)
-def test_log_prob_matches_bruteforce_jacobian(arch, preset):
-    """log p(x) = log N(z) + log|det ∂z/∂x| with the full autograd Jacobian of x -> z (float64, 1x8x8)."""
-    m = make_model(arch, preset, shape=(1, 8, 8), dtype=torch.float64)
-    x = torch.rand((1, 1, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.98 + 0.01
-    jac = torch.autograd.functional.jacobian(lambda v: m.encode(v.view(1, 1, 8, 8)).flatten(), x.flatten())
-    assert jac.shape == (64, 64)
-    z = m.encode(x)
-    brute = std_normal_logp(z) + torch.linalg.slogdet(jac)[1]
-    lp = m.log_prob(x)
-    assert torch.allclose(lp, brute, rtol=1e-4, atol=0), (lp.item(), brute.item())
-    # and the model is not trivially the identity/logit map
-    assert (z - to_logit(x)[0]).abs().max() > 1e-3
-
-
-def test_batch_independence(model):
-    x = edge_batch()
-    lp = model.log_prob(x)
-    single = torch.cat([model.log_prob(x[i:i + 1]) for i in range(len(x))])
-    assert torch.allclose(lp, single, rtol=1e-5, atol=1e-3)
-    # training mode after initialisation must not use batch statistics either
-    model.train()
-    try:
-        assert torch.allclose(model.log_prob(x), lp, rtol=1e-5, atol=1e-3)
-    finally:
-        model.eval()
-
-
-@pytest.mark.parametrize("value", [0.0, 1.0])
-def test_finite_gradients_at_edges(model, value):
-    x = torch.full((2, *model.image_shape), value, requires_grad=True)
-    model.log_prob(x).sum().backward()
-    assert torch.isfinite(x.grad).all()
-    assert x.grad.abs().sum() > 0
-
-
-def test_decode_with_log_prob(model):
-    z = 0.8 * torch.randn((3, *model.latent_shape), generator=torch.Generator().manual_seed(4))
-    x, lp = model.decode_with_log_prob(z)
-    assert torch.allclose(x, model.decode(z), atol=1e-6)
-    assert torch.allclose(lp, model.log_prob(x), rtol=1e-4, atol=1e-2)
-
-
-def test_sample_shape_and_range(model):
-    s = model.sample(3, 0.7, generator=torch.Generator().manual_seed(5))
-    assert s.shape == (3, *model.image_shape) and s.min() >= 0 and s.max() <= 1
-
-
-@pytest.mark.parametrize("arch", FLOWS)
-def test_config_round_trip(arch):
-    m = make_model(arch, "xs")
-    cfg = json.loads(json.dumps(m.config))
-    assert cfg["arch"] == arch and cfg["preset"] == "xs" and cfg["image_shape"] == [1, 16, 16]
-    m2 = build_prior(cfg)
-    m2.load_state_dict(m.state_dict())
-    m2.eval()
-    x = edge_batch()
-    assert torch.equal(m.log_prob(x), m2.log_prob(x))
-
-
-@pytest.mark.parametrize("arch", FLOWS)
-def test_actnorm_initialises_once(arch):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        m = ARCHS.get(arch)((1, 16, 16), "xs")
-    m.eval()
-    lp0 = m.log_prob(edge_batch())  # eval mode: no initialisation
-    assert all(int(b) == 0 for k, b in m.state_dict().items() if k.endswith("initialized"))
-    m.train()
-    m.log_prob(torch.rand(8, 1, 16, 16))
-    flags = [int(b) for k, b in m.state_dict().items() if k.endswith("initialized")]
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    m.log_prob(torch.rand(8, 1, 16, 16) * 0.1)
-    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
-    assert all(flags)
-    if arch == "glow":
-        assert len(flags) > 0
-    assert torch.isfinite(lp0).all()
-
-
-@pytest.mark.parametrize("arch", FLOWS)
-@pytest.mark.parametrize("preset", SMALL)
-@pytest.mark.parametrize("size", [8, 32])
-def test_other_image_sizes(arch, preset, size):
-    m = make_model(arch, preset, shape=(1, size, size))
-    x = torch.rand(2, 1, size, size)
-    assert m.log_prob(x).shape == (2,)
-    assert (m.decode(m.encode(x)) - x).abs().max() < 1e-5
-
-
-@pytest.mark.parametrize("arch", FLOWS)
-def test_paper_preset_builds_and_runs(arch):
-    m = ARCHS.get(arch)(None, "paper").eval().requires_grad_(False)
-    assert m.image_shape == (3, 64, 64)
-    with torch.no_grad():
-        lp = m.log_prob(torch.rand(1, 3, 64, 64))
-    assert lp.shape == (1,) and torch.isfinite(lp).all()
-    if arch == "glow":
-        assert (m.config["levels"], m.config["steps"], m.config["hidden"]) == (4, 32, 512)
+def test_glow_actnorm_is_data_initialised():
+    m = ARCHS.get("glow")((1, 16, 16), "xs")
+    flags = [k for k in m.state_dict() if k.endswith("initialized")]
+    assert flags and all(int(m.state_dict()[k]) == 0 for k in flags)
 
 
 def test_bad_image_shape_is_user_error():
@@ -185,6 +66,10 @@ def test_bad_image_shape_is_user_error():
         ARCHS.get("glow")((1, 12, 12), "s")
     with pytest.raises(UserError, match="preset"):
         ARCHS.get("realnvp")((1, 16, 16), "huge")
+    with pytest.raises(UserError, match=r"parameter 'hidden' of prior 'glow' must be in \[1, 4096\], got 5000"):
+        ARCHS.get("glow")((1, 16, 16), "xs", hidden=5000)
+    with pytest.raises(UserError, match="unknown parameter 'width' for prior 'realnvp'"):
+        ARCHS.get("realnvp")((1, 16, 16), "xs", width=3)
 
 
 # --- shipped checkpoints ------------------------------------------------------------------------------------------
@@ -192,8 +77,9 @@ def gaussian_test_bpd(train, test):
     """Independent per-pixel Gaussian in logit space fitted on the train cell centres; test bits/dim."""
     k_tr, k_te = torch.round(train * 255), torch.round(test * 255)
     u, _ = to_logit(((k_tr + 0.5) / 256).double())
-    g = GaussianLogitPrior(train.shape[1:], u.mean(0).float(), u.std(0, unbiased=False).float())
-    lp = g.log_prob((k_te + 0.5) / 256)
+    g = GaussianLogitPrior(train.shape[1:], mean=u.mean(0).float(), std=u.std(0, unbiased=False).float())
+    with torch.no_grad():
+        lp = g.log_prob((k_te + 0.5) / 256)
     n = test[0].numel()
     return float((-lp / (n * math.log(2)) + 8).mean())
 
@@ -223,7 +109,7 @@ def test_shipped_prior_loads_and_beats_gaussian(name, capsys):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
-    m = make_model("glow", "xs")
+    m = pc.make_model("glow", "xs")
     save_checkpoint(m, d / "good.pt")
     return d / "good.pt"
 
@@ -294,7 +180,7 @@ def test_inspect_prior_prints_config(ckpt, capsys):
 
 
 # --- training -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", FLOWS)
+@pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_train_prior_smoke(arch, tmp_path, capsys):
     rc = cli_main(["train-prior", "--prior", arch, "--dataset", "lfw-faces", "--size", "16", "--preset", "xs",
                    "--steps", "5", "--eval-every", "5", "--out", str(tmp_path), "--no-progress", "--device", "cpu"])

@@ -311,7 +311,7 @@ def test_aipo_uniform_info(prior, faces):
 
 def test_lipschitz_estimate_on_quadratic(faces):
     """Denoising with a flat prior (λ = 0 part only): ∇²L = I/σ² = 100·I, so the estimate must be 100."""
-    from bench.priors.base import GaussianLogitPrior
+    from bench.priors.gaussian import GaussianLogitPrior
     from bench.solvers.aipo_uniform import lipschitz_estimate
 
     pb, _ = problem(faces, "denoise", n=2)

@@ -47,7 +47,7 @@ def solvers():
 
 @pytest.fixture(scope="module")
 def prior_path(tmp_path_factory):
-    from bench.priors.base import GaussianLogitPrior
+    from bench.priors.gaussian import GaussianLogitPrior
     from bench.priors.training import save_checkpoint
 
     p = tmp_path_factory.mktemp("tune-priors") / "gauss.pt"

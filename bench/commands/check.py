@@ -1,6 +1,7 @@
 """``python -m bench check DIR --reference REF_DIR``: regression check, cell by cell (see bench/check.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
 from bench.metrics import METRICS
 
 HELP = "compare a run against a reference run (regression check)"
@@ -73,12 +74,13 @@ def tolerances(args) -> dict:
     return out
 
 
+@COMMANDS.register("check")
 def main(args) -> int:
     from tabulate import tabulate
 
     from bench.check import HEADERS, compare, exact_problems, provenance_notes
-    from bench.commands.run import import_plugins
     from bench.integrity import run_problems
+    from bench.registry import import_plugins
     from bench.report import load_run
 
     import_plugins(args.plugin)

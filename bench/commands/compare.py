@@ -1,6 +1,8 @@
 """``python -m bench compare RUN_A RUN_B``: paired differences per cell and changed verdicts (see bench/compare.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "compare two runs: paired differences per cell and the verdicts that changed"
 DESCRIPTION = """Compare run RUN_B against RUN_A (two commits, protocols, machines, prior versions, budgets) on the
 rows both hold, matched on task, prior, split, λ, solver, seed and image. Writes a markdown report (and the same
@@ -18,6 +20,7 @@ def add_arguments(p):
                    help="markdown file to write (default RUN_B/COMPARE.md); FILE with .html beside it")
 
 
+@COMMANDS.register("compare")
 def main(args) -> int:
     from pathlib import Path
 

@@ -1,6 +1,8 @@
 """``python -m bench export DIR``: tables as CSV and the anytime traces in IOHanalyzer's CSV format."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "export a run's tables (CSV) and anytime traces (IOHanalyzer CSV)"
 DESCRIPTION = """Export run DIR for other tools into OUT (default DIR/export): every per-cell table of the
 leaderboard as CSV (tables/*.csv: metric, task, prior, split, λ, solver, mean, se, n, failed, verdict, p), and the
@@ -15,6 +17,7 @@ def add_arguments(p):
     p.add_argument("--out", metavar="FOLDER", default=None, help="output folder (default DIR/export)")
 
 
+@COMMANDS.register("export")
 def main(args) -> int:
     from pathlib import Path
 

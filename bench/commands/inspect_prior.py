@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from bench.commands import COMMANDS
+
 HELP = "print a prior checkpoint's config and provenance"
 
 
@@ -11,9 +13,10 @@ def add_arguments(p):
     p.add_argument("--history", action="store_true", help="also print the training curve (train/val bits/dim)")
 
 
+@COMMANDS.register("inspect-prior")
 def main(args) -> int:
     from bench.priors.catalog import load_prior
-    from bench.priors.presets import n_params
+    from bench.priors.base import n_params
 
     lp = load_prior(args.prior, "cpu")
     prov = dict(lp.provenance)

@@ -1,6 +1,8 @@
 """``python -m bench list [tasks|datasets|priors|solvers|grids]``."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "list registered tasks, datasets, priors, solvers or grid presets"
 WHAT = ("tasks", "datasets", "priors", "solvers", "grids")
 
@@ -36,7 +38,7 @@ def _print_solvers():
         # per-task values of parameters declared None, from the tasks' solver_defaults
         task_defaults = {t: tcls.solver_defaults[name] for t, tcls in TASKS.items() if name in tcls.solver_defaults}
         for k, v in cls.defaults().items():
-            decl = cls.param(k)
+            decl = cls.parameters[k]
             tun = " (tunable)" if k in cls.tunable else ""
             doc = f"  — {decl.doc}" if decl.doc else ""
             if v is None and any(k in d for d in task_defaults.values()):
@@ -75,6 +77,7 @@ def _grids():
               f"(MLE {raw.get('mle_steps')})" + (f"; + {len(extra)} extra block(s)" if extra else ""))
 
 
+@COMMANDS.register("list")
 def main(args) -> int:
     table = {"tasks": _tasks, "datasets": _datasets, "priors": _priors, "solvers": _print_solvers,
              "grids": _grids}

@@ -1,6 +1,8 @@
 """``python -m bench perf``: batched speed-up, grid wall times and peak memory on this machine (see bench/perf.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "measure batched speed-up, grid wall times and peak memory"
 DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables (for README):
   - image-steps per second of one prior pass (forward + backward of log_prob w.r.t. x) batched (batch 256 and
@@ -46,6 +48,7 @@ def _list(value, default):
     return [] if items == ["none"] else items
 
 
+@COMMANDS.register("perf")
 def main(args) -> int:
     import json
 

@@ -1,6 +1,8 @@
 """``python -m bench reference DIR``: best-known optima by long multi-start solves (see bench/reference.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "compute best-known optima for a finished run (long multi-start solves) into DIR/reference.parquet"
 DESCRIPTION = """For every instance (task, prior, split, image, λ, seed) of the finished run DIR, restart from the
 reconstructions of the best --starts solvers and run projected Adam at fixed λ for --factor × the run's budget, once
@@ -28,6 +30,7 @@ def add_arguments(p):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+@COMMANDS.register("reference")
 def main(args) -> int:
     import math
     from pathlib import Path

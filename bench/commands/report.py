@@ -1,6 +1,8 @@
 """``python -m bench report DIR [--out FILE]``: LEADERBOARD.md (tables, ranking, summary) and PNG figures."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "write LEADERBOARD.md tables and figures from a run directory"
 DESCRIPTION = """Write DIR/LEADERBOARD.md from a run directory: a table per metric that declares one (MAP loss, PSNR
 and SSIM, and any a --plugin registers; mean ± se over (image, seed), best in bold), a ranking with paired
@@ -43,8 +45,9 @@ def check_out_file(out) -> None:
         raise UserError(f"--out {str(p)!r}: folder {str(folder)!r} is not writable")
 
 
+@COMMANDS.register("report")
 def main(args) -> int:
-    from bench.commands.run import import_plugins
+    from bench.registry import import_plugins
     from bench.report import write_report
 
     if args.out:

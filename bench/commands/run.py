@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from bench.commands import COMMANDS
+
 HELP = "run a benchmark grid"
 DESCRIPTION = """Run a benchmark grid: every (task, prior, split, λ, solver, seed, image) cell, batched into work units
 (one solver over a split's images × λ values), one Parquet part file per unit under --out.
@@ -58,22 +60,7 @@ def add_arguments(p):
     p.add_argument("--strict", action="store_true", help="exit 1 when any row failed (for CI)")
 
 
-def import_plugins(modules) -> tuple:
-    import importlib
-
-    from bench.errors import UserError
-
-    for m in modules or ():
-        try:
-            importlib.import_module(m)
-        except ImportError as e:
-            raise UserError(f"--plugin {m!r} cannot be imported: {e}") from None
-        except Exception as e:  # noqa: BLE001 -- a plugin's own error (SyntaxError, NameError, ...) in one line
-            where = f" ({e.filename}:{e.lineno})" if isinstance(e, SyntaxError) else ""
-            raise UserError(f"--plugin {m!r} failed while importing: {type(e).__name__}: {e}{where}") from None
-    return tuple(modules or ())
-
-
+@COMMANDS.register("run")
 def main(args) -> int:
     from pathlib import Path
 
@@ -81,6 +68,7 @@ def main(args) -> int:
     from bench.executors import make_executor
     from bench.filters import apply_filters, filters_of
     from bench.grid import load_grid
+    from bench.registry import import_plugins
     from bench.runner import run_grid
     from bench.tuning import load_tuned
 

@@ -1,6 +1,8 @@
 """``python -m bench sample-priors``: one PNG per shipped prior, samples at temperature T beside real test faces."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "write sample-grid PNGs of the shipped priors"
 
 
@@ -48,6 +50,7 @@ def write_sample_grid(lp, path, temperature=0.7, n=16, seed=0):
     del torch
 
 
+@COMMANDS.register("sample-priors")
 def main(args) -> int:
     from pathlib import Path
 

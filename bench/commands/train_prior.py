@@ -1,6 +1,8 @@
 """``python -m bench train-prior``: fit a flow prior by maximum likelihood (see bench/priors/training.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "train a normalizing-flow prior"
 DESCRIPTION = """Train a normalizing-flow prior on a dataset's train split (augmented, dequantised), keep the
 checkpoint with the best validation bits/dim (early stopping) and report test bits/dim.
@@ -12,14 +14,14 @@ example: python -m bench train-prior --prior glow --dataset lfw-faces --size 16 
 
 
 def add_arguments(p):
-    p.add_argument("--prior", required=True, help="architecture: realnvp or glow")
+    p.add_argument("--prior", required=True, help="architecture: realnvp, glow, ... (`list priors` names them)")
     p.add_argument("--dataset", default="lfw-faces", help="dataset with train/val/test splits (default lfw-faces)")
     p.add_argument("--data-root", default=None, help="dataset folder (needed by celeba and image-folder)")
     p.add_argument("--train-images", type=int, default=None, help="use only the first N training images")
     p.add_argument("--eval-images", type=int, default=None,
                    help="use only the first N val and test images for bits/dim (default: all)")
     p.add_argument("--size", type=int, default=16, help="image side in pixels (default 16)")
-    p.add_argument("--preset", default="s", help="size preset: xs, s or paper (default s)")
+    p.add_argument("--preset", default="s", help="size preset: xs, s, m or paper (default s)")
     p.add_argument("--steps", type=int, default=10000,
                    help="maximum optimiser steps (default 10000; early stopping usually ends sooner)")
     p.add_argument("--minutes", type=float, default=None, help="wall-time limit in minutes")
@@ -34,14 +36,19 @@ def add_arguments(p):
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--init", default=None, help="continue from this checkpoint (same architecture, preset, shape)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE first (it may register a prior architecture or a dataset); repeatable")
 
 
+@COMMANDS.register("train-prior")
 def main(args) -> int:
     import math
 
     from bench.errors import UserError
     from bench.priors.training import train_prior
+    from bench.registry import import_plugins
 
+    import_plugins(args.plugin)
     for flag, v, lo in (("--lr", args.lr, 0.0), ("--minutes", args.minutes, 0.0)):
         if v is not None and (not math.isfinite(v) or v <= lo):
             raise UserError(f"{flag} must be a finite number > {lo:g}, got {v}")

@@ -1,6 +1,8 @@
 """``python -m bench tune --grid NAME``: pick declared step sizes on validation images (see bench/tuning.py)."""
 from __future__ import annotations
 
+from bench.commands import COMMANDS
+
 HELP = "tune declared step sizes on validation images"
 DESCRIPTION = """Tune each solver's declared `tunable` parameters (step sizes) per (solver, task, prior) of a grid on
 validation images disjoint from the test images (the dataset's `val` split), under the grid's budget, by the mean MAP
@@ -35,16 +37,17 @@ def add_arguments(p):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+@COMMANDS.register("tune")
 def main(args) -> int:
     import math
     from pathlib import Path
 
-    from bench.commands.run import import_plugins
     from bench.device import resolve_device
     from bench.errors import UserError
     from bench.executors import make_executor
     from bench.filters import apply_filters
     from bench.grid import load_grid
+    from bench.registry import import_plugins
     from bench.tuning import tune_grid
 
     imports = import_plugins(args.plugin)

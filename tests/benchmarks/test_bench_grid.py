@@ -15,9 +15,9 @@ import itertools
 
 import pytest
 
+from bench import loading
 from bench.grid import load_grid
 from bench.priors.catalog import CHECKPOINT_DIR
-from bench.loading import clear_caches
 from bench.runner import run_grid
 from bench.store import read_run
 
@@ -31,7 +31,8 @@ def test_smoke_grid(benchmark, tmp_path):
     outs = []
 
     def setup():
-        clear_caches()  # each round loads its priors and images like a fresh run
+        for cache in (loading._PRIORS, loading._IMAGES, loading._CHECKPOINTS):   # each round loads its priors
+            cache.clear()                                                      # and images like a fresh run
         outs.append(tmp_path / f"round{next(counter)}")
         return (outs[-1],), {}
 

@@ -10,9 +10,6 @@ import pytest
 import torch
 
 from bench.priors.base import ARCHS
-from bench.priors.presets import PRESETS
-
-FLOWS = [n for n in ARCHS.names() if n in PRESETS]
 
 
 def _model(arch, preset):
@@ -27,7 +24,7 @@ def _model(arch, preset):
 
 @pytest.mark.parametrize("batch", [1, 40, 64, 256])
 @pytest.mark.parametrize("preset", ["xs", "s"])
-@pytest.mark.parametrize("arch", FLOWS)
+@pytest.mark.parametrize("arch", ARCHS.names())
 def test_log_prob_fwd_bwd(benchmark, arch, preset, batch):
     torch.set_num_threads(1)
     m = _model(arch, preset)

@@ -17,11 +17,9 @@ import torch
 
 from bench.budget import BudgetedPrior
 from bench.priors.base import ARCHS
-from bench.priors.presets import PRESETS
 from bench.tasks import make_task
 
 B, S = 64, 16
-FLOWS = [n for n in ARCHS.names() if n in PRESETS]
 
 
 def _model(arch):
@@ -39,7 +37,7 @@ def _problem(task):
     return make_task(task).make(x, [f"img{i}" for i in range(B)], 0)
 
 
-@pytest.mark.parametrize("arch", FLOWS)
+@pytest.mark.parametrize("arch", ARCHS.names())
 def test_x_adam_step(benchmark, arch):
     from bench.solvers.optim import Adam, clamp01
     from bench.solvers.stages import evaluate
@@ -57,7 +55,7 @@ def test_x_adam_step(benchmark, arch):
     benchmark(step)
 
 
-@pytest.mark.parametrize("arch", FLOWS)
+@pytest.mark.parametrize("arch", ARCHS.names())
 def test_mle_step_cs(benchmark, arch):
     from bench.solvers.optim import GD
     from bench.solvers.stages import evaluate, mle_start
@@ -74,7 +72,7 @@ def test_mle_step_cs(benchmark, arch):
     benchmark(step)
 
 
-@pytest.mark.parametrize("arch", FLOWS)
+@pytest.mark.parametrize("arch", ARCHS.names())
 def test_latent_lbfgs_iteration(benchmark, arch):
     """20 iterations (one outer step, history filled) per round; the benchmark reports per round."""
     from bench.solvers.lbfgs import lbfgs_minimize
