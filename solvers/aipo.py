@@ -102,6 +102,7 @@ class AIPO(MLEStart, Solver):
     }
     ranges = {"alpha": ">0", "K": ">=0", "r": "(0,1)", "delta_min0": ">0", "K_growth": ">=1", "alpha_decay": "(0,1]",
               "optimizer": "adam|gd", **STEP_RANGES, **MLE_RANGES}
+    baseline = True   # the paired comparison of the leaderboard is against this solver
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
 
