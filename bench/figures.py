@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 from bench.figures_recon import plot_cs_sweep, plot_recon  # noqa: E402
 from bench.metrics import loss_metric, quality_metric, short_name, unit_of  # noqa: E402
 from bench.regime_gaps import plot_regime_gaps, regime_gaps  # noqa: E402
-from bench.schema import RANK_CELL, instance_task  # noqa: E402
+from bench.schema import RANK_CELL  # noqa: E402
 from bench.store import read_traces  # noqa: E402
 from bench.tables import is_ok, rank_cells, solver_order, split_order, task_order  # noqa: E402
 
@@ -195,13 +195,11 @@ def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
     if "budget" not in rows.columns or rows["budget"].nunique() < 2:
         return None
     loss, quality = loss_metric(), quality_metric()
-    df = rows.copy()
-    df["task"] = instance_task(df)   # rank within the task's cells at each budget
-    solvers = solver_order(df["solver"].unique(), meta)
-    budgets = sorted(df["budget"].unique())
+    solvers = solver_order(rows["solver"].unique(), meta)
+    budgets = sorted(rows["budget"].unique())
     rank, mean = {}, {}
     for b in budgets:
-        sub = df[df["budget"] == b]
+        sub = rows[rows["budget"] == b]
         rank[b] = rank_cells(sub, loss, solvers).mean()
         ok = sub[is_ok(sub)]
         mean[b] = ok.groupby("solver")[quality].mean()

@@ -27,7 +27,7 @@ from tabulate import tabulate
 from bench.metrics import METRICS, decimals, higher_is_better, loss_metric, short_name
 from bench.noise_floor import Floor, pair_floor, shows_win, task_floor
 from bench.roles import role_solver
-from bench.schema import BASELINE, PAIR_KEY, RANK_CELL, STATUS, TABLE_CELL, Status
+from bench.schema import BASELINE, PAIR_KEY, RANK_CELL, STATUS, TABLE_CELL, WINNER_CELL, Status
 
 _SPLIT_ORDER = ["val", "id", "test", "ood"]
 
@@ -158,12 +158,13 @@ def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list, floor: Floor | 
     to the runner-up in its favour; ``win``: :func:`bench.noise_floor.shows_win` (significant and ``gain`` above
     the floor of the two solvers compared, ``floor``: that value). Solvers with failed rows in a cell are not eligible (their mean covers
     fewer images)."""
-    st = cell_stats(sub, metric, ["prior", "split", "lam", "solver"])
+    row = WINNER_CELL[1:]   # a table row within one task
+    st = cell_stats(sub, metric, row + ["solver"])
     mean = st["mean"].where(st["failed"] == 0).dropna()
     hib = higher_is_better(metric)
     out, pv = {}, {}
-    for key, g in mean.groupby(level=["prior", "split", "lam"], sort=False):
-        g = g.droplevel(["prior", "split", "lam"])
+    for key, g in mean.groupby(level=row, sort=False):
+        g = g.droplevel(row)
         g = g[[s for s in g.index if s in solvers]].sort_values(ascending=not hib)
         if len(g) < 2:
             continue
