@@ -47,12 +47,12 @@ NOT_FAILURES = (Status.OK, Status.SKIPPED)
 IDENTITY_KEYS = ("task", "task_params", "prior_name", "prior_sha256", "dataset", "dataset_split", "split",
                  "image_size", "solver", "solver_params", "tuned", "seed", "budget", "mle_steps", "protocol")
 
-STR, INT, FLOAT, BOOL = "object", "int64", "float64", "bool"
+STR, INT, FLOAT, BOOL = "str", "int64", "float64", "bool"
 
 
 @dataclass(frozen=True)
 class Column:
-    """A fixed column of the result rows: its name and dtype (a numpy dtype name; ``object`` holds strings)."""
+    """A fixed column of the result rows: its name and pandas dtype (``str``: text)."""
     name: str
     dtype: str
 
@@ -102,7 +102,10 @@ def rows_frame(values: dict, extra: dict):
     bad = [k for k in extra if not k.startswith((TASK_PARAM, SOLVER_PARAM, INFO))]
     if bad:
         raise ValueError(f"columns {bad} are neither declared nor p_task_*, p_solver_* or info_*")
-    return pd.DataFrame({**{c.name: np.asarray(values[c.name], dtype=c.dtype) for c in cols}, **extra})
+    def column(c: Column):   # text as a list: pandas gives it its str dtype
+        return list(values[c.name]) if c.dtype == STR else np.asarray(values[c.name], dtype=c.dtype)
+
+    return pd.DataFrame({**{c.name: column(c) for c in cols}, **extra})
 
 
 def coerce(rows):
