@@ -28,7 +28,6 @@ from bench.store import read_traces  # noqa: E402
 from bench.tables import is_ok, rank_cells, solver_order, split_order, task_order  # noqa: E402
 
 GAP_FLOOR = 1e-3
-_PROBLEM = RANK_CELL   # one problem of the anytime curves: a ranking cell
 
 
 def _scope_title(what: str, rows: pd.DataFrame) -> str:
@@ -51,7 +50,7 @@ def anytime_curves(rows: pd.DataFrame, traces: pd.DataFrame) -> dict:
     per_image = "image_id" in traces.columns
     tkey = ["cell_id", "image_id"] if per_image else ["cell_id"]
     first = rows.drop_duplicates("cell_id").set_index("cell_id")
-    info = first[_PROBLEM + ["solver"]].copy()
+    info = first[RANK_CELL + ["solver"]].copy()
     if per_image or (rows.groupby("cell_id").size() == 1).all():
         info["images"] = first["image_id"].astype(str)
     else:
@@ -71,7 +70,7 @@ def anytime_curves(rows: pd.DataFrame, traces: pd.DataFrame) -> dict:
         keys["images"] = keys["image_id"]
     cur = cur.merge(keys[tkey + ["kid"]], on=tkey)
     keys = keys.join(cur.groupby("kid")[loss].min().rename("tmin"), on="kid")
-    group = _PROBLEM + ["images"]
+    group = RANK_CELL + ["images"]
     # L*: min over every trace point of the problem and every final ok score of the problem
     best = keys.groupby(group, dropna=False)["tmin"].min()
     ok = rows[is_ok(rows)].copy()

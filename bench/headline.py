@@ -27,7 +27,7 @@ import pandas as pd
 from bench.metrics import decimals, loss_metric, quality_metric, short_name, unit_of
 from bench.noise_floor import shows_win, task_floor
 from bench.roles import role_solver
-from bench.schema import TRIVIAL, WINNER_CELL
+from bench.schema import TABLE_CELL, TRIVIAL, WINNER_CELL
 from bench.tables import (
     ALPHA,
     holm,
@@ -38,8 +38,6 @@ from bench.tables import (
     task_base,
     task_order,
 )
-
-CELL = WINNER_CELL   # a table cell without its solver: the pairwise tests run per cell
 
 
 def _fmt_values(vals) -> str:
@@ -86,9 +84,9 @@ def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str, floors: dict | N
     from scipy.stats import wilcoxon
 
     ok = g[is_ok(g)]
-    failed = set(map(tuple, g.loc[~is_ok(g), CELL + ["solver"]].drop_duplicates().itertuples(index=False)))
+    failed = set(map(tuple, g.loc[~is_ok(g), TABLE_CELL].drop_duplicates().itertuples(index=False)))
     recs = []
-    for key, c in ok.groupby(CELL, sort=False):
+    for key, c in ok.groupby(WINNER_CELL, sort=False):
         wide = c.pivot_table(index=["image_id", "seed"], columns="solver", values=metric, aggfunc="mean")
         here = [s for s in solvers if s in wide.columns and key + (s,) not in failed]
         pairs = [(a, b) for i, a in enumerate(here) for b in here[i + 1:]]
@@ -105,9 +103,9 @@ def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str, floors: dict | N
             with np.errstate(all="ignore"):
                 p[live] = np.nan_to_num(wilcoxon(d[:, live], axis=0).pvalue, nan=1.0)
         for (a, b), pv, col in zip(pairs, p, d.T):
-            recs.append({**dict(zip(CELL, key)), "a": a, "b": b, "n": len(col),
+            recs.append({**dict(zip(WINNER_CELL, key)), "a": a, "b": b, "n": len(col),
                          "mean_diff": float(col.mean()) if len(col) else np.nan, "p": float(pv)})
-    t = pd.DataFrame(recs, columns=CELL + ["a", "b", "n", "mean_diff", "p"])
+    t = pd.DataFrame(recs, columns=WINNER_CELL + ["a", "b", "n", "mean_diff", "p"])
     rej = holm(dict(enumerate(t["p"]))) if len(t) else {}
     floors = floors or {}
     t["win"] = [("" if not shows_win(bool(rej.get(i)), abs(r.mean_diff), floors.get(r.task), (r.a, r.b)) else
@@ -129,7 +127,7 @@ def _median_gap(g: pd.DataFrame, solvers: list) -> pd.Series:
     loss = loss_metric()
     ok = g[is_ok(g)].copy()
     ok[loss] = pd.to_numeric(ok[loss], errors="coerce")
-    means = ok.groupby(CELL + ["solver"])[loss].mean().unstack("solver").reindex(columns=solvers)
+    means = ok.groupby(TABLE_CELL)[loss].mean().unstack("solver").reindex(columns=solvers)
     best = means.min(axis=1)
     rel = means.sub(best, axis=0).div(best.abs().where(best.abs() > 0), axis=0) * 100
     return rel.median()

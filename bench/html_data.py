@@ -24,7 +24,8 @@ import pandas as pd
 
 from bench.metrics import METRICS
 from bench.roles import role_solver
-from bench.schema import RECON_CELL, RECON_OBSERVED, RECON_X_HAT, RECON_X_TRUE, STATUS, TRIVIAL, WINNER_CELL, Status
+from bench.schema import (RECON_CELL, RECON_OBSERVED, RECON_X_HAT, RECON_X_TRUE, STATUS, TABLE_CELL, TRIVIAL,
+                          WINNER_CELL, Status)
 from bench.store import RECON
 from bench.tables import (
     cell_stats,
@@ -36,7 +37,6 @@ from bench.tables import (
 )
 
 THUMB_IMAGES = 3
-ROW = WINNER_CELL   # a table row
 
 
 def _r(x, d=4):
@@ -59,7 +59,7 @@ def table_rows(df: pd.DataFrame, solvers: list) -> list[dict]:
             v_task, floors[(task, m.name)] = task_verdicts(df, task, m.name, solvers)
             for key, v in v_task.items():
                 verdicts[(task, *key, m.name)] = v
-    first = df.drop_duplicates(ROW).set_index(ROW)
+    first = df.drop_duplicates(WINNER_CELL).set_index(WINNER_CELL)
     out = []
     for task in task_order(df["task"].unique()):
         sub = df[df["task"] == task]
@@ -99,8 +99,8 @@ def details(df: pd.DataFrame, rows: list[dict]) -> dict:
     names = [m.name for m in table_metrics(df)]
     ids = {(r["task"], r["prior"], r["split"], r["lam"]): r["id"] for r in rows}
     out: dict = {}
-    cols = ROW + ["solver", "image_id", "seed", STATUS] + names
-    for key, g in df[cols].groupby(ROW + ["solver"], sort=False):
+    cols = WINNER_CELL + ["solver", "image_id", "seed", STATUS] + names
+    for key, g in df[cols].groupby(TABLE_CELL, sort=False):
         rid = ids.get(tuple(key[:4]))
         if rid is None:
             continue
@@ -129,12 +129,13 @@ def _hw(a) -> np.ndarray | None:
 
 def sprites(run_dir: Path, df: pd.DataFrame, rows: list[dict], solvers: list) -> dict:
     """Per table row id: {"src": PNG data URI, "cols": column labels, "images": image ids, "tile": pixels}."""
-    seed0 = df.groupby(ROW)["seed"].transform("min")
+    seed0 = df.groupby(WINNER_CELL)["seed"].transform("min")
     sub = df[df["seed"] == seed0]
-    first_imgs = sub.groupby(ROW)["image_id"].agg(lambda s: sorted(map(str, s.unique()))[:THUMB_IMAGES])
-    want = sub[[str(i) in first_imgs.loc[tuple(k)] for i, k in zip(sub["image_id"], sub[ROW].itertuples(index=False))]]
+    first_imgs = sub.groupby(WINNER_CELL)["image_id"].agg(lambda s: sorted(map(str, s.unique()))[:THUMB_IMAGES])
+    want = sub[[str(i) in first_imgs.loc[tuple(k)]
+                for i, k in zip(sub["image_id"], sub[WINNER_CELL].itertuples(index=False))]]
     by_cell = {}
-    for r in want[["cell_id", "image_id", "unit_id"] + ROW + ["solver", STATUS]].itertuples(index=False):
+    for r in want[["cell_id", "image_id", "unit_id"] + WINNER_CELL + ["solver", STATUS]].itertuples(index=False):
         by_cell.setdefault(r.unit_id, []).append(r)
     arrays: dict = {}   # (task, prior, split, lam, image) -> {clean, observed (recon keys), solver: x_hat}
     nothing_solver = role_solver(TRIVIAL)
