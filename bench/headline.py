@@ -164,6 +164,12 @@ def d_quality() -> str:
     return f"d_{quality_metric()}"
 
 
+def quality_headers() -> tuple[str, str]:
+    """The headline table's headers of the quality column and of its difference against doing nothing."""
+    q = quality_metric()
+    return f"{short_name(q)} {unit_of(q)}".strip(), f"Δ{short_name(q)} vs nothing"
+
+
 def headline(df: pd.DataFrame, meta: dict | None = None) -> list[tuple[str, pd.DataFrame]]:
     """[(group label, :func:`group_table`)] for every task group of the run."""
     return [(label, group_table(g, meta, df)) for label, g in task_groups(df)]
@@ -193,8 +199,8 @@ def markdown_lines(groups: list[tuple[str, pd.DataFrame]], tables_link=None) -> 
         tests = int(t["tests"].iloc[0]) if len(t) else 0
         out += [f"### {label}", ""]
         has_trivial = t[d_quality()].notna().any()
-        headers = ["#", "solver", "mean rank", "W / L", "gap", f"{q} {unit_of(quality)}".strip()] + (
-            [f"Δ{q} vs nothing"] if has_trivial else [])
+        head, delta = quality_headers()
+        headers = ["#", "solver", "mean rank", "W / L", "gap", head] + ([delta] if has_trivial else [])
         rows = []
         for i, (s, r) in enumerate(t.iterrows(), start=1):
             name = f"**{s}**" if i == 1 else s
