@@ -10,6 +10,14 @@ import numpy as np
 import torch
 
 from bench.errors import one_line
+from bench.schema import Status
+
+# --- what the messages say -----------------------------------------------------------------------------------------
+# A result message's ``kind``: solved, skipped (the solver declared the task does not apply), or how it failed, as the
+# status its rows get; the harness adds TIMEOUT (bench.oracle) for a process it had to end.
+DONE, SKIP = "done", "skip"
+RESULT_KINDS = (DONE, SKIP, Status.ERROR, Status.OVERSPEND, Status.OOM, Status.CRASHED)
+RAISED = "raised"   # the key of a reply carrying the exception the harness raised serving a request
 
 # --- messages: JSON header + raw tensor bytes (never pickle) ----------------------------------------------------
 _DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool", "complex64",

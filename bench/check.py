@@ -10,9 +10,10 @@ leaderboard tables. The check fails when
   reference of the cell's ok rows: |mean d| ≤ k·se(d) + floor, where se(d) = std(d)/√n (a change that moves every
   image the same way is systematic; one that scatters them both ways is float noise) and the floor is a small
   relative (``%``) or absolute number under which nothing fails;
-- the winner (lowest mean MAP loss; cells with failures are not eligible, as in the report) of a
-  (task, prior, split, λ) row changed *significantly*: the new winner beats the reference's winner in the current
-  run by more than ``WINNER_TOLERANCE`` on the paired differences (otherwise the two are tied within noise).
+- the winner (lowest mean MAP loss, the metric of role :data:`bench.metrics.LOSS`; cells with failures are not
+  eligible, as in the report) of a (task, prior, split, λ) row changed *significantly*: the new winner beats the
+  reference's winner in the current run by more than ``WINNER_TOLERANCE`` on the paired differences (otherwise
+  the two are tied within noise).
 
 Tolerances (``--fail-map-loss`` etc., :mod:`bench.tolerance`): ``<k>se+<x>%``, ``<k>se+<x>``, ``<k>se``, ``<x>%``
 or a plain number (absolute units: nats, dB); the metrics compared and their default tolerances are declared in
@@ -32,12 +33,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from bench.metrics import METRICS
-from bench.tables import ROW_KEY, TABLE_CELL, cell_stats, is_ok
+from bench.metrics import METRICS, loss_metric, short_name
+from bench.schema import ROW_KEY, STATUS, TABLE_CELL, WINNER_CELL
+from bench.tables import cell_stats, is_ok
 from bench.tolerance import parse_tolerance
 
-
-WINNER_CELL = ["task", "prior", "split", "lam"]
 WINNER_TOLERANCE = "3se+0.01%"   # a winner change counts when the new winner is better by more than this
 HEADERS = ["cell", "metric", "reference", "current", "delta", "tolerance"]
 
@@ -45,7 +45,7 @@ HEADERS = ["cell", "metric", "reference", "current", "delta", "tolerance"]
 def exact_columns() -> tuple:
     """What the bit-for-bit self-check compares: every metric of :data:`bench.metrics.METRICS`, the passes and
     iterations spent and the status."""
-    return (*METRICS, "nfe_used", "iterations", "status")
+    return (*METRICS, "nfe_used", "iterations", STATUS)
 
 
 class Comparison(NamedTuple):
@@ -71,7 +71,7 @@ def chaotic_solvers(names) -> set:
 
 def cell_label(key, names=TABLE_CELL) -> str:
     d = dict(zip(names, key))
-    parts = [str(d[c]) if c != "lam" else f"λ={float(d[c]):g}" for c in names]
+    parts = [str(d[c]) if c != "lam" else f"λ={d[c]:g}" for c in names]
     return " / ".join(parts)
 
 
@@ -79,13 +79,13 @@ def _fmt(x) -> str:
     if isinstance(x, str):
         return x
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "nan"
+        x = math.nan
     return f"{x:.6g}"
 
 
 def winners(df: pd.DataFrame) -> dict:
     """{(task, prior, split, λ): tuple of solvers with the lowest mean MAP loss (ties all listed)}."""
-    st = cell_stats(df, "map_loss")
+    st = cell_stats(df, loss_metric())
     mean = st["mean"].where(st["failed"] == 0)
     out = {}
     for key, g in mean.groupby(level=WINNER_CELL, sort=False):
@@ -107,8 +107,6 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
     and no problem; a reference cell the current run lacks is a problem (something disappeared). Winners are
     compared over the cells both runs have."""
     problems: list[list[str]] = []
-    for df in (current, reference):
-        df["lam"] = df["lam"].astype(float)
     ref_cells = set(map(tuple, reference[TABLE_CELL].drop_duplicates().itertuples(index=False)))
     cur_cells = set(map(tuple, current[TABLE_CELL].drop_duplicates().itertuples(index=False)))
     for key in sorted(ref_cells - cur_cells, key=str):
@@ -119,7 +117,7 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
         current = current[[k in common for k in zip(*[current[c] for c in TABLE_CELL])]]
 
     # rows: missing (image, seed) samples and status changes
-    m = reference[ROW_KEY + ["status"]].merge(current[ROW_KEY + ["status"]], on=ROW_KEY, how="outer",
+    m = reference[ROW_KEY + [STATUS]].merge(current[ROW_KEY + [STATUS]], on=ROW_KEY, how="outer",
                                                   suffixes=("_ref", "_cur"), indicator=True)
     m = m[[k in common for k in zip(*[m[c] for c in TABLE_CELL])]]
     for key, g in m.groupby(TABLE_CELL, sort=True):
@@ -129,10 +127,10 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
                              f"{only_cur + int((g['_merge'] == 'both').sum())}",
                              f"{only_ref} missing, {only_cur} new", ""])
         both = g[g["_merge"] == "both"]
-        changed = both[both["status_ref"].astype(str) != both["status_cur"].astype(str)]
+        changed = both[both[f"{STATUS}_ref"].astype(str) != both[f"{STATUS}_cur"].astype(str)]
         if len(changed):
-            problems.append([cell_label(key), "status", _status_text(changed["status_ref"].value_counts()),
-                             _status_text(changed["status_cur"].value_counts()), f"{len(changed)} rows", ""])
+            problems.append([cell_label(key), STATUS, _status_text(changed[f"{STATUS}_ref"].value_counts()),
+                             _status_text(changed[f"{STATUS}_cur"].value_counts()), f"{len(changed)} rows", ""])
 
     # metrics: paired per-image differences over rows ok on both sides
     chaotic = chaotic_solvers({k[-1] for k in common})
@@ -169,7 +167,7 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame, tolerances: dict) ->
             continue
         sig = _significantly_better(ok_c, key, wc[key][0], wr[key][0], tol, chaotic)
         if sig:
-            problems.append([cell_label(key, WINNER_CELL), "winner (MAP loss)", ", ".join(wr[key]),
+            problems.append([cell_label(key, WINNER_CELL), f"winner ({short_name(loss_metric())})", ", ".join(wr[key]),
                              ", ".join(wc[key]), "changed", sig])
     return Comparison(problems, len(common), new)
 
@@ -179,8 +177,8 @@ def _significantly_better(df, key, new, old, tol, chaotic) -> str:
     the paired differences (old − new, same images), else ``""``."""
     sub = df[(df[WINNER_CELL].astype(object) == pd.Series(key, index=WINNER_CELL)).all(axis=1)]
     k = [c for c in ROW_KEY if c != "solver"]
-    a = sub[sub["solver"] == old].set_index(k)["map_loss"].astype(float)
-    b = sub[sub["solver"] == new].set_index(k)["map_loss"].astype(float)
+    a = sub[sub["solver"] == old].set_index(k)[loss_metric()].astype(float)
+    b = sub[sub["solver"] == new].set_index(k)[loss_metric()].astype(float)
     d = (a - b).dropna()
     if d.empty:
         return ""
@@ -212,7 +210,7 @@ def exact_problems(current: pd.DataFrame, reference: pd.DataFrame) -> list[list[
 
 def provenance_notes(cur, ref) -> list[str]:
     """Differences in how the two runs computed (CPU code path, threads, device, GPU, TF32, deterministic
-    algorithms) that explain float-level moves. The device columns (:data:`bench.store.DEVICE_COLUMNS`, recorded
+    algorithms) that explain float-level moves. The device columns (:data:`bench.schema.DEVICE_COLUMNS`, recorded
     since the rows had them) are compared only when both runs record them."""
     notes = []
     newer = [c for c in ("gpu_name", "tf32", "deterministic") if c in ref.columns and c in cur.columns]

@@ -4,7 +4,8 @@ Rows are matched on (task, prior, split, λ, solver, seed, image) — the task w
 budget or MLE length. Of the identity columns that can differ between two runs (:data:`VARYING`: budget, MLE
 length, protocol, commit, device, torch version, prior checkpoint, tuning), one that holds a single value in each
 run is *what differs* between them (stated in the header, not matched on); one with several values in a run is
-an axis of the runs and is matched on too. Per table cell: n pairs, mean ± se of B − A for MAP loss and PSNR.
+an axis of the runs and is matched on too. Per table cell: n pairs, mean ± se of B − A for the headline metrics
+(:meth:`bench.metrics.MetricTable.headline`: MAP loss and PSNR).
 Per (task, prior, split, λ) and metric: the verdict of each run (:func:`bench.tables.cell_verdicts`: the
 significant winner above the run's noise floor, or a tie of the best two) and whether it changed: another significant winner, or a win
 where there was a tie or the reverse (a tie between other solvers is no change).
@@ -16,14 +17,14 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.metrics import METRICS
 from bench.noise_floor import table_floor
+from bench.schema import ROW_KEY, TABLE_CELL, WINNER_CELL, instance_task
 from bench.tables import cell_verdicts, is_ok, markdown, solver_order, task_order
 
 VARYING = ["budget", "mle_steps", "protocol", "git_commit", "device", "torch_version", "prior_sha256", "tuned",
            "grid_name"]
 PER_PRIOR = {"prior_sha256"}   # columns that are a function of the prior name
-METRICS = ("map_loss", "psnr")
-KEY = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]
 
 
 def _values(df: pd.DataFrame, col: str) -> list[str]:
@@ -54,20 +55,20 @@ def differences(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[tuple], list[str
 
 
 def _base(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``task`` the task alone (:func:`bench.schema.instance_task`): runs are matched without budgets."""
     out = df.copy()
-    out["task"] = out["task_spec"] if "task_spec" in out.columns else out["task"]
-    out["lam"] = out["lam"].astype(float)
+    out["task"] = instance_task(out)
     return out
 
 
 def paired_cells(a: pd.DataFrame, b: pd.DataFrame, axes: list) -> pd.DataFrame:
     """Per table cell (and axis value): n pairs and mean ± se of B − A per metric, both rows ok."""
-    key = KEY + axes
-    cols = [m for m in METRICS if m in a.columns and m in b.columns]
+    key = ROW_KEY + axes
+    cols = [m for m in METRICS.headline() if m in a.columns and m in b.columns]
     m = a[is_ok(a)][key + cols].merge(b[is_ok(b)][key + cols], on=key, suffixes=("_a", "_b"))
     recs = []
-    for cell, g in m.groupby(["task", "prior", "split", "lam", "solver"] + axes, sort=False):
-        r = dict(zip(["task", "prior", "split", "lam", "solver"] + axes, cell if isinstance(cell, tuple) else (cell,)))
+    for cell, g in m.groupby(TABLE_CELL + axes, sort=False):
+        r = dict(zip(TABLE_CELL + axes, cell if isinstance(cell, tuple) else (cell,)))
         r["n"] = len(g)
         for c in cols:
             d = (g[f"{c}_b"].astype(float) - g[f"{c}_a"].astype(float)).to_numpy()
@@ -93,10 +94,10 @@ def _verdicts(df: pd.DataFrame, metric: str, axes: list) -> dict:
 def verdict_changes(a: pd.DataFrame, b: pd.DataFrame, axes: list) -> pd.DataFrame:
     """Per (task, prior, split, λ, axes) and metric present in both runs: verdict in A, in B, changed?"""
     recs = []
-    for metric in METRICS:
+    for metric in METRICS.headline():
         va, vb = _verdicts(a, metric, axes), _verdicts(b, metric, axes)
         for k in sorted(set(va) & set(vb), key=str):
-            recs.append({**dict(zip(["task", "prior", "split", "lam"] + axes, k)), "metric": metric,
+            recs.append({**dict(zip(WINNER_CELL + axes, k)), "metric": metric,
                          "A": va[k][1], "B": vb[k][1], "best A": va[k][2], "best B": vb[k][2],
                          "changed": va[k][0] != vb[k][0], "best_changed": va[k][2] != vb[k][2]})
     return pd.DataFrame(recs)
@@ -107,8 +108,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     differ, axes = differences(a, b)
     a, b = _base(a), _base(b)
     cells = paired_cells(a, b, axes)
-    ca = set(map(tuple, a[["task", "prior", "split", "lam", "solver"]].drop_duplicates().itertuples(index=False)))
-    cb = set(map(tuple, b[["task", "prior", "split", "lam", "solver"]].drop_duplicates().itertuples(index=False)))
+    ca = set(map(tuple, a[TABLE_CELL].drop_duplicates().itertuples(index=False)))
+    cb = set(map(tuple, b[TABLE_CELL].drop_duplicates().itertuples(index=False)))
     return {"differ": differ, "axes": axes, "cells": cells, "verdicts": verdict_changes(a, b, axes),
             "only_a": len(ca - cb), "only_b": len(cb - ca), "rows": (len(a), len(b))}
 
@@ -155,7 +156,7 @@ def markdown_report(res: dict, name_a: str, name_b: str) -> str:
                          [[r.task, r.solver, str(r.cells)] + [f"{getattr(r, c):+.3f}" for c in dcols]
                           for r in summ.itertuples(index=False)]), ""]
         out += ["## Every cell", ""]
-        keys = ["task", "prior", "split", "lam", "solver"] + res["axes"]
+        keys = TABLE_CELL + res["axes"]
         mets = [c[2:] for c in cells.columns if c.startswith("d_")]
         out += [markdown(keys + ["n"] + [f"Δ {m}" for m in mets],
                          [[f"{r[k]:g}" if k == "lam" else str(r[k]) for k in keys] + [str(r["n"])]

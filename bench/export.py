@@ -18,12 +18,14 @@ IOH_COLUMNS = ["evaluations", "value", "function", "algorithm", "run", "dimensio
 
 def ioh_traces(rows: pd.DataFrame, traces: pd.DataFrame, fref: pd.Series) -> pd.DataFrame:
     """The IOHanalyzer table (module docstring) of a run's ok rows, traces and best-known optima."""
-    from bench.profiles import ALGO, INSTANCE, algo_label, points
+    from bench.metrics import loss_metric
+    from bench.profiles import ALGO, algo_label, points
+    from bench.schema import INSTANCE, TASK_SPEC
 
     p = points(rows, traces)
     p = p.join(fref, on=INSTANCE)
     p = p[np.isfinite(p["f_ref"].to_numpy(float))]
-    p["value"] = (p["map_loss"] - p["f_ref"]).clip(lower=0.0)
+    p["value"] = (p[loss_metric()] - p["f_ref"]).clip(lower=0.0)
     p = p.sort_values(INSTANCE + ALGO + ["nfe"], kind="stable")
     best = p.groupby(INSTANCE + ALGO, sort=False)["value"].cummin()
     prev = best.groupby([p[c] for c in INSTANCE + ALGO], sort=False).shift(1)
@@ -33,7 +35,7 @@ def ioh_traces(rows: pd.DataFrame, traces: pd.DataFrame, fref: pd.Series) -> pd.
     return pd.DataFrame({
         "evaluations": p["nfe"].astype(int).to_numpy(),
         "value": p["value"].to_numpy(float),
-        "function": (p["task_spec"].astype(str) + "·" + p["prior"].astype(str) + "·λ=" + p["lam"].map("{:g}".format)).to_numpy(),
+        "function": (p[TASK_SPEC].astype(str) + "·" + p["prior"].astype(str) + "·λ=" + p["lam"].map("{:g}".format)).to_numpy(),
         "algorithm": [algo_label(s, b, budgets) for s, b in zip(p["solver"], p["budget"])],
         "run": (p["split"].astype(str) + ":" + p["image_id"].astype(str) + "·seed=" + p["seed"].astype(str)).to_numpy(),
         "dimension": (size * size).to_numpy(),

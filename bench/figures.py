@@ -21,17 +21,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.figures_recon import plot_cs_sweep, plot_recon  # noqa: E402
+from bench.metrics import loss_metric, quality_metric, short_name, unit_of  # noqa: E402
 from bench.regime_gaps import plot_regime_gaps, regime_gaps  # noqa: E402
+from bench.schema import RANK_CELL  # noqa: E402
 from bench.store import read_traces  # noqa: E402
 from bench.tables import is_ok, rank_cells, solver_order, split_order, task_order  # noqa: E402
 
 GAP_FLOOR = 1e-3
-_PROBLEM = ["task", "prior", "split", "lam", "seed"]
 
 
 def _scope_title(what: str, rows: pd.DataFrame) -> str:
     """A figure title naming what it aggregates over: priors, splits and λ of the run."""
-    lams = ", ".join(f"{v:g}" for v in sorted(rows["lam"].astype(float).unique()))
+    lams = ", ".join(f"{v:g}" for v in sorted(rows["lam"].unique()))
     return (f"{what} — priors {', '.join(sorted(map(str, rows['prior'].unique())))}; splits "
             f"{', '.join(split_order(rows['split'].unique()))}; λ ∈ {{{lams}}}")
 
@@ -43,46 +44,47 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------- anytime
 def anytime_curves(rows: pd.DataFrame, traces: pd.DataFrame) -> dict:
     """{task: DataFrame(index nfe, columns solver) of the mean gap L_t − L*}, see module docstring."""
-    if traces.empty or not {"cell_id", "nfe", "map_loss"} <= set(traces.columns) or "cell_id" not in rows:
+    loss = loss_metric()
+    if traces.empty or not {"cell_id", "nfe", loss} <= set(traces.columns) or "cell_id" not in rows:
         return {}
     per_image = "image_id" in traces.columns
     tkey = ["cell_id", "image_id"] if per_image else ["cell_id"]
     first = rows.drop_duplicates("cell_id").set_index("cell_id")
-    info = first[_PROBLEM + ["solver"]].copy()
+    info = first[RANK_CELL + ["solver"]].copy()
     if per_image or (rows.groupby("cell_id").size() == 1).all():
         info["images"] = first["image_id"].astype(str)
     else:
         info["images"] = rows.groupby("cell_id")["image_id"].agg(lambda s: "|".join(sorted(map(str, s.unique()))))
-    tr = traces[tkey + ["nfe", "map_loss"]].copy()
-    tr["map_loss"] = pd.to_numeric(tr["map_loss"], errors="coerce")
-    tr = tr[np.isfinite(tr["map_loss"].to_numpy(float)) & tr["cell_id"].isin(info.index)]
+    tr = traces[tkey + ["nfe", loss]].copy()
+    tr[loss] = pd.to_numeric(tr[loss], errors="coerce")
+    tr = tr[np.isfinite(tr[loss].to_numpy(float)) & tr["cell_id"].isin(info.index)]
     if tr.empty:
         return {}
     if per_image:
         tr["image_id"] = tr["image_id"].astype(str)
-    cur = tr.groupby(tkey + ["nfe"], sort=False)["map_loss"].mean().reset_index()
+    cur = tr.groupby(tkey + ["nfe"], sort=False)[loss].mean().reset_index()
     keys = cur[tkey].drop_duplicates().reset_index(drop=True)
     keys["kid"] = np.arange(len(keys))
     keys = keys.join(info.drop(columns="images") if per_image else info, on="cell_id")
     if per_image:
         keys["images"] = keys["image_id"]
     cur = cur.merge(keys[tkey + ["kid"]], on=tkey)
-    keys = keys.join(cur.groupby("kid")["map_loss"].min().rename("tmin"), on="kid")
-    group = _PROBLEM + ["images"]
+    keys = keys.join(cur.groupby("kid")[loss].min().rename("tmin"), on="kid")
+    group = RANK_CELL + ["images"]
     # L*: min over every trace point of the problem and every final ok score of the problem
     best = keys.groupby(group, dropna=False)["tmin"].min()
     ok = rows[is_ok(rows)].copy()
-    ok["map_loss"] = pd.to_numeric(ok["map_loss"], errors="coerce")
+    ok[loss] = pd.to_numeric(ok[loss], errors="coerce")
     if per_image:
         ok["images"] = ok["image_id"].astype(str)
-        fin = ok.groupby(group)["map_loss"].min()
+        fin = ok.groupby(group)[loss].min()
     else:
         ok = ok.join(info["images"], on="cell_id")
-        fin = ok.groupby(group + ["cell_id"])["map_loss"].mean().groupby(level=list(range(len(group)))).min()
+        fin = ok.groupby(group + ["cell_id"])[loss].mean().groupby(level=list(range(len(group)))).min()
     best = pd.concat([best, fin.reindex(best.index)], axis=1).min(axis=1).rename("best")
     keys = keys.join(best, on=group)
     cur = cur.merge(keys[["kid", "task", "solver", "best"]], on="kid")
-    cur["gap"] = cur["map_loss"] - cur["best"]
+    cur["gap"] = cur[loss] - cur["best"]
     out = {}
     for task, gt in cur.groupby("task", sort=False):
         frames = {}
@@ -187,24 +189,25 @@ def plot_profiles_task(d: dict, task: str, path: Path, title: str = "") -> str |
 
 
 def plot_budget_axis(rows: pd.DataFrame, path: Path, meta=None) -> str | None:
-    """Mean rank (MAP loss) and mean PSNR per solver against the budget, when the run has several budgets."""
+    """Mean rank by MAP loss and mean PSNR (the metrics of roles LOSS and QUALITY) per solver against the budget,
+    when the run has several budgets."""
     if "budget" not in rows.columns or rows["budget"].nunique() < 2:
         return None
-    df = rows.copy()
-    df["task"] = df["task_spec"]
-    solvers = solver_order(df["solver"].unique(), meta)
-    budgets = sorted(df["budget"].unique())
-    rank, psnr = {}, {}
+    loss, quality = loss_metric(), quality_metric()
+    solvers = solver_order(rows["solver"].unique(), meta)
+    budgets = sorted(rows["budget"].unique())
+    rank, mean = {}, {}
     for b in budgets:
-        sub = df[df["budget"] == b]
-        rank[b] = rank_cells(sub, "map_loss", solvers).mean()
+        sub = rows[rows["budget"] == b]
+        rank[b] = rank_cells(sub, loss, solvers).mean()
         ok = sub[is_ok(sub)]
-        psnr[b] = ok.groupby("solver")["psnr"].mean()
+        mean[b] = ok.groupby("solver")[quality].mean()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for i, s in enumerate(solvers):
         axes[0].plot(budgets, [rank[b].get(s, np.nan) for b in budgets], "o-", color=f"C{i % 10}", label=s)
-        axes[1].plot(budgets, [psnr[b].get(s, np.nan) for b in budgets], "o-", color=f"C{i % 10}", label=s)
-    for ax, lab in zip(axes, ("mean rank by MAP loss (1 = best)", "mean PSNR (dB)")):
+        axes[1].plot(budgets, [mean[b].get(s, np.nan) for b in budgets], "o-", color=f"C{i % 10}", label=s)
+    labels = (f"mean rank by {short_name(loss)} (1 = best)", f"mean {short_name(quality)} ({unit_of(quality)})")
+    for ax, lab in zip(axes, labels):
         ax.set_xscale("log")
         ax.set_xlabel("budget (prior passes per image)")
         ax.set_ylabel(lab)

@@ -5,6 +5,9 @@
 - PSNR vs m (Asim Fig. 4): cs tasks with at least 3 values of m; one panel per prior (first split), one line per
   solver at that solver's best λ (highest mean PSNR over the sweep — an oracle choice, stated in the caption),
   mean ± se over (image, seed). x axis m/n when every m is a fraction, else m.
+
+PSNR is the metric of role :data:`bench.metrics.QUALITY`; doing nothing is the solver of role
+:data:`bench.schema.TRIVIAL`.
 """
 from __future__ import annotations
 
@@ -17,7 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.solvers.base import do_nothing_solver
+from bench.metrics import decimals, quality_metric, short_name, unit_of  # noqa: E402
+from bench.roles import role_solver  # noqa: E402
+from bench.schema import (RECON_CELL, RECON_MASK, RECON_OBSERVED, RECON_X_HAT, RECON_X_TRUE, STATUS,  # noqa: E402
+                          TRIVIAL, Status)
 from bench.store import RECON  # noqa: E402
 from bench.tables import is_ok, solver_order, split_order, task_base  # noqa: E402
 
@@ -34,12 +40,12 @@ def _load_recon(run_dir: Path, rows: pd.DataFrame, unit_ids) -> pd.DataFrame:
             continue
         with np.load(f, allow_pickle=False) as z:
             arr = {k: z[k] for k in z.files}
-        if "cell_id" not in arr or "x_hat" not in arr:
+        if RECON_CELL not in arr or RECON_X_HAT not in arr:
             continue
         urows = rows[rows["unit_id"] == uid]
         by_cell = {cid: list(g["image_id"].astype(str)) for cid, g in urows.groupby("cell_id", sort=False)}
         seen: dict = {}
-        for i, cid in enumerate(arr["cell_id"].astype(str)):
+        for i, cid in enumerate(arr[RECON_CELL].astype(str)):
             if "image_id" in arr:
                 img = str(arr["image_id"][i])
             else:
@@ -49,8 +55,8 @@ def _load_recon(run_dir: Path, rows: pd.DataFrame, unit_ids) -> pd.DataFrame:
                 if j >= len(imgs):
                     continue
                 img = imgs[j]
-            rec = {"cell_id": cid, "image_id": img, "x_hat": arr["x_hat"][i]}
-            for k in ("x_true", "observed", "mask"):
+            rec = {"cell_id": cid, "image_id": img, RECON_X_HAT: arr[RECON_X_HAT][i]}
+            for k in (RECON_X_TRUE, RECON_OBSERVED, RECON_MASK):
                 if k in arr and len(arr[k]) > i:
                     rec[k] = arr[k][i]
             recs.append(rec)
@@ -104,30 +110,32 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
     rec = _load_recon(run_dir, rows, sub["unit_id"].unique())
     if rec.empty:
         return None
-    ident = sub[["cell_id", "image_id", "solver", "psnr", "status"]].copy()
+    quality, nothing_solver = quality_metric(), role_solver(TRIVIAL)
+    shown = f"{{:.{decimals(quality)}f}} {unit_of(quality)}".strip()   # a reconstruction's quality under it
+    ident = sub[["cell_id", "image_id", "solver", quality, STATUS]].copy()
     ident["image_id"] = ident["image_id"].astype(str)
     rec = rec.merge(ident, on=["cell_id", "image_id"])
     if rec.empty:
         return None
-    solvers = [s for s in solver_order(rec["solver"].unique(), meta) if s != do_nothing_solver()]   # doing nothing: column 2
+    solvers = [s for s in solver_order(rec["solver"].unique(), meta) if s != nothing_solver]   # doing nothing: column 2
     images = [i for i in sel["images"] if i in set(rec["image_id"])]
     ncol = 2 + len(solvers)
     fig, axes = plt.subplots(len(images), ncol, figsize=(1.45 * ncol, 1.55 * len(images) + 0.3), squeeze=False)
     for r, img in enumerate(images):
         ri = rec[rec["image_id"] == img]
         any_rec = ri.iloc[0]
-        _show(axes[r][0], any_rec["x_true"] if isinstance(any_rec.get("x_true"), np.ndarray) else np.zeros(1))
+        _show(axes[r][0], any_rec[RECON_X_TRUE] if isinstance(any_rec.get(RECON_X_TRUE), np.ndarray) else np.zeros(1))
         ax = axes[r][1]
-        nothing = ri[(ri["solver"] == do_nothing_solver()) & (ri["status"] == "ok")]
+        nothing = ri[(ri["solver"] == nothing_solver) & (ri[STATUS] == Status.OK)]
         if len(nothing):   # the do-nothing solver's x̂ (each task's naive estimate) and its PSNR
-            _show(ax, nothing.iloc[0]["x_hat"])
-            ax.set_xlabel(f"{nothing.iloc[0]['psnr']:.2f} dB", fontsize=7)
+            _show(ax, nothing.iloc[0][RECON_X_HAT])
+            ax.set_xlabel(shown.format(nothing.iloc[0][quality]), fontsize=7)
         else:
-            arr = any_rec["observed"] if isinstance(any_rec.get("observed"), np.ndarray) else None
+            arr = any_rec[RECON_OBSERVED] if isinstance(any_rec.get(RECON_OBSERVED), np.ndarray) else None
             _show(ax, arr if arr is not None and np.any(arr) else np.zeros(1))   # y is not an image (cs)
         if r == 0:
             axes[r][0].set_title("clean", fontsize=8)
-            ax.set_title("doing nothing" if len(nothing) else "observed", fontsize=8)
+            ax.set_title("doing nothing" if len(nothing) else RECON_OBSERVED, fontsize=8)
         axes[r][0].set_ylabel(img, fontsize=6)
         for c, s in enumerate(solvers, start=2):
             ax = axes[r][c]
@@ -135,12 +143,13 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
             if rs.empty:
                 ax.axis("off")
             else:
-                ok = rs.iloc[0]["status"] == "ok"
+                status = rs.iloc[0][STATUS]
+                ok = status == Status.OK
                 if ok:
-                    _show(ax, rs.iloc[0]["x_hat"])
+                    _show(ax, rs.iloc[0][RECON_X_HAT])
                 else:
-                    _failed(ax, f"failed ({rs.iloc[0]['status']})")
-                ax.set_xlabel(f"{rs.iloc[0]['psnr']:.2f} dB" if ok else str(rs.iloc[0]["status"]), fontsize=7)
+                    _failed(ax, f"failed ({status})")
+                ax.set_xlabel(shown.format(rs.iloc[0][quality]) if ok else str(status), fontsize=7)
             if r == 0:
                 ax.set_title(s, fontsize=8)
     fig.suptitle(f"{task} — prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}", fontsize=9)
@@ -148,8 +157,8 @@ def plot_recon(run_dir: Path, rows: pd.DataFrame, task: str, path: Path, meta=No
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return (f"Reconstructions, {task}: prior {sel['prior']}, split {sel['split']}, λ = {sel['lam']:g}, "
-            f"seed {sel['seed']}; columns clean, doing nothing (`{do_nothing_solver()}`'s x̂, else the observation), then each "
-            "solver (PSNR below).")
+            f"seed {sel['seed']}; columns clean, doing nothing (`{nothing_solver}`'s x̂, else the observation), then "
+            f"each solver ({short_name(quality)} below).")
 
 
 # ---------------------------------------------------------------------------------------------------- cs sweep
@@ -167,7 +176,9 @@ def _sweeps_m(task: str) -> bool:
 
 
 def cs_sweep(rows: pd.DataFrame, n_pixels: int | None = None) -> tuple[pd.DataFrame, str] | None:
-    """Mean ± se PSNR per (prior, solver, m) at each solver's best λ; (table, x-axis label) or None."""
+    """Mean ± se PSNR (role QUALITY) per (prior, solver, m) at each solver's best λ; (table, x-axis label) or
+    None."""
+    quality = quality_metric()
     cs = rows[(rows["task"].astype(str).map(_sweeps_m)) & is_ok(rows)].copy()
     if "p_task_noise" in cs.columns and (cs["p_task_noise"] == "norm").any():
         cs = cs[cs["p_task_noise"] == "norm"]   # the sweep in Asim's convention (noise norm), not AIPO's
@@ -189,11 +200,11 @@ def cs_sweep(rows: pd.DataFrame, n_pixels: int | None = None) -> tuple[pd.DataFr
         cs["x"], label = cs["m"], "m"
     split = split_order(cs["split"])[0]
     cs = cs[cs["split"] == split]
-    cs["psnr"] = pd.to_numeric(cs["psnr"], errors="coerce")
-    best_lam = cs.groupby(["prior", "solver", "lam"])["psnr"].mean().groupby(level=[0, 1]).idxmax()
+    cs[quality] = pd.to_numeric(cs[quality], errors="coerce")
+    best_lam = cs.groupby(["prior", "solver", "lam"])[quality].mean().groupby(level=[0, 1]).idxmax()
     keep = set(best_lam.dropna().values)
     cs = cs[[k in keep for k in zip(cs["prior"], cs["solver"], cs["lam"])]]
-    g = cs.groupby(["prior", "solver", "x"])["psnr"]
+    g = cs.groupby(["prior", "solver", "x"])[quality]
     t = pd.DataFrame({"mean": g.mean(), "se": g.std(ddof=1) / np.sqrt(g.count())})
     lam_of = {(p, s): lam for (p, s, lam) in best_lam.dropna().values}
     t["lam"] = [lam_of[(p, s)] for p, s, _ in t.index]
@@ -206,8 +217,8 @@ def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> s
     rec_dir = run_dir / RECON
     for f in sorted(rec_dir.glob("*.npz"))[:1] if rec_dir.is_dir() else []:
         with np.load(f) as z:
-            if "x_true" in z.files:
-                n_pixels = int(np.prod(z["x_true"].shape[1:]))
+            if RECON_X_TRUE in z.files:
+                n_pixels = int(np.prod(z[RECON_X_TRUE].shape[1:]))
     res = cs_sweep(rows, n_pixels)
     if res is None:
         return None
@@ -224,10 +235,11 @@ def plot_cs_sweep(run_dir: Path, rows: pd.DataFrame, path: Path, meta=None) -> s
         ax.set_title(f"{task}, prior {prior}", fontsize=10)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB)")
+    quality = quality_metric()
+    axes[0][0].set_ylabel(f"{short_name(quality)} ({unit_of(quality)})")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return (f"PSNR vs {label} for {task} (split {t.attrs['split']}): mean ± se over (image, seed); "
+    return (f"{short_name(quality)} vs {label} for {task} (split {t.attrs['split']}): mean ± se over (image, seed); "
             "each solver at its best λ over the sweep (oracle choice, in the legend).")

@@ -4,7 +4,9 @@ findings paragraph, and the *regime* table (where on the prior's density the rec
 Regime, per (dataset, prior, task, λ), over the ok rows of the prior-based solvers (those that spent passes): the
 mean −log p_G(x̂) in bits/dim (``bits_per_dim`` = −log_prior / (n ln 2), n = pixels) and the mean ratio
 |data_nll| / |log_prior| of the two terms of the MAP loss at x̂ (how much the data term weighs against the prior
-term before λ scales it).
+term before λ scales it). The three are the metrics of roles :data:`bench.metrics.BITS_PER_DIM`,
+:data:`bench.metrics.DATA_TERM` and :data:`bench.metrics.PRIOR_TERM`; the table's bits/dim column is named after
+the first.
 """
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.solvers.base import do_nothing_solver
+from bench.headline import d_quality
+from bench.metrics import (BITS_PER_DIM, DATA_TERM, METRICS, PRIOR_TERM, decimals, loss_metric, quality_metric,
+                           short_name, unit_of)
+from bench.roles import role_solver
+from bench.schema import STATUS, TRIVIAL, Status
 from bench.tables import is_ok
 
 # What AIPO's Tables 1-3 imply at the reconstructions: −log p_G(x̂) from the slope of the MAP loss in λ, the ratio
@@ -47,7 +53,7 @@ def schedule_fraction(df: pd.DataFrame) -> list[str]:
         reached = pd.to_numeric(g["info_lam_reached"], errors="coerce")
         keep = reached.notna()
         if keep.any():
-            hit = reached[keep] >= g.loc[keep, "lam"].astype(float) * (1 - 1e-6)
+            hit = reached[keep] >= g.loc[keep, "lam"] * (1 - 1e-6)
             out.append(f"`{solver}` finished its λ schedule in {hit.mean():.0%} of {int(keep.sum())} rows "
                        f"(solver-reported: `info_lam_reached`, not checked by the harness)")
     return out
@@ -55,23 +61,22 @@ def schedule_fraction(df: pd.DataFrame) -> list[str]:
 
 def regime(df: pd.DataFrame) -> pd.DataFrame:
     """The regime table (module docstring): one row per (dataset, prior, task, λ); empty without the columns."""
-    need = {"log_prior", "data_nll"}
-    if not need <= set(df.columns):
+    prior, data, bpd = (METRICS.role(r) for r in (PRIOR_TERM, DATA_TERM, BITS_PER_DIM))
+    if None in (prior, data, bpd) or not {prior, data} <= set(df.columns):
         return pd.DataFrame()
     ok = df[is_ok(df) & df["solver"].isin(_uses_prior(df))].copy()
     if ok.empty:
         return pd.DataFrame()
-    lp = pd.to_numeric(ok["log_prior"], errors="coerce")
-    if "bits_per_dim" in ok.columns:
-        ok["bpd"] = pd.to_numeric(ok["bits_per_dim"], errors="coerce")
+    lp = pd.to_numeric(ok[prior], errors="coerce")
+    if bpd in ok.columns:
+        ok["bpd"] = pd.to_numeric(ok[bpd], errors="coerce")
     else:
         n = pd.to_numeric(ok["image_size"], errors="coerce") ** 2
         ok["bpd"] = -lp / (n * math.log(2))
-    ok["ratio"] = pd.to_numeric(ok["data_nll"], errors="coerce").abs() / lp.abs().where(lp.abs() > 0)
+    ok["ratio"] = pd.to_numeric(ok[data], errors="coerce").abs() / lp.abs().where(lp.abs() > 0)
     keys = [c for c in ("dataset", "prior") if c in ok.columns] + ["task", "lam"]
     g = ok.groupby(keys, sort=True)
-    return pd.DataFrame({"bits_per_dim": g["bpd"].mean(), "data_to_prior": g["ratio"].mean(),
-                         "rows": g.size()}).reset_index()
+    return pd.DataFrame({bpd: g["bpd"].mean(), "data_to_prior": g["ratio"].mean(), "rows": g.size()}).reset_index()
 
 
 def start_spread(df: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +95,7 @@ def start_spread(df: pd.DataFrame) -> pd.DataFrame:
     if ok["solver"].nunique() < 2:
         return pd.DataFrame()
     keys = [c for c in ("dataset", "prior") if c in ok.columns] + ["task", "lam"]
-    per = ok.pivot_table(index=keys + ["seed", "image_id"], columns="solver", values="map_loss")
+    per = ok.pivot_table(index=keys + ["seed", "image_id"], columns="solver", values=loss_metric())
     per = per.dropna()
     spread = per.max(axis=1) - per.min(axis=1)
     best = per.idxmin(axis=1)
@@ -126,9 +131,10 @@ def regime_lines(reg: pd.DataFrame, link: str | None = None) -> list[str]:
     if reg.empty:
         return []
     keys = [c for c in ("dataset", "prior", "task") if c in reg.columns]
+    bpd = METRICS.role(BITS_PER_DIM)
     top = reg.loc[reg.groupby(keys)["lam"].idxmax()]
-    rows = [[*(str(r[k]) for k in keys), f"{r['lam']:g}", f"{r['bits_per_dim']:.2f}", f"{r['data_to_prior']:.3f}"]
-            for _, r in top.iterrows() if np.isfinite(r["bits_per_dim"])]
+    rows = [[*(str(r[k]) for k in keys), f"{r['lam']:g}", f"{r[bpd]:.2f}", f"{r['data_to_prior']:.3f}"]
+            for _, r in top.iterrows() if np.isfinite(r[bpd])]
     if not rows:
         return []
     return ["## Regime", "",
@@ -142,15 +148,15 @@ def regime_lines(reg: pd.DataFrame, link: str | None = None) -> list[str]:
 
 def run_fact_lines(df: pd.DataFrame, meta: dict, info: dict, problems=()) -> list[str]:
     """The few lines under the title: protocol, budget, size, failures, schedules, provenance, integrity."""
-    status = df["status"].astype(str).value_counts()
-    fails = ", ".join(f"{k} {v}" for k, v in status.items() if k != "ok")
+    status = df[STATUS].astype(str).value_counts()
+    fails = ", ".join(f"{k} {v}" for k, v in status.items() if k != Status.OK)
     budget = info["budget"]
     prot = protocols(df, meta)
     facts = []
     if prot:
         facts.append(f"- protocol: {', '.join(f'`{p}`' for p in prot)}")
     facts.append(f"- grid `{info['name']}`: budget {budget} prior passes per image (MLE stage {info['mle_steps']} "
-                 f"steps); {len(df):,} rows, {int(status.get('ok', 0)):,} ok"
+                 f"steps); {len(df):,} rows, {int(status.get(Status.OK, 0)):,} ok"
                  + (f", failed: {fails}" if fails else ", no failures"))
     tuned = info.get("tuned")
     if tuned not in (None, "", False, "none", "None") and not (isinstance(tuned, float) and math.isnan(tuned)):
@@ -172,9 +178,11 @@ def run_fact_lines(df: pd.DataFrame, meta: dict, info: dict, problems=()) -> lis
 def findings_text(groups, df: pd.DataFrame) -> str:
     """One short paragraph from the headline tables (:func:`bench.headline.headline`): who ranks first per group,
     whether it wins significantly, and what doing nothing scores. A group with nothing to say gets no sentence;
-    an absent ``observed`` is said once."""
+    an absent do-nothing solver (:data:`bench.schema.TRIVIAL`) is said once."""
     sent, no_trivial = [], []
     prior_based = _uses_prior(df)
+    nothing, quality = role_solver(TRIVIAL), quality_metric()
+    digits = decimals(quality)
     for label, t in groups:
         if len(t) < 2:
             continue
@@ -189,14 +197,15 @@ def findings_text(groups, df: pd.DataFrame) -> str:
         sig = int(t["wins"].sum())
         s += f"; {sig} of {int(t['tests'].iloc[0])} paired tests are significant."
         sent.append(s)
-        d = t["d_psnr"].drop(do_nothing_solver(), errors="ignore")
+        d = t[d_quality()].drop(nothing, errors="ignore")
         d = d[[i in prior_based for i in d.index]].dropna()
-        if not t["d_psnr"].notna().any():
+        if not t[d_quality()].notna().any():
             no_trivial.append(label)
         elif len(d):
             worse = sorted(d.index[d <= 0])
-            sent.append(f"Against doing nothing, the prior-based solvers gain {d.min():+.2f} to {d.max():+.2f} dB "
-                        "PSNR" + (f" ({', '.join(worse)} do not gain)." if worse else "."))
+            sent.append(f"Against doing nothing, the prior-based solvers gain {d.min():+.{digits}f} to "
+                        f"{d.max():+.{digits}f} {unit_of(quality)} {short_name(quality)}"
+                        + (f" ({', '.join(worse)} do not gain)." if worse else "."))
     if no_trivial:
-        sent.append(f"`{do_nothing_solver()}` (doing nothing) did not run on {'; '.join(no_trivial)}: no comparison there.")
+        sent.append(f"`{nothing}` (doing nothing) did not run on {'; '.join(no_trivial)}: no comparison there.")
     return " ".join(sent) if sent else "No group has two solvers: nothing to compare."

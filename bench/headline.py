@@ -14,16 +14,20 @@ group. Per group and solver:
   table (:mod:`bench.noise_floor`) is a win for the solver with the lower mean;
 - **median gap to the best**: the median over the group's table cells of (cell mean − best mean of the cell) /
   |best mean|, in %;
-- **mean PSNR**, and **Δ PSNR vs doing nothing**: the mean paired PSNR difference against ``observed`` (absent
-  where ``observed`` did not run in the group).
+- **mean PSNR**, and **Δ PSNR vs doing nothing**: the mean paired PSNR difference against the solver with the
+  :data:`bench.schema.TRIVIAL` role (absent where it did not run in the group).
+
+The MAP loss and PSNR are the metrics of roles :data:`bench.metrics.LOSS` and :data:`bench.metrics.QUALITY`.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from bench.metrics import decimals, loss_metric, quality_metric, short_name, unit_of
 from bench.noise_floor import shows_win, task_floor
-from bench.solvers.base import do_nothing_solver
+from bench.roles import role_solver
+from bench.schema import TABLE_CELL, TRIVIAL, WINNER_CELL
 from bench.tables import (
     ALPHA,
     holm,
@@ -34,8 +38,6 @@ from bench.tables import (
     task_base,
     task_order,
 )
-
-CELL = ["task", "prior", "split", "lam"]
 
 
 def _fmt_values(vals) -> str:
@@ -75,16 +77,16 @@ def task_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str = "map_loss", floors: dict | None = None) -> pd.DataFrame:
+def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str, floors: dict | None = None) -> pd.DataFrame:
     """One row per (table cell, solver a, solver b), a < b in ``solvers`` order: n pairs, mean difference a − b,
     two-sided Wilcoxon p and ``win`` (the lower-mean solver's name where Holm rejects and |mean difference| exceeds
     ``floors[task]``, the table's noise floor (:func:`bench.noise_floor.shows_win`), else "")."""
     from scipy.stats import wilcoxon
 
     ok = g[is_ok(g)]
-    failed = set(map(tuple, g.loc[~is_ok(g), CELL + ["solver"]].drop_duplicates().itertuples(index=False)))
+    failed = set(map(tuple, g.loc[~is_ok(g), TABLE_CELL].drop_duplicates().itertuples(index=False)))
     recs = []
-    for key, c in ok.groupby(CELL, sort=False):
+    for key, c in ok.groupby(WINNER_CELL, sort=False):
         wide = c.pivot_table(index=["image_id", "seed"], columns="solver", values=metric, aggfunc="mean")
         here = [s for s in solvers if s in wide.columns and key + (s,) not in failed]
         pairs = [(a, b) for i, a in enumerate(here) for b in here[i + 1:]]
@@ -101,9 +103,9 @@ def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str = "map_loss", flo
             with np.errstate(all="ignore"):
                 p[live] = np.nan_to_num(wilcoxon(d[:, live], axis=0).pvalue, nan=1.0)
         for (a, b), pv, col in zip(pairs, p, d.T):
-            recs.append({**dict(zip(CELL, key)), "a": a, "b": b, "n": len(col),
+            recs.append({**dict(zip(WINNER_CELL, key)), "a": a, "b": b, "n": len(col),
                          "mean_diff": float(col.mean()) if len(col) else np.nan, "p": float(pv)})
-    t = pd.DataFrame(recs, columns=CELL + ["a", "b", "n", "mean_diff", "p"])
+    t = pd.DataFrame(recs, columns=WINNER_CELL + ["a", "b", "n", "mean_diff", "p"])
     rej = holm(dict(enumerate(t["p"]))) if len(t) else {}
     floors = floors or {}
     t["win"] = [("" if not shows_win(bool(rej.get(i)), abs(r.mean_diff), floors.get(r.task), (r.a, r.b)) else
@@ -122,9 +124,10 @@ def wins_losses(tests: pd.DataFrame, solvers: list) -> pd.DataFrame:
 
 
 def _median_gap(g: pd.DataFrame, solvers: list) -> pd.Series:
+    loss = loss_metric()
     ok = g[is_ok(g)].copy()
-    ok["map_loss"] = pd.to_numeric(ok["map_loss"], errors="coerce")
-    means = ok.groupby(CELL + ["solver"])["map_loss"].mean().unstack("solver").reindex(columns=solvers)
+    ok[loss] = pd.to_numeric(ok[loss], errors="coerce")
+    means = ok.groupby(TABLE_CELL)[loss].mean().unstack("solver").reindex(columns=solvers)
     best = means.min(axis=1)
     rel = means.sub(best, axis=0).div(best.abs().where(best.abs() > 0), axis=0) * 100
     return rel.median()
@@ -133,10 +136,11 @@ def _median_gap(g: pd.DataFrame, solvers: list) -> pd.Series:
 def group_table(g: pd.DataFrame, meta: dict | None = None, run: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ranking table of one task group (module docstring), sorted by mean rank. ``run``: every row of the run
     (where the noise floors look up smaller budgets; default ``g``)."""
+    loss, quality, nothing = loss_metric(), quality_metric(), role_solver(TRIVIAL)
     solvers = solver_order(g["solver"].unique(), meta)
-    ranks = rank_cells(g, "map_loss", solvers)
+    ranks = rank_cells(g, loss, solvers)
     run = g if run is None else run
-    tests = pairwise_tests(g, solvers, floors={t: task_floor(run, t, "map_loss") for t in g["task"].unique()})
+    tests = pairwise_tests(g, solvers, loss, floors={t: task_floor(run, t, loss) for t in g["task"].unique()})
     wl = wins_losses(tests, solvers)
     ok = g[is_ok(g)]
     t = pd.DataFrame(index=pd.Index(solvers, name="solver"))
@@ -145,14 +149,25 @@ def group_table(g: pd.DataFrame, meta: dict | None = None, run: pd.DataFrame | N
     t["cells"] = len(ranks)
     t["wins"], t["losses"] = wl["wins"], wl["losses"]
     t["gap_pct"] = _median_gap(g, solvers)
-    t["psnr"] = pd.to_numeric(ok["psnr"], errors="coerce").groupby(ok["solver"]).mean().reindex(solvers)
-    if do_nothing_solver() in solvers:
-        t["d_psnr"] = [paired(g, s, do_nothing_solver(), "psnr")["mean"] if s != do_nothing_solver() else 0.0 for s in solvers]
+    t[quality] = pd.to_numeric(ok[quality], errors="coerce").groupby(ok["solver"]).mean().reindex(solvers)
+    if nothing in solvers:
+        t[d_quality()] = [paired(g, s, nothing, quality)["mean"] if s != nothing else 0.0 for s in solvers]
     else:
-        t["d_psnr"] = np.nan
+        t[d_quality()] = np.nan
     t["tests"] = len(tests)
     t["failed"] = g[~is_ok(g)].groupby("solver").size().reindex(solvers).fillna(0).astype(int)
     return t.sort_values(["mean_rank", "gap_pct"])
+
+
+def d_quality() -> str:
+    """The column of a group table holding the paired quality difference against doing nothing."""
+    return f"d_{quality_metric()}"
+
+
+def quality_headers() -> tuple[str, str]:
+    """The headline table's headers of the quality column and of its difference against doing nothing."""
+    q = quality_metric()
+    return f"{short_name(q)} {unit_of(q)}".strip(), f"Δ{short_name(q)} vs nothing"
 
 
 def headline(df: pd.DataFrame, meta: dict | None = None) -> list[tuple[str, pd.DataFrame]]:
@@ -168,20 +183,24 @@ def markdown_lines(groups: list[tuple[str, pd.DataFrame]], tables_link=None) -> 
     """The headline section: one compact table per task group."""
     from bench.tables import markdown
 
+    loss, quality, nothing = loss_metric(), quality_metric(), role_solver(TRIVIAL)
+    q, digits = short_name(quality), decimals(quality)
     out = ["## Who wins which task", "",
-           "Per task group (the cells of a task in which the same solvers ran): solvers by **mean rank of MAP loss** "
+           "Per task group (the cells of a task in which the same solvers ran): solvers by **mean rank of "
+           f"{short_name(loss)}** "
            "over the group's cells (task × prior × split × λ × seed; 1 = best; ± its sd over cells; a failed row "
            f"ranks last); **W / L**: significant wins / losses against every other solver (paired per-image "
            f"Wilcoxon per table cell, two-sided, Holm over all the group's cell × pair tests, α = {ALPHA}, and a "
            "mean difference above the table's noise floor); "
-           "**gap**: median over cells of (solver's mean − best mean) / |best mean|; **ΔPSNR vs nothing**: mean "
-           f"paired PSNR difference against `{do_nothing_solver()}` (doing nothing)."
+           f"**gap**: median over cells of (solver's mean − best mean) / |best mean|; **Δ{q} vs nothing**: mean "
+           f"paired {q} difference against `{nothing}` (doing nothing)."
            + (f" Per-cell tables with verdicts: [{tables_link}]({tables_link})." if tables_link else ""), ""]
     for label, t in groups:
         tests = int(t["tests"].iloc[0]) if len(t) else 0
         out += [f"### {label}", ""]
-        has_trivial = t["d_psnr"].notna().any()
-        headers = ["#", "solver", "mean rank", "W / L", "gap", "PSNR dB"] + (["ΔPSNR vs nothing"] if has_trivial else [])
+        has_trivial = t[d_quality()].notna().any()
+        head, delta = quality_headers()
+        headers = ["#", "solver", "mean rank", "W / L", "gap", head] + ([delta] if has_trivial else [])
         rows = []
         for i, (s, r) in enumerate(t.iterrows(), start=1):
             name = f"**{s}**" if i == 1 else s
@@ -189,9 +208,9 @@ def markdown_lines(groups: list[tuple[str, pd.DataFrame]], tables_link=None) -> 
                 name += f" ({int(r['failed'])} failed)"
             rank = _num(r["mean_rank"], ".2f") + (f" ± {r['rank_sd']:.2f}" if np.isfinite(r["rank_sd"]) else "")
             line = [str(i), name, rank, f"{int(r['wins'])} / {int(r['losses'])}", _num(r["gap_pct"], ".1f") + "%",
-                    _num(r["psnr"], ".2f")]
+                    _num(r[quality], f".{digits}f")]
             if has_trivial:
-                line.append("—" if s == do_nothing_solver() else _num(r["d_psnr"], "+.2f"))
+                line.append("—" if s == nothing else _num(r[d_quality()], f"+.{digits}f"))
             rows.append(line)
         out += [markdown(headers, rows), "",
                 f"{int(t['cells'].iloc[0])} ranking cells, {tests} paired tests.", ""]

@@ -7,8 +7,8 @@ the raw rows.
   source, caption);
 - ``detail``: per table row and solver, the per-(image, seed) values of every table metric and the status;
 - ``sprites``: per table row, one PNG (data URI) of the reconstructions of its first ``THUMB_IMAGES`` images at
-  the lowest seed: columns clean, doing nothing (the ``observed`` solver's x̂, else the observation when it is an
-  image), then every other solver;
+  the lowest seed: columns clean, doing nothing (the x̂ of the solver of role :data:`bench.schema.TRIVIAL`, else
+  the observation when it is an image), then every other solver;
 - ``curves``: per task (as in the tables, budget included) the anytime curves of :func:`bench.figures.anytime_curves`
   and the data profiles / target ECDFs of :func:`bench.profiles.profiles` of that budget.
 """
@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS
-from bench.solvers.base import do_nothing_solver
+from bench.roles import role_solver
+from bench.schema import (RECON_CELL, RECON_OBSERVED, RECON_X_HAT, RECON_X_TRUE, STATUS, TABLE_CELL, TRIVIAL,
+                          WINNER_CELL, Status)
 from bench.store import RECON
 from bench.tables import (
     cell_stats,
@@ -35,7 +37,6 @@ from bench.tables import (
 )
 
 THUMB_IMAGES = 3
-ROW = ["task", "prior", "split", "lam"]
 
 
 def _r(x, d=4):
@@ -58,7 +59,7 @@ def table_rows(df: pd.DataFrame, solvers: list) -> list[dict]:
             v_task, floors[(task, m.name)] = task_verdicts(df, task, m.name, solvers)
             for key, v in v_task.items():
                 verdicts[(task, *key, m.name)] = v
-    first = df.drop_duplicates(ROW).set_index(ROW)
+    first = df.drop_duplicates(WINNER_CELL).set_index(WINNER_CELL)
     out = []
     for task in task_order(df["task"].unique()):
         sub = df[df["task"] == task]
@@ -67,7 +68,7 @@ def table_rows(df: pd.DataFrame, solvers: list) -> list[dict]:
                 for lam in sorted(sub.loc[(sub["prior"] == prior) & (sub["split"] == split), "lam"].unique()):
                     f = first.loc[(task, prior, split, lam)]
                     row = {"id": len(out), "task": task, "base": task_base(task), "prior": prior, "split": split,
-                           "lam": float(lam), "dataset": str(f.get("dataset", "")),
+                           "lam": lam, "dataset": str(f.get("dataset", "")),
                            "budget": int(f["budget"]) if "budget" in f and pd.notna(f["budget"]) else None,
                            "protocol": str(f["protocol"]) if "protocol" in f and pd.notna(f["protocol"]) else "",
                            "cells": {}, "verdict": {}, "floor": {}}
@@ -98,8 +99,8 @@ def details(df: pd.DataFrame, rows: list[dict]) -> dict:
     names = [m.name for m in table_metrics(df)]
     ids = {(r["task"], r["prior"], r["split"], r["lam"]): r["id"] for r in rows}
     out: dict = {}
-    cols = ROW + ["solver", "image_id", "seed", "status"] + names
-    for key, g in df[cols].groupby(ROW + ["solver"], sort=False):
+    cols = WINNER_CELL + ["solver", "image_id", "seed", STATUS] + names
+    for key, g in df[cols].groupby(TABLE_CELL, sort=False):
         rid = ids.get(tuple(key[:4]))
         if rid is None:
             continue
@@ -128,22 +129,24 @@ def _hw(a) -> np.ndarray | None:
 
 def sprites(run_dir: Path, df: pd.DataFrame, rows: list[dict], solvers: list) -> dict:
     """Per table row id: {"src": PNG data URI, "cols": column labels, "images": image ids, "tile": pixels}."""
-    seed0 = df.groupby(ROW)["seed"].transform("min")
+    seed0 = df.groupby(WINNER_CELL)["seed"].transform("min")
     sub = df[df["seed"] == seed0]
-    first_imgs = sub.groupby(ROW)["image_id"].agg(lambda s: sorted(map(str, s.unique()))[:THUMB_IMAGES])
-    want = sub[[str(i) in first_imgs.loc[tuple(k)] for i, k in zip(sub["image_id"], sub[ROW].itertuples(index=False))]]
+    first_imgs = sub.groupby(WINNER_CELL)["image_id"].agg(lambda s: sorted(map(str, s.unique()))[:THUMB_IMAGES])
+    want = sub[[str(i) in first_imgs.loc[tuple(k)]
+                for i, k in zip(sub["image_id"], sub[WINNER_CELL].itertuples(index=False))]]
     by_cell = {}
-    for r in want[["cell_id", "image_id", "unit_id"] + ROW + ["solver", "status"]].itertuples(index=False):
+    for r in want[["cell_id", "image_id", "unit_id"] + WINNER_CELL + ["solver", STATUS]].itertuples(index=False):
         by_cell.setdefault(r.unit_id, []).append(r)
-    arrays: dict = {}   # (task, prior, split, lam, image) -> {"clean", "observed", solver: x_hat}
+    arrays: dict = {}   # (task, prior, split, lam, image) -> {clean, observed (recon keys), solver: x_hat}
+    nothing_solver = role_solver(TRIVIAL)
     for uid, recs in by_cell.items():
         f = Path(run_dir) / RECON / f"{uid}.npz"
         if not f.is_file():
             continue
         with np.load(f, allow_pickle=False) as z:
-            if "cell_id" not in z.files or "x_hat" not in z.files:
+            if RECON_CELL not in z.files or RECON_X_HAT not in z.files:
                 continue
-            cids = z["cell_id"].astype(str)
+            cids = z[RECON_CELL].astype(str)
             img_ids = z["image_id"].astype(str) if "image_id" in z.files else None
             wanted = {(r.cell_id, str(r.image_id)): r for r in recs}
             seen: dict = {}
@@ -159,8 +162,8 @@ def sprites(run_dir: Path, df: pd.DataFrame, rows: list[dict], solvers: list) ->
                 if r is None:
                     continue
                 slot = arrays.setdefault((r.task, r.prior, r.split, r.lam, str(r.image_id)), {})
-                slot[r.solver] = z["x_hat"][i] if r.status == "ok" else None
-                for k in ("x_true", "observed"):
+                slot[r.solver] = z[RECON_X_HAT][i] if getattr(r, STATUS) == Status.OK else None
+                for k in (RECON_X_TRUE, RECON_OBSERVED):
                     if k in z.files and len(z[k]) > i and k not in slot:
                         slot[k] = z[k][i]
     out = {}
@@ -169,15 +172,15 @@ def sprites(run_dir: Path, df: pd.DataFrame, rows: list[dict], solvers: list) ->
         imgs = [i for i in first_imgs.get(key, []) if key + (i,) in arrays]
         if not imgs:
             continue
-        cols = ["clean", "doing nothing"] + [s for s in solvers if s != do_nothing_solver()]
+        cols = ["clean", "doing nothing"] + [s for s in solvers if s != nothing_solver]
         tiles, size = [], None
         for img in imgs:
             slot = arrays[key + (img,)]
-            nothing = slot.get(do_nothing_solver())
+            nothing = slot.get(nothing_solver)
             if nothing is None:
-                obs = _hw(slot["observed"]) if "observed" in slot else None
+                obs = _hw(slot[RECON_OBSERVED]) if RECON_OBSERVED in slot else None
                 nothing = obs if obs is not None and np.any(obs) else None
-            line = [_hw(slot["x_true"]) if "x_true" in slot else None, _hw(nothing) if nothing is not None else None]
+            line = [_hw(slot[RECON_X_TRUE]) if RECON_X_TRUE in slot else None, _hw(nothing) if nothing is not None else None]
             line += [_hw(slot[s]) if slot.get(s) is not None else None for s in cols[2:]]
             size = size or next(a.shape for a in line if a is not None)
             tiles.append([a if a is not None and a.shape == size else np.full(size, np.nan) for a in line])

@@ -18,6 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench import html_data
+from bench.headline import d_quality, quality_headers
+from bench.metrics import decimals, quality_metric
+from bench.roles import role_solver
+from bench.schema import TRIVIAL
 from bench.tables import solver_order
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -42,8 +46,12 @@ def payload(run_dir, df: pd.DataFrame, meta: dict, groups, prof, traces, problem
                      "rows": [{"solver": s, **{c: (html_data._r(v) if isinstance(v, float) else int(v))
                                                for c, v in r.items() if c not in ("cells", "tests")}}
                               for s, r in t.iterrows()]})
+    quality = quality_metric()
+    quality_head, delta_head = quality_headers()
+    names = {"trivial": role_solver(TRIVIAL), "quality": quality, "d_quality": d_quality(),
+             "quality_head": quality_head, "delta_head": delta_head, "digits": decimals(quality)}
     return {
-        "facts": facts, "problems": list(problems), "findings": findings, "headline": head,
+        "facts": facts, "problems": list(problems), "findings": findings, "headline": head, "names": names,
         "solvers": solvers, "filters": filters, "filter_titles": FILTER_TITLES,
         "metrics": [{"name": m.name, "title": m.table, "hib": bool(m.higher_is_better), "dec": int(m.decimals)}
                     for m in html_data.table_metrics(df)],

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from bench.schema import IDENTITY_KEYS
+
 
 def canonical_json(obj) -> bytes:
     """Key-sorted, whitespace-free JSON (non-JSON values as ``str``): equal content gives equal bytes."""
@@ -21,9 +23,6 @@ def sha256_json(obj, n: int | None = None) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()[:n]
 
 
-IDENTITY_KEYS = ("task", "task_params", "prior_name", "prior_sha256", "dataset", "dataset_split", "split",
-                 "image_size", "solver", "solver_params", "tuned", "seed", "budget", "mle_steps",
-                 "protocol")
 ID_LENGTH = 20
 
 
@@ -32,14 +31,14 @@ def _keys(spec) -> dict:
 
 
 def unit_id(spec) -> str:
-    """Id of a unit: its identity keys, image ids and λ values."""
-    return sha256_json({**_keys(spec), "image_ids": list(spec.image_ids), "lams": [float(x) for x in spec.lams]},
-                       ID_LENGTH)
+    """Id of a unit: its identity keys, image ids and λ values (floats: :class:`~bench.planning.UnitSpec` makes them
+    so)."""
+    return sha256_json({**_keys(spec), "image_ids": list(spec.image_ids), "lams": list(spec.lams)}, ID_LENGTH)
 
 
 def cell_id(spec, image_id: str, lam: float) -> str:
-    """Id of one row: the unit's identity keys, one image and one λ (independent of the unit's other images/λ)."""
-    return sha256_json({**_keys(spec), "image_id": image_id, "lam": float(lam)}, ID_LENGTH)
+    """Id of one row: the unit's identity keys, one image and one of its λ (independent of its other images/λ)."""
+    return sha256_json({**_keys(spec), "image_id": image_id, "lam": lam}, ID_LENGTH)
 
 
 def cell_ids(spec) -> list[str]:

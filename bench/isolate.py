@@ -36,8 +36,9 @@ import torch
 
 import bench.solvers.base as _solver_base
 from bench import objective  # noqa: F401  (preloaded for solvers)
-from bench.channel import Channel, pack, unpack  # noqa: F401  (Channel: unpickled in the solver process)
+from bench.channel import DONE, RAISED, SKIP, Channel, pack, unpack  # noqa: F401  (Channel: unpickled here)
 from bench.errors import BudgetExceeded, one_line
+from bench.schema import Status
 from bench.solvers.base import SOLVERS, SolveContext
 from bench.tasks import TASKS, Problem, make_task
 
@@ -82,8 +83,8 @@ class OracleClient:
         self._conn.send_bytes(pack({"op": op, **kw}))
         reply = unpack(self._conn.recv_bytes())
         self._used = reply["used"]
-        if "error" in reply:
-            kind, msg = reply["error"]
+        if RAISED in reply:
+            kind, msg = reply[RAISED]
             raise {"BudgetExceeded": _budget_error, "ValueError": ValueError}.get(kind, _OracleError)(msg)
         return reply
 
@@ -289,22 +290,22 @@ def _child(conn) -> None:
                           dict(job["state"]), tuple(job["shape"]))
         reason = solver.skip(problem)
         if reason:
-            out = {"kind": "skip", "message": str(reason)}
+            out = {"kind": SKIP, "message": str(reason)}
         else:
             prior = prior_or_stub if job["uses_prior"] else None
             ctx = SolveContext(budget=int(job["budget"]), mle_steps=int(job["mle_steps"]), seed=int(job["seed"]),
                                device=torch.device("cpu"))
             res = solver.solve(problem, prior, job["lam"], ctx)
             info = res.info if isinstance(getattr(res, "info", None), dict) else {}
-            out = {"kind": "done", "x_hat": res.x_hat, "info": info}
+            out = {"kind": DONE, "x_hat": res.x_hat, "info": info}
     except BudgetExceeded as e:
-        out = {"kind": "overspend", "message": one_line(e)}
+        out = {"kind": Status.OVERSPEND, "message": one_line(e)}
     except SystemExit as e:
-        out = {"kind": "error", "message": f"solver called exit({e.code!r})"}
+        out = {"kind": Status.ERROR, "message": f"solver called exit({e.code!r})"}
     except KeyboardInterrupt:
-        out = {"kind": "crashed", "message": "solver raised KeyboardInterrupt"}
+        out = {"kind": Status.CRASHED, "message": "solver raised KeyboardInterrupt"}
     except BaseException as e:  # noqa: BLE001 -- everything becomes a message to the harness
-        out = {"kind": "oom" if _is_oom(e) else "error", "message": one_line(e)}
+        out = {"kind": Status.OOM if _is_oom(e) else Status.ERROR, "message": one_line(e)}
     try:
         conn.send_bytes(pack({"op": "result", **out}))
     except BaseException:  # noqa: BLE001 -- an unsendable result: the harness sees the exit

@@ -7,9 +7,12 @@ noise likelihood of the task and the discretised (8-bit) log-density of the prio
 ``bits_per_dim`` = −log p_G(x)/(n ln 2).
 
 :data:`METRICS` maps each metric's name to its :class:`Metric` (direction, displayed decimals, default regression
-tolerance, leaderboard table), in the order of the result rows' columns. Everything that names metrics iterates
-over it: :func:`score`, the row schema (``bench.unit``, ``bench.store``), the leaderboard tables
-(``bench.tables``, ``bench.report``), the regression check and its ``--fail-<name>`` options (``bench.check``).
+tolerance, leaderboard table, role), in the order of the result rows' columns. Everything that names metrics
+iterates over it: :func:`score`, the row schema (:mod:`bench.schema`), the leaderboard tables (``bench.tables``,
+``bench.report``), the regression check and its ``--fail-<name>`` options (``bench.check``). The summaries ask
+it by role instead of by name: :data:`LOSS` is the MAP objective (traces, rankings, f_ref, tuning), :data:`QUALITY`
+the image-quality metric set beside it (and against doing nothing), and :data:`DATA_TERM`, :data:`PRIOR_TERM`,
+:data:`BITS_PER_DIM` the parts of the regime table; the metrics with :data:`HEADLINE` roles are the summary's.
 A plugin module adds a metric with one entry::
 
     from bench.metrics import register_metric
@@ -34,6 +37,11 @@ from typing import Any, Callable
 from bench.tolerance import parse_tolerance
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_UNIT = re.compile(r"\bin (nats|dB|bits)\b")
+
+# What the report uses a metric for (``Metric.role``); at most one metric per role.
+LOSS, QUALITY, DATA_TERM, PRIOR_TERM, BITS_PER_DIM = "loss", "quality", "data term", "prior term", "bits/dim"
+HEADLINE = (LOSS, QUALITY)   # the roles the summary ranks and compares, in this order
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,8 @@ class Metric:
     ``fn(batch)`` returns one value per image of a :class:`Batch` (a numpy array or a torch tensor);
     ``higher_is_better`` drives bold, verdicts, ranks and paired counts; ``decimals`` the digits shown (and the
     rounding of the best-of-row comparison); ``tolerance`` the default of ``bench check --fail-<name>`` (``None``:
-    not compared, except by ``--exact``); ``table`` the leaderboard section title (``None``: no table)."""
+    not compared, except by ``--exact``); ``table`` the leaderboard section title (``None``: no table); ``role``
+    what the summaries use it for (module docstring; ``None``: nothing) and ``label`` its short name there."""
     name: str
     fn: Callable[[Any], Any]
     higher_is_better: bool
@@ -51,11 +60,19 @@ class Metric:
     tolerance: str | None = None
     doc: str = ""
     table: str | None = None
+    role: str | None = None
+    label: str = ""
 
     @property
     def flag(self) -> str:
         """The ``bench check`` option of this metric's tolerance."""
         return "--fail-" + self.name.replace("_", "-")
+
+    @property
+    def unit(self) -> str:
+        """The unit its ``doc`` names (``"… in nats"``, ``"… in dB"``), else ``""``."""
+        hit = _UNIT.search(self.doc)
+        return hit.group(1) if hit else ""
 
 
 class MetricTable(Mapping):
@@ -87,8 +104,19 @@ class MetricTable(Mapping):
             raise ValueError(f"metric {metric.name!r} is already registered")
         if metric.tolerance is not None:   # a bad default is found where it is declared
             parse_tolerance(metric.tolerance, f"metric {metric.name!r}")
+        taken = self.role(metric.role) if metric.role is not None else None
+        if taken not in (None, metric.name):
+            raise ValueError(f"metric {metric.name!r}: role {metric.role!r} is already metric {taken!r}'s")
         self._items[metric.name] = metric
         return metric
+
+    def role(self, role: str) -> str | None:
+        """The name of the metric declared with ``role``, or None."""
+        return next((m.name for m in self._items.values() if m.role == role), None)
+
+    def headline(self) -> list[str]:
+        """The metrics of the :data:`HEADLINE` roles, in that order (the loss first)."""
+        return [n for n in map(self.role, HEADLINE) if n is not None]
 
     def unregister(self, name: str) -> None:
         del self._items[name]
@@ -108,13 +136,24 @@ METRICS = MetricTable()
 
 
 def register_metric(name: str, *, higher_is_better: bool, decimals: int = 3, tolerance: str | None = None,
-                    doc: str | None = None, table: str | None = None):
+                    doc: str | None = None, table: str | None = None, role: str | None = None, label: str = ""):
     """Decorator: register the decorated ``fn(batch)`` as metric ``name`` (``doc`` defaults to its docstring)."""
     def deco(fn):
         METRICS.register(Metric(name, fn, higher_is_better, decimals, tolerance,
-                                doc if doc is not None else (fn.__doc__ or "").strip().split("\n")[0], table))
+                                doc if doc is not None else (fn.__doc__ or "").strip().split("\n")[0], table, role,
+                                label))
         return fn
     return deco
+
+
+def loss_metric() -> str:
+    """The name of the MAP-loss metric (role :data:`LOSS`): what traces record and rankings, f_ref and tuning use."""
+    return METRICS.role(LOSS)
+
+
+def quality_metric() -> str | None:
+    """The name of the image-quality metric (role :data:`QUALITY`), or None."""
+    return METRICS.role(QUALITY)
 
 
 def higher_is_better(name: str) -> bool:
@@ -127,6 +166,18 @@ def decimals(name: str) -> int:
     """Digits shown for a metric (3 for columns that are not metrics)."""
     m = METRICS.get(name)
     return int(m.decimals) if m is not None else 3
+
+
+def unit_of(name: str) -> str:
+    """The unit of a metric (:attr:`Metric.unit`; ``""`` for columns that are not metrics)."""
+    m = METRICS.get(name)
+    return m.unit if m is not None else ""
+
+
+def short_name(name: str) -> str:
+    """A metric's short name in the summaries (its name where it declares none)."""
+    m = METRICS.get(name)
+    return (m.label or m.name) if m is not None else name
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
@@ -200,17 +251,6 @@ def ssim(x_true, x_hat):
                      for i in range(len(a))])
 
 
-def map_loss(problem, prior, x, lam):
-    """L(x; λ) per image (AIPO eq. 3, :mod:`bench.objective`) for a flow ``prior``; ``lam`` scalar or (B,)."""
-    import torch
-
-    from bench import objective
-
-    with torch.no_grad():
-        lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
-        return objective.map_loss(problem.data_nll(x), objective.log_prior(prior, x), lam)
-
-
 def score(problem, prior, x_hat, lam) -> dict:
     """Every metric of :data:`METRICS` (in its order) for a batch of reconstructions: {name: (B,) float array}.
     ``x_hat`` is clipped to [0, 1] first, for every metric, so a solver that leaves the box (Lasso) is scored on
@@ -238,13 +278,14 @@ def _bits_per_dim(b):
 # The built-in metrics, in the row columns' order.
 for _m in (
     Metric("map_loss", _map_loss, False, 2, "3se+0.01%", "MAP loss L(x; λ) in nats (AIPO eq. 3)",
-           "MAP loss (lower is better; AIPO Tables 1–3 layout)"),
+           "MAP loss (lower is better; AIPO Tables 1–3 layout)", LOSS, "MAP loss"),
     Metric("data_fit", lambda b: b.fit, False, 3, None, "||y − f(x)||²"),
-    Metric("data_nll", lambda b: b.nll, False, 3, None, "−log p_e(y − f(x)) in nats"),
-    Metric("log_prior", lambda b: b.log_prior, True, 2, None, "log p_G(x) in nats (discretised, 8-bit)"),
-    Metric("bits_per_dim", _bits_per_dim, False, 3, None, "−log p_G(x) / (n ln 2)"),
+    Metric("data_nll", lambda b: b.nll, False, 3, None, "−log p_e(y − f(x)) in nats", role=DATA_TERM),
+    Metric("log_prior", lambda b: b.log_prior, True, 2, None, "log p_G(x) in nats (discretised, 8-bit)",
+           role=PRIOR_TERM),
+    Metric("bits_per_dim", _bits_per_dim, False, 3, None, "−log p_G(x) / (n ln 2)", role=BITS_PER_DIM),
     Metric("psnr", lambda b: psnr(b.x_true, b.x), True, 2, "3se+0.05", "PSNR in dB",
-           "PSNR in dB (higher is better; AIPO Tables 5–6 layout)"),
+           "PSNR in dB (higher is better; AIPO Tables 5–6 layout)", QUALITY, "PSNR"),
     Metric("ssim", lambda b: ssim(b.x_true, b.x), True, 3, "3se+0.002", "SSIM", "SSIM (higher is better)"),
 ):
     METRICS.register(_m)

@@ -42,15 +42,14 @@ exceeds the pair's floor; otherwise the row is a tie.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from bench.metrics import METRICS, decimals
+from bench.metrics import decimals, loss_metric, unit_of
+from bench.schema import FLOOR_INSTANCE, STATUS, Status, instance_task
 
-INSTANCE = ["prior", "split", "lam", "solver", "seed", "image_id"]
 NONE_REASON = "one budget, one seed, no traces"
 LATE = 0.9          # the late trace point, as a fraction of the budget
 
@@ -101,13 +100,6 @@ def _g(x) -> str:
     return str(int(x)) if x.is_integer() else f"{x:g}"
 
 
-def unit_of(metric: str) -> str:
-    """The unit a metric's declaration names (``"… in nats"``, ``"… in dB"``), else ``""``."""
-    m = METRICS.get(metric)
-    hit = re.search(r"\bin (nats|dB|bits)\b", m.doc) if m is not None else None
-    return hit.group(1) if hit else ""
-
-
 def pair_floor(floor: Floor | None, pair=()) -> float | None:
     """The floor a comparison of the solvers in ``pair`` must clear: the larger of their own floors (a solver that
     spends no prior passes has none, 0); the table's floor when no pair is given; None when not measurable."""
@@ -132,7 +124,7 @@ def shows_win(significant: bool, gain: float, floor: Floor | None, pair=()) -> b
 
 def _ok_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The ok rows with a finite value, ``_v`` = the row's standing (value − the instance's median over solvers)."""
-    ok = df[df["status"].astype(str) == "ok"].copy()
+    ok = df[df[STATUS].astype(str) == Status.OK].copy()
     ok["_v"] = pd.to_numeric(ok[metric], errors="coerce")
     ok = ok[np.isfinite(ok["_v"].to_numpy(dtype=float))]
     inst = [c for c in ("task", "budget", "prior", "split", "lam", "seed", "image_id") if c in ok.columns]
@@ -141,8 +133,8 @@ def _ok_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _instance_task(df: pd.DataFrame) -> pd.Series:
-    """The task without its budget: ``task_spec`` (set by :func:`bench.report.disambiguate_tasks`), else ``task``."""
-    return (df["task_spec"] if "task_spec" in df.columns else df["task"]).astype(str)
+    """The task without its budget (:func:`bench.schema.instance_task`), as text."""
+    return instance_task(df).astype(str)
 
 
 def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
@@ -163,13 +155,12 @@ def _budget_diffs(run: pd.DataFrame, table: pd.DataFrame, metric: str):
     if lower.empty:
         return None
     b_prev = float(lower.max())
-    key = ["_task"] + INSTANCE + (["mle_steps"] if "mle_steps" in table.columns and "mle_steps" in same.columns else [])
+    key = ["_task"] + FLOOR_INSTANCE + (["mle_steps"] if "mle_steps" in table.columns and "mle_steps" in same.columns else [])
     at_b = _ok_values(table[pd.to_numeric(table["budget"], errors="coerce") == b], metric).assign(
         _task=lambda d: _instance_task(d))
     at_p = _ok_values(same[pd.to_numeric(same["budget"], errors="coerce") == b_prev], metric).assign(
         _task=lambda d: _instance_task(d))
     for d in (at_b, at_p):
-        d["lam"] = d["lam"].astype(float)
         d["image_id"] = d["image_id"].astype(str)
     m = at_b[key + ["_v"]].merge(at_p[key + ["_v"]].drop_duplicates(key), on=key, suffixes=("", "_prev"))
     return (m["_v"] - m["_v_prev"]).abs().groupby(m["solver"]), (b, b_prev)
@@ -194,17 +185,18 @@ def _late_diffs(table: pd.DataFrame, metric: str):
         return None
     end = _ok_values(table, metric)
     late = _ok_values(table.assign(**{metric: table[col]}), metric)
-    key = [c for c in ("task", "budget") if c in table.columns] + INSTANCE
+    key = [c for c in ("task", "budget") if c in table.columns] + FLOOR_INSTANCE
     for d in (end, late):
-        d["lam"] = d["lam"].astype(float)
         d["image_id"] = d["image_id"].astype(str)
     m = end[key + ["_v"]].merge(late[key + ["_v"]], on=key, suffixes=("", "_late"))
     return (m["_v"] - m["_v_late"]).abs().groupby(m["solver"])
 
 
-def with_late_values(rows: pd.DataFrame, traces: pd.DataFrame, metric: str = "map_loss") -> pd.DataFrame:
-    """``rows`` with ``<metric>_late``: per row, its trace's value at the last trace point at or before LATE × the
-    row's budget (NaN without such a point, e.g. solvers that record no trace)."""
+def with_late_values(rows: pd.DataFrame, traces: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """``rows`` with ``<metric>_late`` (default: the MAP loss, what traces hold): per row, its trace's value at the
+    last trace point at or before LATE × the row's budget (NaN without such a point, e.g. solvers that record no
+    trace)."""
+    metric = metric or loss_metric()
     out = rows.copy()
     out[f"{metric}_late"] = np.nan
     if traces is None or traces.empty or not {"cell_id", "nfe", metric} <= set(traces.columns) \

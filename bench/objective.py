@@ -54,3 +54,9 @@ def bits_per_dim(log_prior_value, n: int):
 def map_loss(data_nll, log_prior_value, lam):
     """L(x; λ) = −log p_e − λ·log p_G (AIPO eq. 3) from its two terms; ``lam`` a scalar or per-row values."""
     return data_nll - lam * log_prior_value
+
+
+def problem_map_loss(problem, model, x: torch.Tensor, lam) -> torch.Tensor:
+    """L(x; λ) per row of ``problem`` for a flow ``model``, without gradients; ``lam`` a scalar or per-row values."""
+    with torch.no_grad():
+        return map_loss(problem.data_nll(x), log_prior(model, x), torch.as_tensor(lam, dtype=x.dtype, device=x.device))

@@ -12,8 +12,9 @@ from multiprocessing.connection import wait as _wait
 
 import torch
 
-from bench.channel import channel_pair, pack, unpack
+from bench.channel import RAISED, RESULT_KINDS, channel_pair, pack, unpack
 from bench.errors import BudgetExceeded, one_line
+from bench.schema import Status
 from bench.seeding import derive_seed
 
 MAX_GRAPHS = 8            # G(z)/E(x) graphs the harness keeps for a later backward (oldest dropped)
@@ -60,8 +61,8 @@ def _start_without_main(proc) -> None:
 
 
 class Outcome:
-    """What came back from a solver process: ``kind`` is done / skip / error / overspend / timeout / oom /
-    crashed; ``x_hat`` and ``info`` for done."""
+    """What came back from a solver process: ``kind`` is :data:`~bench.channel.DONE`, :data:`~bench.channel.SKIP` or
+    the failure status its rows get (error, overspend, timeout, oom, crashed); ``x_hat`` and ``info`` for done."""
 
     def __init__(self, kind, message="", x_hat=None, info=None):
         self.kind, self.message, self.x_hat, self.info = kind, message, x_hat, info or {}
@@ -179,7 +180,7 @@ def solve_isolated(*, bp, job: dict, keys_to_ids: dict, device, timeout_s: float
     timer = threading.Timer(float(timeout_s), expire)
     timer.daemon = True
     timer.start()
-    timeout = Outcome("timeout", f"the solver ran past the unit's wall-time limit of {timeout_s:g} s")
+    timeout = Outcome(Status.TIMEOUT, f"the solver ran past the unit's wall-time limit of {timeout_s:g} s")
     try:
         parent.send_bytes(pack(job))
         while True:
@@ -194,27 +195,27 @@ def solve_isolated(*, bp, job: dict, keys_to_ids: dict, device, timeout_s: float
                 if expired.is_set():
                     return timeout
                 if isinstance(e, OSError) and proc.exitcode is None:
-                    return Outcome("crashed", "the solver process sent a message over the size limit")
+                    return Outcome(Status.CRASHED, "the solver process sent a message over the size limit")
                 return _died(proc)
             try:
                 req = unpack(data)
                 if not isinstance(req, dict):
                     raise ValueError("a message is a dict")
             except ValueError as e:
-                return Outcome("crashed", str(e))
+                return Outcome(Status.CRASHED, str(e))
             if req.get("op") == "result":
                 kind = req.get("kind")
-                if kind not in ("done", "skip", "error", "overspend", "oom", "crashed"):
-                    return Outcome("crashed", "the solver process sent an unknown result")
+                if kind not in RESULT_KINDS:
+                    return Outcome(Status.CRASHED, "the solver process sent an unknown result")
                 return Outcome(kind, str(req.get("message", "")), req.get("x_hat"), req.get("info"))
             try:
                 reply = oracle.serve(req)
             except BudgetExceeded as e:
-                reply = {"error": ["BudgetExceeded", str(e)]}
+                reply = {RAISED: ["BudgetExceeded", str(e)]}
             except ValueError as e:
-                reply = {"error": ["ValueError", str(e)]}
+                reply = {RAISED: ["ValueError", str(e)]}
             except Exception as e:  # noqa: BLE001 -- a request the model cannot evaluate
-                reply = {"error": ["Error", one_line(e)]}
+                reply = {RAISED: ["Error", one_line(e)]}
             reply["used"] = bp.used
             try:
                 parent.send_bytes(pack(reply))
@@ -232,7 +233,7 @@ def solve_isolated(*, bp, job: dict, keys_to_ids: dict, device, timeout_s: float
 def _died(proc) -> Outcome:
     code = proc.exitcode
     if code is None:
-        return Outcome("crashed", "the solver process closed its channel")
+        return Outcome(Status.CRASHED, "the solver process closed its channel")
     if code < 0:
-        return Outcome("crashed", f"the solver process was killed by {_signal_name(code)}")
-    return Outcome("crashed", f"the solver process exited with code {code} before answering")
+        return Outcome(Status.CRASHED, f"the solver process was killed by {_signal_name(code)}")
+    return Outcome(Status.CRASHED, f"the solver process exited with code {code} before answering")

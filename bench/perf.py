@@ -34,6 +34,7 @@ import torch
 from bench import numerics
 from bench.device import clock
 from bench.errors import UserError
+from bench.schema import Status
 
 TARGET_RATIO = 10.0
 TARGET_WALL_S = {"smoke": 60.0, "default": 15 * 60.0}
@@ -153,11 +154,11 @@ def grid_flops(grid_name: str, device, flops_cache: dict | None = None) -> dict:
     from bench.estimate import planned_passes
     from bench.grid import load_grid
     from bench.loading import fresh_model
-    from bench.planning import plan_units
+    from bench.planning import RunContext, plan_units
 
     cache = {} if flops_cache is None else flops_cache
     passes = flops = 0
-    for u in plan_units(load_grid(grid_name), device=str(device)):
+    for u in plan_units(load_grid(grid_name), RunContext(device=str(device))):
         n = planned_passes([u])
         if not n:
             continue
@@ -366,7 +367,7 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
             ok_wall = "" if target is None else ("yes" if t.wall_s <= target else "NO")
             rows.append([g, f"{t.wall_s:,.1f}", f"≤ {target:,.0f} s" if target else "-", ok_wall,
                          f"{t.peak_rss_mb:,.0f}", "yes" if t.peak_rss_mb <= TARGET_RSS_MB else "NO",
-                         "rows failed" if " 0 failures" not in t.summary else "ok"])
+                         "rows failed" if " 0 failures" not in t.summary else Status.OK])
         out("\n### Grid runs (`python -m bench run --grid G`, fresh output directory, child process)\n")
         out(tabulate(rows, headers=["grid", "wall s", "target", "met", "peak RSS MB", f"≤ {TARGET_RSS_MB:.0f} MB",
                                     "status"], tablefmt="github", disable_numparse=True))

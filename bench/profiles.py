@@ -8,8 +8,9 @@
   doing nothing that is still left (the MAP loss itself can be near 0, so gap/|f_ref| would mean nothing).
 - **Data profiles** (Moré & Wild 2009): an instance counts as solved at tolerance τ by a solver after p passes once
   f(x0) − f_best(p) ≥ (1 − τ)(f(x0) − f_L), f_L = f_ref. Solvers start from different points here, so f(x0) is one
-  common start per instance: the MAP loss of doing nothing (the ``observed`` solver's x̂), else the worst first
-  trace value of any solver. Curves: fraction of instances solved vs passes, per task, for τ ∈ ``TAUS``.
+  common start per instance: the MAP loss of doing nothing (the x̂ of the solver with the
+  :data:`bench.schema.TRIVIAL` role), else the worst first trace value of any solver. Curves: fraction of
+  instances solved vs passes, per task, for τ ∈ ``TAUS``.
 - **Target ECDF** (COCO / IOHprofiler): targets f_ref + Δf, Δf log-spaced (``N_TARGETS``) over the observed range
   of positive gaps of the task; ECDF(p) = fraction of (instance, target) pairs a solver has reached after p passes.
   The **anytime score** is the area under the ECDF over log10(passes) from 1 to the largest budget, normalised to
@@ -23,9 +24,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.solvers.base import do_nothing_solver
+from bench.metrics import loss_metric
+from bench.roles import role_solver
+from bench.schema import INSTANCE, TASK_SPEC, TRIVIAL, instance_task
+from bench.tables import is_ok
 
-INSTANCE = ["task_spec", "prior", "prior_sha256", "dataset", "image_size", "split", "image_id", "lam", "seed"]
 ALGO = ["solver", "budget"]
 TAUS = (1e-1, 1e-2, 1e-3)
 N_TARGETS = 21
@@ -33,53 +36,52 @@ N_GRID = 60
 
 
 def _keyed(rows: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``rows`` with the INSTANCE columns in canonical form (``task_spec``, float λ)."""
+    """A copy of ``rows`` with every INSTANCE column (the task alone: :func:`bench.schema.instance_task`)."""
     out = rows.copy()
-    if "task_spec" not in out.columns:
-        out["task_spec"] = out["task"]
-    out["lam"] = out["lam"].astype(float)
+    out[TASK_SPEC] = instance_task(out)
     return out
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
-    out = _keyed(rows[rows["status"].astype(str) == "ok"])
-    out["map_loss"] = pd.to_numeric(out["map_loss"], errors="coerce")
+    """The ok rows, keyed, with a numeric MAP loss."""
+    loss = loss_metric()
+    out = _keyed(rows[is_ok(rows)])
+    out[loss] = pd.to_numeric(out[loss], errors="coerce")
     return out
 
 
 def points(rows: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
-    """Long table INSTANCE + ALGO + (nfe, map_loss): every trace point and every final result of ok rows."""
+    """Long table INSTANCE + ALGO + (nfe, MAP loss): every trace point and every final result of ok rows."""
+    loss = loss_metric()
     ok = _ok(rows)
-    final = ok[INSTANCE + ALGO + ["nfe_used", "map_loss"]].rename(columns={"nfe_used": "nfe"})
+    final = ok[INSTANCE + ALGO + ["nfe_used", loss]].rename(columns={"nfe_used": "nfe"})
     parts = [final]
-    if traces is not None and not traces.empty and {"cell_id", "nfe", "map_loss"} <= set(traces.columns):
-        tr = traces[["cell_id", "nfe", "map_loss"]].merge(ok[["cell_id"] + INSTANCE + ALGO], on="cell_id")
+    if traces is not None and not traces.empty and {"cell_id", "nfe", loss} <= set(traces.columns):
+        tr = traces[["cell_id", "nfe", loss]].merge(ok[["cell_id"] + INSTANCE + ALGO], on="cell_id")
         parts.append(tr.drop(columns="cell_id"))
     p = pd.concat(parts, ignore_index=True)
-    p["map_loss"] = pd.to_numeric(p["map_loss"], errors="coerce")
+    p[loss] = pd.to_numeric(p[loss], errors="coerce")
     p["nfe"] = pd.to_numeric(p["nfe"], errors="coerce").astype(int)
-    return p[np.isfinite(p["map_loss"].to_numpy(float))]
+    return p[np.isfinite(p[loss].to_numpy(float))]
 
 
 def f_ref(rows: pd.DataFrame, traces: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.Series:
     """The best-known optimum per instance (module docstring), a Series indexed by INSTANCE."""
-    best = points(rows, traces).groupby(INSTANCE)["map_loss"].min()
+    loss = loss_metric()
+    best = points(rows, traces).groupby(INSTANCE)[loss].min()
     if reference is not None and len(reference):
-        ref = reference.copy()
-        ref["lam"] = ref["lam"].astype(float)
-        on = [c for c in INSTANCE if c in ref.columns]   # tables of older versions hold fewer instance columns
-        ref = ref.groupby(on)["map_loss"].min().rename("ref")
+        on = [c for c in INSTANCE if c in reference.columns]   # tables of older versions hold fewer instance columns
+        ref = reference.groupby(on)[loss].min().rename("ref")
         cand = best.reset_index().join(ref, on=on).set_index(INSTANCE)
-        best = cand[["map_loss", "ref"]].min(axis=1)
+        best = cand[[loss, "ref"]].min(axis=1)
     return best.rename("f_ref")
 
 
 def with_gaps(rows: pd.DataFrame, fref: pd.Series, f0: pd.Series | None = None) -> pd.DataFrame:
-    """``rows`` with ``f_ref``, ``gap`` = map_loss − f_ref and ``rel_gap`` = gap / (f0 − f_ref) (module
+    """``rows`` with ``f_ref``, ``gap`` = MAP loss − f_ref and ``rel_gap`` = gap / (f0 − f_ref) (module
     docstring; NaN for failed rows and where f0 − f_ref is not positive)."""
     out = _keyed(rows).join(fref, on=INSTANCE)
-    ok = out["status"].astype(str) == "ok"
-    out["gap"] = (pd.to_numeric(out["map_loss"], errors="coerce") - out["f_ref"]).where(ok)
+    out["gap"] = (pd.to_numeric(out[loss_metric()], errors="coerce") - out["f_ref"]).where(is_ok(out))
     span = (out.join(f0, on=INSTANCE)["f0"] - out["f_ref"]) if f0 is not None else pd.Series(np.nan, out.index)
     out["rel_gap"] = out["gap"] / span.where(span > 0)
     return out
@@ -87,10 +89,11 @@ def with_gaps(rows: pd.DataFrame, fref: pd.Series, f0: pd.Series | None = None) 
 
 def start_values(rows: pd.DataFrame, traces: pd.DataFrame) -> pd.Series:
     """f(x0) per instance: the trivial solver's MAP loss, else the worst first trace value (module docstring)."""
+    loss = loss_metric()
     ok = _ok(rows)
-    triv = ok[ok["solver"] == do_nothing_solver()].groupby(INSTANCE)["map_loss"].max()
+    triv = ok[ok["solver"] == role_solver(TRIVIAL)].groupby(INSTANCE)[loss].max()
     p = points(rows, traces)
-    first = p.sort_values("nfe").groupby(INSTANCE + ALGO)["map_loss"].first().groupby(level=INSTANCE).max()
+    first = p.sort_values("nfe").groupby(INSTANCE + ALGO)[loss].first().groupby(level=INSTANCE).max()
     return triv.reindex(first.index.union(triv.index)).fillna(first).rename("f0")
 
 
@@ -100,10 +103,10 @@ def pass_grid(max_passes: int) -> np.ndarray:
 
 def best_so_far(p: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
     """(INSTANCE + ALGO) × grid matrix of the best MAP loss reached by each pass count (NaN before the first)."""
-    out = {}
+    out, loss = {}, loss_metric()
     for key, g in p.groupby(INSTANCE + ALGO, sort=False):
         g = g.sort_values("nfe")
-        run_min = np.minimum.accumulate(g["map_loss"].to_numpy(float))
+        run_min = np.minimum.accumulate(g[loss].to_numpy(float))
         idx = np.searchsorted(g["nfe"].to_numpy(), grid, side="right") - 1
         out[key] = np.where(idx >= 0, run_min[np.clip(idx, 0, None)], np.nan)
     m = pd.DataFrame.from_dict(out, orient="index", columns=grid)
@@ -128,10 +131,10 @@ def profiles(rows: pd.DataFrame, traces: pd.DataFrame, fref: pd.Series | None = 
     every = every[every["solver"].isin(p["solver"].unique())][INSTANCE + ALGO].drop_duplicates()
     budgets = sorted(p["budget"].unique())
     out = {}
-    for task, pt in p.groupby("task_spec", sort=False):
+    for task, pt in p.groupby(TASK_SPEC, sort=False):
         grid = pass_grid(int(pt["budget"].max()))
         bsf = best_so_far(pt, grid)
-        full = pd.MultiIndex.from_frame(every[every["task_spec"] == task])
+        full = pd.MultiIndex.from_frame(every[every[TASK_SPEC] == task])
         bsf = bsf.reindex(bsf.index.union(full))
         inst = bsf.index.droplevel(ALGO)
         fl = fref.reindex(inst).to_numpy(float)

@@ -18,16 +18,18 @@ import pandas as pd
 import torch
 
 from bench.errors import UserError
-from bench.profiles import INSTANCE
+from bench.metrics import loss_metric
+from bench.schema import INSTANCE, RECON_CELL, RECON_X_HAT, TASK_SPEC
+from bench.store import RECON
 
 
 def _recon(run_dir: Path) -> dict:
     """{cell_id: x_hat (C, H, W)} of every readable recon file."""
     out = {}
-    for f in sorted((run_dir / "recon").glob("*.npz")):
+    for f in sorted((run_dir / RECON).glob("*.npz")):
         try:
             z = np.load(io.BytesIO(f.read_bytes()))
-            for c, x in zip(z["cell_id"].tolist(), z["x_hat"]):
+            for c, x in zip(z[RECON_CELL].tolist(), z[RECON_X_HAT]):
                 out[str(c)] = x
         except Exception:  # noqa: BLE001 -- an unreadable file only removes starts
             continue
@@ -58,7 +60,6 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     run_dir = Path(run_dir)
     rows, meta = load_run(run_dir)
     ok = rows[is_ok(rows)].copy()
-    ok["lam"] = ok["lam"].astype(float)
     recon = _recon(run_dir)
     ok = ok[ok["cell_id"].isin(recon)]
     if ok.empty:
@@ -66,7 +67,7 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
     steps = max(1, int(round(factor * int(ok["budget"].max()))))
     grid = meta.get("grid") or {}
     root = {"id": data_root or grid.get("data_root"), "ood": ood_root or grid.get("ood_data_root") or data_root}
-    groups = list(ok.groupby(["task_spec", "prior", "prior_sha256", "dataset", "split", "seed", "image_size"]))
+    groups = list(ok.groupby([TASK_SPEC, "prior", "prior_sha256", "dataset", "split", "seed", "image_size"]))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -74,7 +75,7 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
         bar = tqdm(total=len(groups) * len(lrs), unit="group", desc="reference", dynamic_ncols=True)
     out = []
     for (task_spec, prior, sha, dataset, split, seed, size), g in groups:
-        best = g.sort_values("map_loss").groupby(["image_id", "lam"], sort=False).head(starts)
+        best = g.sort_values(loss_metric()).groupby(["image_id", "lam"], sort=False).head(starts)
         ids = sorted(best["image_id"].unique())
         iset = get_images(dataset, "test", int(size), root.get(split))
         pos = {i: k for k, i in enumerate(iset.ids)}
@@ -93,7 +94,7 @@ def reference_solves(run_dir, factor: float = 1.0, lrs=(0.01,), starts: int = 2,
                 if t < steps:
                     x = clamp01(opt.step(x, e.grad(lam)))
             part = best[INSTANCE].copy()
-            part["map_loss"] = low.cpu().numpy()
+            part[loss_metric()] = low.cpu().numpy()
             part["start"], part["lr"], part["passes"] = best["solver"].values, float(lr), steps
             out.append(part)
             if bar is not None:

@@ -12,24 +12,30 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UserError
-from bench.metrics import METRICS
+from bench.metrics import METRICS, loss_metric
 from bench.noise_floor import task_floor
-from bench.store import SKIPPED, read_run, read_traces
 from bench.run_info import run_info
+from bench.roles import role_solver
+from bench.schema import BASELINE, ERROR, ROW_KEY, STATUS, TASK_SPEC, Status, coerce
+from bench.store import read_run, read_traces
 from bench.table_files import TABLES
-from bench.tables import ALPHA, BASELINE, ROW_KEY, markdown, metric_table, solver_order, task_order
+from bench.tables import ALPHA, markdown, metric_table, solver_order, task_order
+
+
+SKIPPED_NOTE = "skipped_rows"   # the key of meta (run.json as read) under which drop_skipped lists what it dropped
 
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_run(run_dir) -> tuple[pd.DataFrame, dict]:
-    """Rows of a run directory and its run.json (``{}`` when absent). Missing/empty directory -> UserError."""
+    """Rows of a run directory and its run.json (``{}`` when absent). Missing/empty directory, or rows without the
+    columns the report reads (the row key, the headline metrics, the status) -> UserError."""
     d = Path(run_dir)
     if not d.is_dir():
         raise UserError(f"run directory {str(d)!r} does not exist")
     rows = read_run(d, skip_unreadable=True)   # unreadable files are named by bench.integrity
     if rows.empty:
         raise UserError(f"run directory {str(d)!r} has no result rows (expected {d / 'rows'}/*.parquet)")
-    missing = [c for c in ROW_KEY + ["map_loss", "psnr", "ssim", "status"] if c not in rows.columns]
+    missing = [c for c in ROW_KEY + METRICS.headline() + [STATUS] if c not in rows.columns]
     if missing:
         raise UserError(f"result rows of {str(d)!r} lack columns {missing}")
     rows = disambiguate_tasks(rows)
@@ -44,9 +50,10 @@ def load_run(run_dir) -> tuple[pd.DataFrame, dict]:
 
 def drop_skipped(rows: pd.DataFrame, meta: dict) -> pd.DataFrame:
     """The rows without those a solver skipped (it declared the task does not apply: not a result, not a failure);
-    ``meta["skipped"]`` lists them for the leaderboard header."""
-    skipped = rows["status"].astype(str) == SKIPPED
-    meta["skipped"] = sorted({f"{r.solver} on {r.task}: {r.error}" for r in rows[skipped].itertuples()})
+    ``meta[SKIPPED_NOTE]`` lists them for the leaderboard header."""
+    skipped = rows[STATUS].astype(str) == Status.SKIPPED
+    meta[SKIPPED_NOTE] = sorted({f"{solver} on {task}: {why}" for solver, task, why
+                                 in rows.loc[skipped, ["solver", "task", ERROR]].itertuples(index=False)})
     if skipped.all():
         raise UserError("every result row was skipped by its solver; nothing to report")
     return rows[~skipped].reset_index(drop=True)
@@ -77,7 +84,7 @@ def disambiguate_tasks(df: pd.DataFrame) -> pd.DataFrame:
     and untuned), they are appended to the solver. So rows of different cells are never averaged together."""
     df = df.copy()
     df = _append_params(df, "task", [c for c in df.columns if c.startswith("p_task_")], "p_task_")
-    df["task_spec"] = df["task"]   # the task alone: what defines an optimisation instance (bench.profiles)
+    df[TASK_SPEC] = df["task"]   # the task alone: what defines an optimisation instance (bench.profiles)
     df = _append_params(df, "task", ["budget", "mle_steps"], "")
     return _append_params(df, "solver", [c for c in df.columns if c.startswith("p_solver_")], "p_solver_")
 
@@ -117,11 +124,12 @@ def uses_prior(df: pd.DataFrame, solver: str) -> bool:
 # ---------------------------------------------------------------------------------------------------- document
 def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, problems=(), anytime=(),
                    groups=None, tables: dict | None = None, regime: pd.DataFrame | None = None,
-                   html: str | None = None) -> str:
+                   html: str | None = None, baseline: str | None = None) -> str:
     """The whole LEADERBOARD.md text: title, run facts, findings, the headline ranking per task group
     (:mod:`bench.headline`), the regime table, links to the per-cell tables (``tables``: what
     :func:`bench.table_files.write_tables` returned), the anytime section and the figures.
-    ``problems``: what :func:`bench.integrity.run_problems` found; ``anytime``: lines of :func:`anytime_section`."""
+    ``problems``: what :func:`bench.integrity.run_problems` found; ``anytime``: lines of :func:`anytime_section`;
+    ``baseline``: the solver of the paired comparison (:func:`resolve_baseline`)."""
     from bench.findings import findings_text, regime_lines, run_fact_lines, start_lines, start_spread
     from bench.headline import headline, markdown_lines
     from bench.regime_gaps import regime_gap_lines, regime_gaps
@@ -133,9 +141,9 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
     if problems:
         out += ["**Warning: this run directory is incomplete or inconsistent; the tables cover only what it "
                 "holds:**", "", *[f"- {p}" for p in problems], ""]
-    if meta.get("skipped"):
+    if meta.get(SKIPPED_NOTE):
         out += ["Skipped (the solver declares the task does not apply; not results, not failures): "
-                + "; ".join(meta["skipped"]), ""]
+                + "; ".join(meta[SKIPPED_NOTE]), ""]
     out += [f"**Findings.** {findings_text(groups, df)}", ""]
     out += markdown_lines(groups, tables["index"] if tables else None)
     if regime is not None:
@@ -154,7 +162,8 @@ def build_markdown(df: pd.DataFrame, meta: dict, figures: dict | None = None, pr
             title = METRICS[metric].table if metric in METRICS else metric
             out.append(f"- {title}: " + ", ".join(f"[{t}]({rel})" + (f" (floor {fl.text()})" if fl.measurable else "")
                                                   for t, rel, fl in items))
-        out += [f"- ranking over every cell and paired comparison against `{BASELINE}`: "
+        paired = f" and paired comparison against `{baseline}`" if baseline in solvers else ""
+        out += [f"- ranking over every cell{paired}: "
                 f"[{TABLES}/ranking.md]({TABLES}/ranking.md); all tables with CSV: "
                 f"[{tables['index']}]({tables['index']})", ""]
     else:
@@ -198,7 +207,7 @@ def anytime_section(df: pd.DataFrame, prof: dict, fref_source: str, link: str | 
     left = sorted({s for d in prof.values() for s in d["left_out"]})
     out = ["## Anytime performance", "",
            f"Best-known optimum f_ref per instance (task, prior, split, image, λ, seed): {fref_source}. Every row's "
-           "gap = map_loss − f_ref is in `profiles/gaps.parquet` beside this file, f_ref in `profiles/f_ref.parquet`. "
+           f"gap = {loss_metric()} − f_ref is in `profiles/gaps.parquet` beside this file, f_ref in `profiles/f_ref.parquet`. "
            f"Data profiles at τ = {', '.join(f'{t:g}' for t in TAUS)} and target ECDFs are in the figures below; "
            "the anytime score is the area under a solver's target ECDF over log10(passes) from 1 to the largest "
            "budget, normalised to [0, 1] (higher is better: targets reached earlier and more often)."
@@ -214,12 +223,23 @@ def anytime_section(df: pd.DataFrame, prof: dict, fref_source: str, link: str | 
     return out
 
 
+def resolve_baseline(solvers: list, name: str | None = None) -> str | None:
+    """The solver the paired comparison is against: ``name`` when given (a UserError unless it is one of the run's
+    ``solvers``), else the registered solver that declares the :data:`bench.schema.BASELINE` role."""
+    if name is None:
+        return role_solver(BASELINE)
+    if name not in solvers:
+        raise UserError(f"baseline {name!r} is not a solver of this run; its solvers: {', '.join(solvers)}")
+    return name
+
+
 def write_report(run_dir, out: str | Path | None = None, make_figures: bool = True, also=(),
-                 make_html: bool = True) -> Path:
+                 make_html: bool = True, baseline: str | None = None) -> Path:
     """Write LEADERBOARD.md (default ``run_dir/LEADERBOARD.md``), its per-cell tables in ``<out dir>/tables``,
     LEADERBOARD.html beside it (:mod:`bench.html_report`), its PNG figures in ``<out dir>/figures`` and the
     best-known optima and gaps in ``<out dir>/profiles``. ``also``: more run directories whose rows and traces
-    count towards f_ref (the same instances run elsewhere)."""
+    count towards f_ref (the same instances run elsewhere); ``baseline``: the solver of the paired comparison
+    (:func:`resolve_baseline`)."""
     from bench.findings import regime
     from bench.headline import headline
     from bench.integrity import run_problems
@@ -231,6 +251,8 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
     run_dir = Path(run_dir)
     df, meta = load_run(run_dir)
     df = drop_skipped(df, meta)
+    solvers = solver_order(df["solver"].unique(), meta)
+    baseline = resolve_baseline(solvers, baseline)
     out = Path(out) if out else run_dir / "LEADERBOARD.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     traces = load_traces(run_dir)
@@ -240,7 +262,7 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
         pool_rows.append(drop_skipped(load_run(d)[0], {}))
         pool_traces.append(load_traces(d))
     ref_path = run_dir / REFERENCE_TABLE
-    reference = pd.read_parquet(ref_path) if ref_path.is_file() else None
+    reference = coerce(pd.read_parquet(ref_path)) if ref_path.is_file() else None
     fref = f_ref(pd.concat(pool_rows, ignore_index=True), pd.concat(pool_traces, ignore_index=True), reference)
     source = ("the lowest MAP loss any solver reached on it, over final results and trace points"
               + (f" of this run and {len(also)} more" if also else " of this run")
@@ -253,9 +275,8 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
                                                                                         "rel_gap"]])
     groups = headline(df, meta)
     reg = regime(df)
-    solvers = solver_order(df["solver"].unique(), meta)
     scores = anytime_scores(prof) if prof else None
-    tables = write_tables(out.parent, df, solvers, groups, reg, scores)
+    tables = write_tables(out.parent, df, solvers, groups, reg, scores, baseline)
     figures = None
     if make_figures:
         from bench.figures import make_all
@@ -270,5 +291,5 @@ def write_report(run_dir, out: str | Path | None = None, make_figures: bool = Tr
                           groups=groups, prof=prof, traces=traces, problems=problems, regime=reg).name
     link = "tables/anytime_scores.md" if scores is not None and len(scores) else None
     out.write_text(build_markdown(df, meta, figures, problems, anytime_section(df, prof, source, link),
-                                  groups=groups, tables=tables, regime=reg, html=html))
+                                  groups=groups, tables=tables, regime=reg, html=html, baseline=baseline))
     return out

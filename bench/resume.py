@@ -20,6 +20,7 @@ import pandas as pd
 from bench import store
 from bench.errors import one_line
 from bench.identity import cell_id
+from bench.schema import RECON_KEYS, RESUME_KEY, STATUS, names, trace_columns
 
 
 def _unit_files(out_dir: Path, uid: str) -> list[Path]:
@@ -38,9 +39,6 @@ def remove_unit(out_dir: Path, uid: str) -> None:
             p.unlink()
 
 
-RECON_KEYS = {"cell_id", "x_hat", "x_true", "observed", "mask"}
-
-
 def _written_by_us(f: Path, sub: str, uid: str) -> bool:
     """Whether a traces or recon file without its rows holds what this harness writes for unit ``uid``."""
     import zipfile
@@ -51,11 +49,11 @@ def _written_by_us(f: Path, sub: str, uid: str) -> bool:
     try:
         if sub == store.TRACES:
             t = pq.read_table(f)
-            return t.column_names == store.TRACE_COLUMNS and set(t.column("unit_id").to_pylist()) <= {uid}
+            return t.column_names == names(trace_columns()) and set(t.column("unit_id").to_pylist()) <= {uid}
         with zipfile.ZipFile(f):
             pass
         with np.load(f) as z:
-            return set(z.files) == RECON_KEYS
+            return set(z.files) == set(RECON_KEYS)
     except Exception:  # noqa: BLE001 -- unreadable: not recognisably ours
         return False
 
@@ -67,20 +65,17 @@ def _has_integrity_record(f: Path) -> bool:
         return False
 
 
-KEY_COLUMNS = ["task", "prior", "split", "lam", "solver", "seed", "budget", "image_id"]  # a cell × image, readable
-
-
 def _check_unit_files(out_dir: Path, uid: str) -> pd.DataFrame:
-    """A finished unit's rows (cell_id, unit_id, status, KEY_COLUMNS) after :func:`bench.store.verify_unit` has
+    """A finished unit's rows (cell_id, unit_id, status, RESUME_KEY) after :func:`bench.store.verify_unit` has
     checked its three files; raises if anything is off."""
-    return store.verify_unit(out_dir, uid)[["cell_id", "unit_id", "status"] + KEY_COLUMNS]
+    return store.verify_unit(out_dir, uid)[["cell_id", "unit_id", STATUS] + RESUME_KEY]
 
 
 @dataclass
 class Scan:
     """What a results directory holds: readable rows, corrupt units, leftovers of a killed run."""
 
-    rows: pd.DataFrame                              # cell_id, unit_id, status, KEY_COLUMNS of every readable unit
+    rows: pd.DataFrame                              # cell_id, unit_id, status, RESUME_KEY of every readable unit
     corrupt: list = field(default_factory=list)     # (unit_id, reason): ours, removed and recomputed
     leftovers: list = field(default_factory=list)   # our temp files; traces/recon of units whose rows never landed
     foreign: list = field(default_factory=list)     # (path, reason): named like a unit's file, not ours: left alone
@@ -123,8 +118,8 @@ def scan_dir(out_dir, planned=frozenset()) -> Scan:
                 corrupt.append((uid, one_line(e, 160)))
             else:
                 foreign.append((rows_file, f"not a unit of this run and unreadable ({one_line(e, 120)})"))
-    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell_id", "unit_id", "status"]
-                                                                            + KEY_COLUMNS)
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cell_id", "unit_id", STATUS]
+                                                                            + RESUME_KEY)
     return Scan(rows, corrupt, leftovers, foreign)
 
 
@@ -143,7 +138,7 @@ def clean_dir(out_dir, scan: Scan, warn) -> None:
 
 def planned_keys(units) -> dict:
     """{(task, prior, split, lam, solver, seed, budget, image_id): cell_id} of planned units."""
-    return {(u.task, u.prior_name, u.split, float(lam), u.solver, u.seed, u.budget, i):
+    return {(u.task, u.prior_name, u.split, lam, u.solver, u.seed, u.budget, i):
             cell_id(u, i, lam) for u in units for i in u.image_ids for lam in u.lams}
 
 
@@ -154,8 +149,7 @@ def stale_rows(scan: Scan, keys: dict) -> pd.DataFrame:
     r = scan.rows
     if r.empty:
         return r
-    k = list(zip(r["task"], r["prior"], r["split"], r["lam"].astype(float), r["solver"], r["seed"],
-                 r["budget"].astype(int), r["image_id"]))
+    k = list(zip(*(r[c] for c in RESUME_KEY)))
     mask = [key in keys and keys[key] != c for key, c in zip(k, r["cell_id"])]
     return r[mask]
 

@@ -9,7 +9,6 @@ same :func:`run_units`.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,9 +21,10 @@ from bench.estimate import estimate_wall, planned_passes
 from bench.grid import Grid
 from bench.manifest import (RunLock, check_writable, compatibility_problems, read_run_json, refuse_foreign_dir,
                             refuse_links, write_run_json)
-from bench.planning import plan_units, preflight
-from bench.provenance import git_commit, now_iso, row_provenance, versions
+from bench.planning import plan_units, start_run
+from bench.provenance import now_iso
 from bench.resume import clean_dir, planned_keys, reduce_to_missing, remove_unit, scan_dir, stale_rows
+from bench.schema import NOT_FAILURES, UNIT_FAILURES, Status
 from bench.unit import error_rows, execute_unit, summarize
 
 
@@ -50,7 +50,7 @@ def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = ""
                 rows = error_rows(spec, "executor: " + one_line(result))
                 store.write_unit(out_dir, spec.unit_id, rows)
                 result = summarize(spec.unit_id, rows, 0.0)
-            failures += sum(n for s, n in result["status"].items() if s not in store.NOT_FAILURES)
+            failures += sum(n for s, n in result["status"].items() if s not in NOT_FAILURES)
             if bar is not None:
                 bar.update(1)
                 if failures:
@@ -116,29 +116,22 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
     log = log or (lambda m: print(m, file=sys.stderr))
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
-    for mod in imports:
-        importlib.import_module(mod)
-    preflight(grid, prior_dir)
+    ctx, facts = start_run(grid, device=device, tf32=tf32, deterministic=deterministic, isolate=isolate,
+                           prior_dir=prior_dir, imports=imports)
     check_writable(out_dir)
-    commit, dirty = git_commit()
-    vers = versions()
-    started = now_iso()
-    provenance = row_provenance(commit, vers, started, grid.name, grid.hash)
-    units = plan_units(grid, device=str(device), tuned=tuned.params if tuned else None, prior_dir=prior_dir,
-                       provenance=provenance, imports=imports, tf32=tf32, deterministic=deterministic,
-                       isolate=isolate)
+    units = plan_units(grid, ctx, tuned=tuned.params if tuned else None)
     executor = executor or LocalExecutor()
     record = {
         "format": 1, "grid_name": grid.name, "grid_hash": grid.hash, "grid_source": grid.source,
-        "grid": grid.resolved_unfiltered(), "git_commit": commit, "git_dirty": dirty, "versions": vers,
-        "tuned": tuned.record() if tuned else None,
+        "grid": grid.resolved_unfiltered(), "git_commit": facts["git_commit"], "git_dirty": facts["git_dirty"],
+        "versions": facts["versions"], "tuned": tuned.record() if tuned else None,
     }
     refuse_foreign_dir(out_dir)
     refuse_links(out_dir)
     lock = None if dry_run else RunLock(out_dir)
     try:
         flags = {"tf32": tf32_allowed(device, tf32), "deterministic": bool(deterministic)}
-        return _run_locked(grid, out_dir, units, record, started, executor, device=device, flags=flags,
+        return _run_locked(grid, out_dir, units, record, facts["started_at"], executor, device=device, flags=flags,
                            resume_anyway=resume_anyway, retry_failed=retry_failed, progress=progress,
                            dry_run=dry_run, argv=argv, log=log, t_start=t_start)
     except DiskFull as e:
@@ -179,7 +172,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
     if problems:
         log(f"warning: --resume-anyway: {str(out_dir)!r} " + "; ".join(problems))
     this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
-                **flags, "isolated": all(u.isolate for u in units),
+                **flags, "isolated": all(u.run.isolate for u in units),
                 "filters": grid.filters, "argv": list(argv or []),
                 "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,
                 "planned_cells": sorted(c for u in units for c in u.cell_ids())}
@@ -194,7 +187,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
     planned_cells = {c for u in units for c in u.cell_ids()}
     if retry_failed:   # units with failed (or skipped) rows whose cells this run plans, so recomputes
         by_unit = rows.groupby("unit_id")["cell_id"].agg(set)
-        failed = sorted(u for u in set(rows.loc[rows["status"] != "ok", "unit_id"]) if by_unit[u] <= planned_cells)
+        failed = sorted(u for u in set(rows.loc[rows["status"] != Status.OK, "unit_id"]) if by_unit[u] <= planned_cells)
         for uid in failed:
             remove_unit(out_dir, uid)
         rows = rows[~rows["unit_id"].isin(failed)]
@@ -205,8 +198,8 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
     run_cells = {c for u in to_run for c in u.cell_ids()}
     earlier = {}
     for c in planned_cells - run_cells:
-        s = done.get(c, "ok")
-        if s not in store.NOT_FAILURES:
+        s = done.get(c, Status.OK)
+        if s not in NOT_FAILURES:
             earlier[s] = earlier.get(s, 0) + 1
     summary.failures = dict(earlier)
     summary.failures_earlier = sum(earlier.values())
@@ -216,9 +209,9 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
         summary.units_run += 1
         summary.rows_written += result["rows"]
         for s, n in result["status"].items():
-            if s not in store.NOT_FAILURES:
+            if s not in NOT_FAILURES:
                 summary.failures[s] = summary.failures.get(s, 0) + n
-            if s in store.UNIT_FAILURES:
+            if s in UNIT_FAILURES:
                 summary.units_failed[s] = summary.units_failed.get(s, 0) + 1
     summary.wall_s = time.perf_counter() - t_start
     this_run.update(finished_at=now_iso(), wall_s=round(summary.wall_s, 3), units_run=summary.units_run,

@@ -7,7 +7,8 @@ Layout of a run directory::
     DIR/recon/<unit_id>.npz        reconstructions x_hat (for figures)
 
 The rows file is renamed into place last, so a killed run leaves either a finished unit or nothing that counts.
-:func:`read_run` returns every rows file of a directory as one DataFrame. Column schema: see README "Results".
+:func:`read_run` returns every rows file of a directory as one DataFrame. Column schema: :mod:`bench.schema`; rows
+read back pass through :func:`bench.schema.coerce`.
 
 Integrity: the rows file's Parquet metadata records a hash of its own values and the sha256 of the unit's traces
 and recon files (``""`` when the unit wrote none). :func:`verify_unit` recomputes them, and checks that traces and
@@ -30,42 +31,13 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DiskFull
-from bench.metrics import METRICS
+from bench.schema import RECON_CELL, coerce
 
 META_KEY = b"flowbench"
 UNIT_ID = re.compile(r"^[0-9a-f]{20}$")
 TEMP_NAME = re.compile(r"^\.([0-9a-f]{20}\.(parquet|npz)|run\.json)\.[A-Za-z0-9_]+\.tmp$")
 
-# Columns every row has (later modules and the regression check rely on these names).
-IDENTITY_COLUMNS = ["cell_id", "unit_id", "task", "prior", "prior_sha256", "dataset", "split", "image_id",
-                    "lam", "solver", "seed", "image_size"]
-# After the metrics (bench.metrics.METRICS, in its order): what the run of a row spent and how it ended.
-RUN_COLUMNS = ["nfe_used", "budget", "iterations", "wall_time_s", "status", "error"]
-
-
-def outcome_columns() -> list[str]:
-    """The outcome columns of a row: every registered metric, then :data:`RUN_COLUMNS`."""
-    return [*METRICS, *RUN_COLUMNS]
-
-
-OUTCOME_COLUMNS = outcome_columns()   # with the built-in metrics; plugins' metrics follow them in the rows
-PROVENANCE_COLUMNS = ["git_commit", "torch_version", "numpy_version", "device", "started_at", "grid_name",
-                      "grid_hash", "tuned"]
-# How and on what a row was computed (bench.device): TF32 allowed (False on CPU), deterministic algorithms, the GPU
-# and its CUDA / cuDNN versions ("" on CPU), the unit's peak GPU memory in MB (NaN on CPU).
-DEVICE_COLUMNS = ["tf32", "deterministic", "gpu_name", "gpu_capability", "cuda_version", "cudnn_version",
-                  "gpu_peak_mem_mb"]
-TRACE_COLUMNS = ["cell_id", "unit_id", "nfe", "map_loss"]
-
 ROWS, TRACES, RECON = "rows", "traces", "recon"
-# row statuses: "ok"; failures "error", "overspend", "nan"; the unit's solver process ran past its wall-time limit
-# (TIMEOUT), past its memory limit (OOM) or died (CRASHED: a signal, an exit code, KeyboardInterrupt); and SKIPPED:
-# the solver declared the task does not apply
-SKIPPED = "skipped"
-TIMEOUT, OOM, CRASHED = "timeout", "oom", "crashed"
-UNIT_FAILURES = (TIMEOUT, OOM, CRASHED)   # a whole unit's rows; the run's last line counts these units
-STATUSES = ("ok", "error", "overspend", "nan", *UNIT_FAILURES, SKIPPED)
-NOT_FAILURES = ("ok", SKIPPED)
 
 
 def is_temp_name(name: str) -> bool:
@@ -187,10 +159,10 @@ def verify_unit(run_dir, unit_id: str) -> pd.DataFrame:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 if z.testzip() is not None:
                     raise ValueError("recon file fails its CRC check")
-                ids = set(np.load(io.BytesIO(data))["cell_id"].tolist())
+                ids = set(np.load(io.BytesIO(data))[RECON_CELL].tolist())
         if not ids <= cells:
             raise ValueError(f"{sub} file holds cells of another unit")
-    return df
+    return coerce(df)
 
 
 def unit_ids(run_dir) -> set[str]:
@@ -213,7 +185,8 @@ def stray_files(run_dir) -> list[Path]:
 
 
 def read_unit(run_dir, unit_id: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(run_dir) / ROWS / f"{unit_id}.parquet")
+    """The rows of one finished unit."""
+    return coerce(pd.read_parquet(Path(run_dir) / ROWS / f"{unit_id}.parquet"))
 
 
 def _read_all(folder: Path, skip_unreadable: bool = False) -> pd.DataFrame:
@@ -231,7 +204,7 @@ def _read_all(folder: Path, skip_unreadable: bool = False) -> pd.DataFrame:
 def read_run(run_dir, skip_unreadable: bool = False) -> pd.DataFrame:
     """All result rows of a run directory as one DataFrame (empty if none); unreadable rows files raise, or are
     skipped with ``skip_unreadable`` (``bench.integrity`` names them)."""
-    return _read_all(Path(run_dir) / ROWS, skip_unreadable)
+    return coerce(_read_all(Path(run_dir) / ROWS, skip_unreadable))
 
 
 def read_traces(run_dir) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """The leaderboard's detail tables as files: ``tables/`` beside LEADERBOARD.md holds one markdown and one CSV file
 per block (metric × task: the AIPO-layout table with verdicts, its noise floor in the caption line and in the
 CSV's ``noise_floor`` column), the headline groups, the regime table, the
-ranking and paired comparison against ``aipo``, and the anytime scores; ``tables/index.md`` lists them.
+ranking and paired comparison against the baseline solver, and the anytime scores; ``tables/index.md`` lists them.
 
 The CSV files hold numbers (mean, se, n, failed per cell; verdicts as text) for spreadsheets and scripts; the
 markdown files hold the same tables formatted as in the leaderboard.
@@ -16,8 +16,7 @@ import pandas as pd
 from bench.metrics import METRICS
 from bench.noise_floor import task_floor
 from bench.regime_gaps import regime_gaps, write_gap_table
-from bench.tables import (BASELINE, cell_stats, markdown, metric_table, paired_table, ranking, task_order,
-                          task_verdicts)
+from bench.tables import cell_stats, markdown, metric_table, paired_table, ranking, task_order, task_verdicts
 
 TABLES = "tables"
 
@@ -54,9 +53,10 @@ def headline_csv(groups) -> pd.DataFrame:
 
 
 def write_tables(out_dir: Path, df: pd.DataFrame, solvers: list, groups, reg: pd.DataFrame,
-                 anytime: pd.DataFrame | None = None) -> dict:
-    """Write ``out_dir/tables/``; return {"blocks": {metric: [(task, md path, noise floor)]}, "regime": path|None,
-    "index": path}, paths relative to ``out_dir``."""
+                 anytime: pd.DataFrame | None = None, baseline: str | None = None) -> dict:
+    """Write ``out_dir/tables/`` (the paired comparison against ``baseline`` where it ran); return
+    {"blocks": {metric: [(task, md path, noise floor)]}, "regime": path|None, "index": path}, paths relative to
+    ``out_dir``."""
     tdir = Path(out_dir) / TABLES
     tdir.mkdir(parents=True, exist_ok=True)
     for old in list(tdir.glob("*.md")) + list(tdir.glob("*.csv")):   # a rerun leaves no stale block behind
@@ -84,10 +84,10 @@ def write_tables(out_dir: Path, df: pd.DataFrame, solvers: list, groups, reg: pd
     text = ["# Ranking over every cell", "",
             f"Over {rk.attrs['cells']} cells (task × prior × split × λ × seed); ties share the best rank; a failed "
             "row ranks last.", "", markdown(["solver"] + list(rk.columns), rows), ""]
-    if BASELINE in solvers:
-        text += [f"## Paired comparison against `{BASELINE}`", "",
-                 f"Differences solver − {BASELINE} per (task, prior, split, λ, seed, image), both rows ok.", "",
-                 markdown(*paired_table(df, solvers)), ""]
+    if baseline in solvers:
+        text += [f"## Paired comparison against `{baseline}`", "",
+                 f"Differences solver − {baseline} per (task, prior, split, λ, seed, image), both rows ok.", "",
+                 markdown(*paired_table(df, solvers, baseline)), ""]
     (tdir / "ranking.md").write_text("\n".join(text))
     rk.reset_index().to_csv(tdir / "ranking.csv", index=False)
     index += ["## Summaries", "", "- [ranking over every cell](ranking.md) ([csv](ranking.csv))",

@@ -4,16 +4,17 @@ the best of a row, significance verdicts (Wilcoxon signed-rank, Holm), rankings 
 Layout of the tables follows AIPO Tables 1–3 (MAP loss) and 5–6 (PSNR): one table per task spec, rows
 prior × split × λ, columns solvers, cells "mean ± se". Conventions (stated in the leaderboard too):
 
-- A *table cell* is (task, prior, split, λ, solver). Its samples are the (image, seed) pairs with
-  ``status == "ok"``; mean ± se uses se = std(ddof=1)/√n. With n = 1 the "± se" part is omitted.
+- A *table cell* is (task, prior, split, λ, solver) (:data:`bench.schema.TABLE_CELL`). Its samples are the
+  (image, seed) pairs with status ``ok``; mean ± se uses se = std(ddof=1)/√n. With n = 1 the "± se" part is omitted.
   Rows with another status do not enter the mean; the cell shows "(k failed)".
-- Best is the lowest mean for metrics declared lower-is-better in :data:`bench.metrics.METRICS` (MAP loss), the
-  highest otherwise (PSNR, SSIM), compared at the displayed decimals; ties are all bold. A best wins alone only
+- Best is the lowest mean for metrics declared lower-is-better in :data:`bench.metrics.METRICS` (the MAP loss),
+  the highest otherwise (PSNR, SSIM), compared at the displayed decimals; ties are all bold. A best wins alone only
   when significant and above the table's noise floor (:mod:`bench.noise_floor`).
 - A *ranking cell* is (task, prior, split, λ, seed): solvers are ranked by their mean over images. A solver with a
   failed row (or no ok row) in a ranking cell gets the worst rank of that cell (failure ranks last). A table cell
   with failures is not eligible for bold (its mean covers fewer images).
-- Paired comparison: per (task, prior, split, λ, seed, image) difference solver − baseline, both rows ok.
+- Paired comparison: per (task, prior, split, λ, seed, image) difference solver − baseline, both rows ok; the
+  baseline is the solver that declares the :data:`bench.schema.BASELINE` role unless the caller names another.
 """
 from __future__ import annotations
 
@@ -23,14 +24,11 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.metrics import decimals, higher_is_better
+from bench.metrics import METRICS, decimals, higher_is_better, loss_metric, short_name
 from bench.noise_floor import Floor, pair_floor, shows_win, task_floor
+from bench.roles import role_solver
+from bench.schema import BASELINE, PAIR_KEY, RANK_CELL, STATUS, TABLE_CELL, WINNER_CELL, Status
 
-TABLE_CELL = ["task", "prior", "split", "lam", "solver"]
-RANK_CELL = ["task", "prior", "split", "lam", "seed"]
-PAIR_KEY = ["task", "prior", "split", "lam", "seed", "image_id"]
-ROW_KEY = ["task", "prior", "split", "lam", "solver", "seed", "image_id"]
-BASELINE = "aipo"
 _SPLIT_ORDER = ["val", "id", "test", "ood"]
 
 
@@ -62,7 +60,8 @@ def solver_order(solvers, meta: dict | None = None) -> list:
     for block in (meta.get("grid") or {}).get("blocks") or []:
         grid += [s for s in block.get("solvers", []) if s not in grid]
     grid = [s if isinstance(s, str) else str(s) for s in grid]
-    first = ([BASELINE] if BASELINE not in grid else []) + grid
+    baseline = role_solver(BASELINE)
+    first = ([baseline] if baseline is not None and baseline not in grid else []) + grid
     return _order(solvers, first)
 
 
@@ -72,7 +71,8 @@ def split_order(splits) -> list:
 
 # ---------------------------------------------------------------------------------------------------- statistics
 def is_ok(df: pd.DataFrame) -> pd.Series:
-    return df["status"].astype(str) == "ok"
+    """Which rows ended ok."""
+    return df[STATUS].astype(str) == Status.OK
 
 
 def cell_stats(df: pd.DataFrame, metric: str, by=TABLE_CELL) -> pd.DataFrame:
@@ -94,7 +94,8 @@ def cell_stats(df: pd.DataFrame, metric: str, by=TABLE_CELL) -> pd.DataFrame:
 
 
 def fmt_num(metric: str, x: float) -> str:
-    return "nan" if x is None or not np.isfinite(x) else f"{x:.{decimals(metric)}f}"
+    """``x`` at the metric's decimals; a missing or non-finite value as NaN."""
+    return f"{x if x is not None and np.isfinite(x) else math.nan:.{decimals(metric)}f}"
 
 
 def fmt_cell(metric: str, mean, se, n, failed) -> str:
@@ -157,12 +158,13 @@ def cell_verdicts(sub: pd.DataFrame, metric: str, solvers: list, floor: Floor | 
     to the runner-up in its favour; ``win``: :func:`bench.noise_floor.shows_win` (significant and ``gain`` above
     the floor of the two solvers compared, ``floor``: that value). Solvers with failed rows in a cell are not eligible (their mean covers
     fewer images)."""
-    st = cell_stats(sub, metric, ["prior", "split", "lam", "solver"])
+    row = WINNER_CELL[1:]   # a table row within one task
+    st = cell_stats(sub, metric, row + ["solver"])
     mean = st["mean"].where(st["failed"] == 0).dropna()
     hib = higher_is_better(metric)
     out, pv = {}, {}
-    for key, g in mean.groupby(level=["prior", "split", "lam"], sort=False):
-        g = g.droplevel(["prior", "split", "lam"])
+    for key, g in mean.groupby(level=row, sort=False):
+        g = g.droplevel(row)
         g = g[[s for s in g.index if s in solvers]].sort_values(ascending=not hib)
         if len(g) < 2:
             continue
@@ -280,21 +282,21 @@ def rank_cells(df: pd.DataFrame, metric: str, solvers: list) -> pd.DataFrame:
 
 
 def ranking(df: pd.DataFrame, solvers: list) -> pd.DataFrame:
-    """Per solver: mean rank and wins by MAP loss and by PSNR over all ranking cells."""
+    """Per solver: mean rank and wins by each headline metric (:meth:`bench.metrics.MetricTable.headline`) over all
+    ranking cells."""
     out = pd.DataFrame(index=pd.Index(solvers, name="solver"))
-    for metric in ("map_loss", "psnr"):
+    for metric in METRICS.headline():
         r = rank_cells(df, metric, solvers)
-        short = "MAP loss" if metric == "map_loss" else "PSNR"
-        out[f"mean rank ({short})"] = r.mean()
-        out[f"wins ({short})"] = (r == 1).sum().astype(int)
-    out.attrs["cells"] = len(rank_cells(df, "map_loss", solvers))
+        out[f"mean rank ({short_name(metric)})"] = r.mean()
+        out[f"wins ({short_name(metric)})"] = (r == 1).sum().astype(int)
+    out.attrs["cells"] = len(rank_cells(df, loss_metric(), solvers))
     return out
 
 
-def paired(df: pd.DataFrame, solver: str, baseline: str = BASELINE, metric: str = "map_loss") -> dict:
+def paired(df: pd.DataFrame, solver: str, baseline: str, metric: str) -> dict:
     """Per-sample differences solver − baseline on the same (task, prior, split, λ, seed, image), both ok.
 
-    ``better`` counts samples where the solver beats the baseline (lower MAP loss / higher PSNR)."""
+    ``better`` counts samples where the solver beats the baseline (lower where the metric is lower-is-better)."""
     ok = df[is_ok(df)]
     a = ok[ok["solver"] == solver].set_index(PAIR_KEY)[metric].astype(float)
     b = ok[ok["solver"] == baseline].set_index(PAIR_KEY)[metric].astype(float)
@@ -310,15 +312,24 @@ def paired(df: pd.DataFrame, solver: str, baseline: str = BASELINE, metric: str 
             "median": float(d.median()) if n else math.nan, "better": better, "worse": worse}
 
 
-def paired_table(df: pd.DataFrame, solvers: list, baseline: str = BASELINE):
-    headers = ["solver", "n", "Δ MAP loss (mean ± se)", "median Δ MAP loss", "lower / higher MAP loss",
-               "Δ PSNR dB (mean ± se)", "higher / lower PSNR"]
+def paired_table(df: pd.DataFrame, solvers: list, baseline: str):
+    """Headers and rows of the paired comparison against ``baseline``: per solver and headline metric, the mean ± se
+    and median of the differences and how many samples are better / worse."""
+    metrics = METRICS.headline()
+    headers = ["solver", "n"]
+    for m in metrics:
+        unit = f" {METRICS[m].unit}" if METRICS[m].unit else ""
+        better = "higher / lower" if higher_is_better(m) else "lower / higher"
+        name = short_name(m)
+        headers += [f"Δ {name}{unit} (mean ± se)", f"median Δ {name}", f"{better} {name}"]
     rows = []
     for s in solvers:
         if s == baseline:
             continue
-        m, p = paired(df, s, baseline, "map_loss"), paired(df, s, baseline, "psnr")
-        rows.append([s, str(m["n"]), fmt_cell("map_loss", m["mean"], m["se"], m["n"], 0),
-                     fmt_num("map_loss", m["median"]), f"{m['better']} / {m['worse']}",
-                     fmt_cell("psnr", p["mean"], p["se"], p["n"], 0), f"{p['better']} / {p['worse']}"])
+        stats = [paired(df, s, baseline, m) for m in metrics]
+        line = [s, str(stats[0]["n"])]
+        for m, p in zip(metrics, stats):
+            line += [fmt_cell(m, p["mean"], p["se"], p["n"], 0), fmt_num(m, p["median"]),
+                     f"{p['better']} / {p['worse']}"]
+        rows.append(line)
     return headers, rows

@@ -25,8 +25,6 @@ interrupted tuning run resumes.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import math
 import sys
@@ -38,6 +36,8 @@ import pandas as pd
 from bench import store
 from bench.errors import UserError
 from bench.grid import Grid
+from bench.metrics import loss_metric
+from bench.schema import NOT_FAILURES, Status
 
 DEFAULT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_IMAGES = 4
@@ -127,24 +127,23 @@ def _pick(cands: list[dict], start) -> dict | None:
 
 
 def _objective(rows: pd.DataFrame) -> tuple[float, int]:
-    fails = int((~rows["status"].isin(store.NOT_FAILURES)).sum())
-    if fails or not (rows["status"] == "ok").any():
+    fails = int((~rows["status"].isin(NOT_FAILURES)).sum())
+    if fails or not (rows["status"] == Status.OK).any():
         return math.inf, fails
-    return float(rows["map_loss"].mean()), 0
+    return float(rows[loss_metric()].mean()), 0
 
 
 def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, factors=DEFAULT_FACTORS,
               n_images: int = DEFAULT_IMAGES, work_dir=None, prior_dir: str | None = None, imports=(),
               progress: bool = True, log=None, isolate: bool = True) -> dict:
-    """Run the tuning protocol (module docstring) and write ``out_file``; returns the written record.
+    """Run the tuning protocol (module docstring) and write ``out_file``; returns the written record. The candidates
+    are planned like a run's units (:func:`bench.planning.plan_cells` on the validation images).
     ``isolate=False``: solvers run in this process (unsafe; debugging only, as ``run --no-isolation``)."""
-    from bench.datasets.base import DATASETS
     from bench.executors import LocalExecutor
-    from bench.registry import parse_spec, protocol_values
-    from bench.loading import get_images, get_prior
     from bench.manifest import check_writable, prepare_out_dir
-    from bench.planning import make_unit, preflight, resolve_prior
-    from bench.provenance import git_commit, now_iso, row_provenance, versions
+    from bench.planning import make_unit, plan_cells, start_run
+    from bench.provenance import now_iso
+    from bench.registry import parse_spec, protocol_values
     from bench.solvers.base import SOLVERS
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -155,36 +154,15 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
         raise UserError(f"--factors must be positive numbers, got {factors!r}")
     if n_images < 1:
         raise UserError(f"--images must be >= 1, got {n_images}")
-    preflight(grid, prior_dir)
+    ctx, facts = start_run(grid, label=f"tune:{grid.name}", device=device, isolate=isolate, prior_dir=prior_dir,
+                           imports=imports)
     check_writable(out_file.parent)
     check_writable(work_dir)
-
-    ds, root = grid.dataset, grid.data_root
-    if "val" not in DATASETS.get(ds).splits:
-        raise UserError(f"dataset {ds!r} has no 'val' split to tune on (splits: {', '.join(DATASETS.get(ds).splits)})")
-    iset = get_images(ds, "val", grid.image_size, root)
-    if n_images > len(iset) and not iset.missing:
-        raise UserError(f"--images {n_images} exceeds the {len(iset)} images of {ds}/val")
-    iset.require(n_images)
-    ids = list(iset.ids[:n_images])
-    seed = grid.main.seeds[0]
-    commit, _ = git_commit()
-    vers = versions()
-    prov = row_provenance(commit, vers, now_iso(), f"tune:{grid.name}", grid.hash)
-
-    priors = {p: get_prior(resolve_prior(p, prior_dir), "cpu") for p in grid.values("priors")}
-    combos: dict = {}
-    for b in grid.blocks:
-        if b.domain:        # tuning reads the main domain's validation images; blocks with their own are not tuned
-            continue
-        for prior in b.priors:
-            for task in b.tasks:
-                for solver in b.solvers:
-                    cls = SOLVERS.get(parse_spec(solver)[0])
-                    if cls.tunable:
-                        combos.setdefault((solver, task, prior), set()).update(b.lams)
-    if not combos:
+    plans = [p for p in plan_cells(grid, ctx, validation=n_images) if SOLVERS.get(parse_spec(p.solver)[0]).tunable]
+    if not plans:
         raise UserError(f"no solver of grid {grid.name!r} declares tunable parameters; nothing to tune")
+    combos = {(p.solver, p.task, p.prior_spec): p for p in plans}
+    validation = plans[0].source
 
     chosen = {k: {} for k in combos}
     search = []
@@ -192,7 +170,7 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
     stage = 0
     while True:
         jobs = []  # (combo, param, value, spec)
-        for (solver, task, prior), lams in combos.items():
+        for (solver, task, prior), plan in combos.items():
             name, base = parse_spec(solver)
             cls = SOLVERS.get(name)
             if stage >= len(cls.tunable):
@@ -201,14 +179,7 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
             start = cls(**{**protocol_values(cls.parameters, grid.protocol), **base,
                            **chosen[(solver, task, prior)]}).params[param]
             for v in candidates(start, factors):
-                spec = make_unit(task=task, prior_spec=resolve_prior(prior, prior_dir), prior=priors[prior],
-                                 dataset=ds, dataset_split="val", split="val", data_root=root,
-                                 image_size=grid.image_size, image_ids=ids, lams=lams, solver=solver,
-                                 tuned_params={**chosen[(solver, task, prior)], param: v}, seed=seed,
-                                 budget=grid.budget, mle_steps=grid.mle_steps, device=str(device), provenance=prov,
-                                 imports=imports, protocol=grid.protocol)
-                spec = dataclasses.replace(spec, isolate=bool(isolate), timeout_s=grid.unit_timeout_s,
-                                           memory_mb=grid.unit_memory_mb)
+                spec = make_unit(grid, ctx, plan, {**chosen[(solver, task, prior)], param: v})
                 jobs.append(((solver, task, prior), param, start, v, spec))
         if not jobs:
             break
@@ -238,9 +209,11 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
         "format": 1, "grid_name": grid.name, "grid_hash": grid.hash, "objective": OBJECTIVE,
         "protocol": "coordinate search, one pass over each solver's `tunable` parameters in declared order, each "
                     "over start x factors, per (solver, task, prior), same budget as the grid",
-        "factors": list(factors), "validation": {"dataset": ds, "split": "val", "image_ids": ids, "seed": seed},
+        "factors": list(factors), "validation": {"dataset": validation.dataset, "split": validation.dataset_split,
+                                                 "image_ids": list(validation.image_ids), "seed": plans[0].seed},
         "budget": grid.budget, "mle_steps": grid.mle_steps, "grid_protocol": grid.protocol,
-        "lams": sorted(grid.values("lams")), "created_at": now_iso(), "git_commit": commit, "versions": vers,
+        "lams": sorted(grid.values("lams")), "created_at": now_iso(), "git_commit": facts["git_commit"],
+        "versions": facts["versions"],
         "params": params, "params_hash": params_hash(params), "search": search,
     }
     prepare_out_dir(out_file.parent)

@@ -7,21 +7,23 @@
 - By default the solve runs in a solver process (:mod:`bench.isolate`): it gets y, the operator's state, the task,
   λ, the budget and the seed, with opaque row keys instead of image ids; its prior is a proxy of this process's
   counted oracle. No plugin code runs here: the harness reads only the solver class's declared attributes.
-  ``spec.isolate = False`` (``run --no-isolation``) solves in this process instead: for debugging and profiling
+  ``spec.run.isolate = False`` (``run --no-isolation``) solves in this process instead: for debugging and profiling
   only, since a plugin can then reach everything here.
 - The harness scores ``x_hat`` with :func:`bench.metrics.score` and its own model, and builds the anytime trace
   from the points the solver marked on its prior (``trace_point``): losses this process computed at the evaluated
   iterates, or iterates it scores with uncharged passes; pass counts are the oracle's. ``info_*`` columns are what
   the solver reported about itself (e.g. AIPO's ``lam_reached``).
-- Failures are isolated: an exception gives rows with ``status = "error"`` and a one-line ``error``; asking for a
-  pass past the budget gives ``"overspend"`` (even if the solver caught the error); a row whose ``x_hat`` is not
-  finite gives ``"nan"``; an ``x_hat`` that is not a real floating-point tensor (complex, integer, bool) is an
-  error, never cast. A solver process that runs past the unit's wall-time limit gives ``"timeout"``, past its
-  memory limit ``"oom"``, and one that dies (a signal, an exit code, ``KeyboardInterrupt``) ``"crashed"``.
+- Failures are isolated (:class:`bench.schema.Status`): an exception gives rows with status ``error`` and a one-line
+  ``error``; asking for a pass past the budget gives ``overspend`` (even if the solver caught the error); a row
+  whose ``x_hat`` is not finite gives ``nan``; an ``x_hat`` that is not a real floating-point tensor (complex,
+  integer, bool) is an error, never cast. A solver process that runs past the unit's wall-time limit gives
+  ``timeout``, past its memory limit ``oom``, and one that dies (a signal, an exit code, ``KeyboardInterrupt``)
+  ``crashed``.
 - ``wall_time_s`` is the unit's wall time (problem, solve, scoring; cached loading excluded) divided by its rows,
   read with :func:`bench.device.clock` (after the device's queued work). The unit computes under
   :func:`bench.device.numerics_mode` (TF32, ``--deterministic``); its rows record those flags, the device's facts
-  and the unit's peak GPU memory (:data:`bench.store.DEVICE_COLUMNS`).
+  and the unit's peak GPU memory (:data:`bench.schema.DEVICE_COLUMNS`). The rows' columns and dtypes are
+  :mod:`bench.schema`'s (:func:`bench.schema.rows_frame`).
 """
 from __future__ import annotations
 
@@ -34,60 +36,50 @@ import pandas as pd
 import torch
 
 from bench import numerics, objective, store
+from bench.channel import DONE, SKIP
 from bench.device import clock, device_facts, numerics_mode, peak_memory_mb, reset_peak_memory, tf32_allowed
 from bench.errors import BudgetExceeded, one_line, one_line_text
 from bench.loading import fresh_model, get_images
 from bench.metrics import METRICS
+from bench.oracle import Outcome, landlock_available, solve_isolated
+from bench.schema import (ERROR, INFO, RECON_CELL, RECON_MASK, RECON_OBSERVED, RECON_X_HAT, RECON_X_TRUE,
+                          SOLVER_PARAM, STATUS, TASK_PARAM, Status, rows_frame, trace_columns)
 
 SCORE_CHUNK = 128
 
 
-def device_columns(spec, peak_mem_mb: float = float("nan")) -> dict:
-    """The values of :data:`bench.store.DEVICE_COLUMNS` for a unit's rows."""
-    vals = {"tf32": tf32_allowed(spec.device, spec.tf32), "deterministic": bool(spec.deterministic),
-            **device_facts(spec.device), "gpu_peak_mem_mb": float(peak_mem_mb)}
-    assert list(vals) == store.DEVICE_COLUMNS, "bench.store.DEVICE_COLUMNS and device_columns() disagree"
-    return vals
-
-
 def _rows_frame(spec, *, status, error, metrics: dict, nfe_used, iterations, wall_s: float,
                 info: dict | None = None, peak_mem_mb: float = float("nan")) -> pd.DataFrame:
+    """The unit's rows (image-major, λ fastest): :func:`bench.schema.rows_frame` of the values of this unit."""
     ids = [i for i in spec.image_ids for _ in spec.lams]
-    lams = [float(lam) for _ in spec.image_ids for lam in spec.lams]
+    lams = [lam for _ in spec.image_ids for lam in spec.lams]
     n = len(ids)
-    prov = spec.provenance
-    cols = {
-        "cell_id": spec.cell_ids(), "unit_id": [spec.unit_id] * n, "task": [spec.task] * n,
-        "prior": [spec.prior_name] * n, "prior_sha256": [spec.prior_sha256] * n,
-        "dataset": [spec.dataset] * n, "split": [spec.split] * n, "image_id": ids, "lam": lams,
-        "solver": [spec.solver] * n, "seed": [spec.seed] * n, "image_size": [spec.image_size] * n,
+    run, prov = spec.run, spec.run.provenance
+    one = {
+        "unit_id": spec.unit_id, "task": spec.task, "prior": spec.prior_name, "prior_sha256": spec.prior_sha256,
+        "dataset": spec.dataset, "split": spec.split, "solver": spec.solver, "seed": spec.seed,
+        "image_size": spec.image_size, "budget": spec.budget, "wall_time_s": wall_s / max(n, 1),
+        "git_commit": prov.get("git_commit", "unknown"), "torch_version": prov.get("torch_version", torch.__version__),
+        "numpy_version": prov.get("numpy_version", np.__version__), "device": run.device,
+        "torch_threads": torch.get_num_threads(), "cpu_isa": numerics.describe(),
+        "started_at": prov.get("started_at", ""), "grid_name": prov.get("grid_name", ""),
+        "grid_hash": prov.get("grid_hash", ""), "tuned": bool(spec.tuned), "mle_steps": spec.mle_steps,
+        "protocol": spec.protocol, "tf32": tf32_allowed(run.device, run.tf32),
+        "deterministic": bool(run.deterministic), **device_facts(run.device), "gpu_peak_mem_mb": float(peak_mem_mb),
     }
-    for k in METRICS:
-        cols[k] = np.asarray(metrics.get(k, np.full(n, np.nan)), dtype=np.float64)
-    cols.update({
-        "nfe_used": np.asarray(nfe_used, dtype=np.int64), "budget": [spec.budget] * n,
-        "iterations": np.asarray(iterations, dtype=np.int64), "wall_time_s": [wall_s / max(n, 1)] * n,
-        "status": list(status), "error": list(error),
-        "git_commit": [prov.get("git_commit", "unknown")] * n,
-        "torch_version": [prov.get("torch_version", torch.__version__)] * n,
-        "numpy_version": [prov.get("numpy_version", np.__version__)] * n,
-        "device": [spec.device] * n, "torch_threads": [torch.get_num_threads()] * n,
-        "cpu_isa": [numerics.describe()] * n, "started_at": [prov.get("started_at", "")] * n,
-        "grid_name": [prov.get("grid_name", "")] * n, "grid_hash": [prov.get("grid_hash", "")] * n,
-        "tuned": [bool(spec.tuned)] * n, "mle_steps": [spec.mle_steps] * n, "protocol": [spec.protocol] * n,
-    })
-    cols.update({k: [v] * n for k, v in device_columns(spec, peak_mem_mb).items()})
-    for k, v in sorted(spec.task_params.items()):
-        cols[f"p_task_{k}"] = [v] * n
-    for k, v in sorted(spec.solver_params.items()):
-        # an unresolved (None) parameter is NaN, not null, so part files of one run share a schema
-        cols[f"p_solver_{k}"] = [float("nan") if v is None else v] * n
-    for k, v in sorted((info or {}).items()):
-        cols[f"info_{k}"] = v
-    return pd.DataFrame(cols)
+    values = {k: [v] * n for k, v in one.items()}
+    values.update({"cell_id": spec.cell_ids(), "image_id": ids, "lam": lams, "nfe_used": nfe_used,
+                   "iterations": iterations, STATUS: [Status(s).value for s in status], ERROR: list(error)})
+    values.update({k: metrics.get(k, np.full(n, np.nan)) for k in METRICS})
+    extra = {f"{TASK_PARAM}{k}": [v] * n for k, v in sorted(spec.task_params.items())}
+    # an unresolved (None) parameter is NaN, not null, so part files of one run share a schema
+    extra.update({f"{SOLVER_PARAM}{k}": [float("nan") if v is None else v] * n
+                  for k, v in sorted(spec.solver_params.items())})
+    extra.update({f"{INFO}{k}": v for k, v in sorted((info or {}).items())})
+    return rows_frame(values, extra)
 
 
-def error_rows(spec, message: str, status: str = "error") -> pd.DataFrame:
+def error_rows(spec, message: str, status: Status = Status.ERROR) -> pd.DataFrame:
     """Rows for a unit that failed (or was skipped) before producing anything."""
     n = len(spec.image_ids) * len(spec.lams)
     return _rows_frame(spec, status=[status] * n, error=[message] * n, metrics={}, nfe_used=[0] * n,
@@ -107,7 +99,6 @@ def _score(problem, prior, x_hat, lam) -> dict:
 def _score_trace(trace, full, model, lam_full, expand):
     """A trace recorded as iterates (``Trace.x``), scored like x̂ for every row of ``full`` at the row's own λ:
     returns (the trace with ``nfe``/``loss`` per row of ``full``, the identity row map)."""
-    from bench.metrics import map_loss
     from bench.solvers.base import Trace
 
     idx = torch.as_tensor(expand)
@@ -115,8 +106,8 @@ def _score_trace(trace, full, model, lam_full, expand):
     out = Trace()
     for nfe, x in zip(trace.nfe, trace.x):
         xs = x.to(dev, full.y.dtype)[idx.to(dev)].clamp(0, 1)
-        loss = torch.cat([map_loss(full.take(list(range(i, min(i + SCORE_CHUNK, len(idx))))), model,
-                                   xs[i:i + SCORE_CHUNK], lam_full[i:i + SCORE_CHUNK])
+        loss = torch.cat([objective.problem_map_loss(full.take(list(range(i, min(i + SCORE_CHUNK, len(idx))))),
+                                                     model, xs[i:i + SCORE_CHUNK], lam_full[i:i + SCORE_CHUNK])
                           for i in range(0, len(idx), SCORE_CHUNK)])
         out.record(torch.as_tensor(nfe)[idx], loss)
     return out, list(range(len(idx)))
@@ -136,9 +127,10 @@ def _per_row(value, n: int):
 
 
 def _traces_frame(spec, trace, expand_rows, cids) -> pd.DataFrame:
-    """Long table (cell_id, unit_id, nfe, map_loss) from a solver Trace; ``expand_rows[k]`` = solve row of row k."""
-    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                          (("cell_id", str), ("unit_id", str), ("nfe", "int64"), ("map_loss", "float64"))})
+    """Long table (:func:`bench.schema.trace_columns`: cell id, unit id, passes, MAP loss) from a solver Trace;
+    ``expand_rows[k]`` = solve row of row k."""
+    columns = trace_columns()
+    empty = pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in columns})
     if trace is None or not trace.nfe:
         return empty
     try:
@@ -150,11 +142,12 @@ def _traces_frame(spec, trace, expand_rows, cids) -> pd.DataFrame:
         keep = [k for k, r in enumerate(expand_rows) if r is not None]
         cols = [expand_rows[k] for k in keep]
         T = nfe.shape[0]
+        cell, unit, passes, value = (c.name for c in columns)
         return pd.DataFrame({
-            "cell_id": np.repeat(np.asarray([cids[k] for k in keep])[None, :], T, 0).reshape(-1),
-            "unit_id": spec.unit_id,
-            "nfe": nfe[:, cols].reshape(-1).astype(np.int64),
-            "map_loss": loss[:, cols].reshape(-1),
+            cell: np.repeat(np.asarray([cids[k] for k in keep])[None, :], T, 0).reshape(-1),
+            unit: spec.unit_id,
+            passes: nfe[:, cols].reshape(-1).astype(np.int64),
+            value: loss[:, cols].reshape(-1),
         })
     except Exception:  # noqa: BLE001 -- a malformed trace never costs the rows
         return empty
@@ -178,49 +171,41 @@ def _solver_class(spec):
 
 def _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device):
     """The unsafe debugging path (``run --no-isolation``): the solver runs in this process."""
-    from bench.oracle import Outcome
     from bench.solvers.base import SolveContext
 
     solver = solver_cls(**spec.solver_overrides)
     if reason := solver.skip(solve_p.for_solver()):
-        return Outcome("skip", str(reason))
+        return Outcome(SKIP, str(reason))
     ctx = SolveContext(budget=int(spec.budget), mle_steps=spec.mle_steps, seed=spec.seed, device=device)
     try:
         # the solver gets copies without the clean images; the harness scores with its own full, lam_full
         res = solver.solve(solve_p.for_solver(), bp if solver_cls.uses_prior else None, solve_lam.clone(), ctx)
-        return Outcome("done", "", res.x_hat, res.info if isinstance(res.info, dict) else {})
+        return Outcome(DONE, "", res.x_hat, res.info if isinstance(res.info, dict) else {})
     except BudgetExceeded as e:
-        return Outcome("overspend", one_line(e))
+        return Outcome(Status.OVERSPEND, one_line(e))
     except SystemExit as e:
-        return Outcome("error", f"solver called exit({e.code!r})")
+        return Outcome(Status.ERROR, f"solver called exit({e.code!r})")
     except Exception as e:  # noqa: BLE001 -- failure isolation: the run goes on
-        return Outcome("error", one_line(e))
+        return Outcome(Status.ERROR, one_line(e))
 
 
 def _solve(spec, solver_cls, solve_p, solve_lam, bp, device, row_img):
-    """Solve in a fresh solver process (default) or in this process (``spec.isolate`` False)."""
-    from bench.oracle import landlock_available, solve_isolated
-
-    if not spec.isolate:
+    """Solve in a fresh solver process (default) or in this process (``spec.run.isolate`` False)."""
+    if not spec.run.isolate:
         return _solve_in_process(spec, solver_cls, solve_p, solve_lam, bp, device)
     B = len(spec.image_ids)
     keys = [f"row-key-{k}" for k in range(B)]          # opaque: the solver never learns the image ids
     row_keys = keys if solver_cls.lam_independent else [keys[i] for i in row_img]
     n = max(math.prod(bp.image_shape), math.prod(bp.latent_shape))
-    job = {"threads": torch.get_num_threads(), "memory_mb": spec.memory_mb or DEFAULT_MEMORY_MB,
-           "imports": list(spec.imports), "landlock": landlock_available(), "solver": [solver_cls.name,
+    job = {"threads": torch.get_num_threads(), "memory_mb": spec.run.memory_mb or DEFAULT_MEMORY_MB,
+           "imports": list(spec.run.imports), "landlock": landlock_available(), "solver": [solver_cls.name,
            solver_cls.__module__, solver_cls.__qualname__, dict(spec.solver_overrides)], "task": spec.task, "y": solve_p.y, "state": dict(solve_p.state),
            "shape": list(solve_p.shape), "keys": row_keys, "seed": int(spec.seed), "lam": solve_lam,
            "budget": int(spec.budget), "mle_steps": int(spec.mle_steps), "uses_prior": bool(solver_cls.uses_prior),
            "latent_shape": list(bp.latent_shape), "image_shape": list(bp.image_shape)}
-    timeout = spec.timeout_s or default_timeout_s(spec.budget, spec.rows)
+    timeout = spec.run.timeout_s or default_timeout_s(spec.budget, spec.rows)
     return solve_isolated(bp=bp, job=job, keys_to_ids=dict(zip(keys, spec.image_ids)), device=device,
                           timeout_s=timeout, max_message=64 * solve_p.batch_size * n * 8 + (1 << 20))
-
-
-# what each way a solve ended makes of its rows
-_KIND_STATUS = {"error": "error", "overspend": "overspend", "oom": store.OOM, "crashed": store.CRASHED,
-                "timeout": store.TIMEOUT}
 
 
 def _harness_trace(bp, full, scorer, lam_full, expand, trace_rows):
@@ -245,10 +230,10 @@ def _run_unit(spec):
     from bench.budget import BudgetedPrior
     from bench.tasks import make_task
 
-    device = torch.device(spec.device)
+    device = torch.device(spec.run.device)
     iset = get_images(spec.dataset, spec.dataset_split, spec.image_size, spec.data_root)
     pos = {i: k for k, i in enumerate(iset.ids)}
-    ids, lams = list(spec.image_ids), [float(x) for x in spec.lams]
+    ids, lams = list(spec.image_ids), list(spec.lams)
     x = iset.images[[pos[i] for i in ids]].clone()
     task = make_task(spec.task)
     solver_cls = _solver_class(spec)   # its class attributes only: no plugin code runs here (unless in-process)
@@ -282,17 +267,17 @@ def _run_unit(spec):
     out = _solve(spec, solver_cls, solve_p, solve_lam, bp, device, row_img)
     if out.kind == "skip":
         # the combination does not apply (declared by the solver): no solve, no prior pass
-        return error_rows(spec, one_line_text(out.message), status=store.SKIPPED), None, None
+        return error_rows(spec, one_line_text(out.message), status=Status.SKIPPED), None, None
 
-    status, error = ["ok"] * N, [""] * N
+    status, error = [Status.OK] * N, [""] * N
     x_hat, trace, info = None, None, {}
     used = bp.used.clone()
     try:
         if bp.refused or int(used.max()) > budget:
             raise BudgetExceeded((used > budget).nonzero().flatten().tolist() or list(range(len(used))),
                                  int(used.max()), budget)
-        if out.kind != "done":
-            raise _Failed(_KIND_STATUS.get(out.kind, "error"), out.message)
+        if out.kind != DONE:   # a failure: the outcome's kind is the rows' status
+            raise _Failed(Status(out.kind), out.message)
         xs = out.x_hat
         if not isinstance(xs, torch.Tensor):
             raise TypeError(f"solver returned x_hat of type {getattr(xs, 'what', type(xs).__name__)}; expected a "
@@ -310,11 +295,11 @@ def _run_unit(spec):
         except Exception:  # noqa: BLE001 -- a trace that cannot be scored never costs the rows
             trace = None
     except BudgetExceeded as e:
-        status, error = ["overspend"] * N, [one_line(e)] * N
+        status, error = [Status.OVERSPEND] * N, [one_line(e)] * N
     except _Failed as e:
         status, error = [e.status] * N, [one_line_text(e.message)] * N
     except Exception as e:  # noqa: BLE001 -- failure isolation: the run goes on
-        status, error = ["error"] * N, [one_line(e)] * N
+        status, error = [Status.ERROR] * N, [one_line(e)] * N
 
     nfe_used = used[torch.as_tensor(expand)].numpy()
     iterations = nfe_used.copy()
@@ -332,8 +317,8 @@ def _run_unit(spec):
     if x_hat is not None:
         finite = torch.isfinite(x_hat.flatten(1)).all(1).cpu()
         for k in torch.nonzero(~finite).flatten().tolist():
-            status[k], error[k] = "nan", "solver returned a non-finite x_hat (NaN or inf)"
-        ok = [k for k in range(N) if status[k] == "ok"]
+            status[k], error[k] = Status.NAN, "solver returned a non-finite x_hat (NaN or inf)"
+        ok = [k for k in range(N) if status[k] == Status.OK]
         if ok:
             try:
                 sc = _score(full.take(ok), scorer, x_hat[torch.as_tensor(ok, device=device)],
@@ -342,7 +327,7 @@ def _run_unit(spec):
                     metrics[k][ok] = v
             except Exception as e:  # noqa: BLE001
                 for k in ok:
-                    status[k], error[k] = "error", "scoring failed: " + one_line(e)
+                    status[k], error[k] = Status.ERROR, "scoring failed: " + one_line(e)
     wall = clock(device) - t0
 
     cids = spec.cell_ids()
@@ -357,7 +342,9 @@ def _run_unit(spec):
 
 
 class _Failed(Exception):
-    def __init__(self, status: str, message: str):
+    """A solve that ended in a failure status (:class:`bench.schema.Status`) with its message."""
+
+    def __init__(self, status: Status, message: str):
         super().__init__(message)
         self.status, self.message = status, message
 
@@ -369,18 +356,18 @@ def _recon(full, x_hat, cids) -> dict:
     # what y shows as an image, and which of its pixels were observed: the task says
     observed = full.task.observed_image(full).detach().cpu().float().numpy()
     mask = full.task.observed_mask(full).detach().cpu().float().numpy()
-    return {"cell_id": np.asarray(cids), "x_hat": xh.astype(np.float32), "x_true": x_true.astype(np.float32),
-            "observed": observed.astype(np.float32), "mask": mask.astype(np.float32)}
+    return {RECON_CELL: np.asarray(cids), RECON_X_HAT: xh.astype(np.float32), RECON_X_TRUE: x_true.astype(np.float32),
+            RECON_OBSERVED: observed.astype(np.float32), RECON_MASK: mask.astype(np.float32)}
 
 
 def execute_unit(spec, out_dir) -> dict:
     """Run one work unit and write its part files; returns a summary dict. Top-level and pure in its inputs (a
     spec of names and numbers, an output folder), so any executor can ship it to another process or machine."""
     t0 = time.perf_counter()
-    for mod in spec.imports:
+    for mod in spec.run.imports:
         importlib.import_module(mod)
     try:
-        with numerics_mode(spec.device, tf32=spec.tf32, deterministic=spec.deterministic):
+        with numerics_mode(spec.run.device, tf32=spec.run.tf32, deterministic=spec.run.deterministic):
             rows, traces, recon = _run_unit(spec)
     except (KeyboardInterrupt, SystemExit):
         raise

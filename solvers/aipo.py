@@ -99,6 +99,7 @@ class AIPO(MLEStart, Solver):
         **STEP_PARAMS,
         **MLE_PARAMS,
     }
+    baseline = True   # the paired comparison of the leaderboard is against this solver
     description = "AIPO Alg. 2: adaptive lambda continuation 0 -> Lambda from the MLE (Table 4 defaults)"
     # paper: Liu et al. 2023 (AIPO), App. C, Alg. 2, Table 4
 

@@ -110,6 +110,7 @@ class Solver:
     stochastic: bool = False
     start: str | None = None
     does_nothing: bool = False
+    baseline: bool = False   # the solver the leaderboard's paired comparison is against (bench.schema.BASELINE)
     description: str = ""
 
     def __init_subclass__(cls, **kw):

@@ -16,7 +16,7 @@ import torch
 from runkit import make_grid, priors, rows_of, run, test_solvers
 
 from bench import device as dev
-from bench import perf, store
+from bench import perf, schema
 
 
 @pytest.fixture
@@ -183,7 +183,7 @@ def test_rows_and_run_json_record_flags_on_cpu(priors, test_solvers, tmp_path):
     s = run(g, tmp_path / "out", deterministic=True, tf32=True)
     assert _state() == before   # the in-process units leave the process as they found it
     df = rows_of(tmp_path / "out")
-    for col in store.DEVICE_COLUMNS:
+    for col in schema.names(schema.DEVICE_COLUMNS):
         assert col in df.columns, col
     assert (df["tf32"] == False).all() and (df["deterministic"] == True).all()
     assert (df[["gpu_name", "gpu_capability", "cuda_version", "cudnn_version"]] == "").all().all()

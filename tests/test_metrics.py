@@ -101,7 +101,7 @@ def test_map_loss(task):
     for lam in (0.0, 0.5, torch.tensor([0.1, 1.0, 2.0, 0.0])):
         lam_d = torch.as_tensor(lam, dtype=torch.float64)
         want = nll - lam_d * logp
-        torch.testing.assert_close(metrics.map_loss(p, prior, x_hat, lam).double(), want, rtol=1e-5, atol=1e-2)
+        torch.testing.assert_close(objective.problem_map_loss(p, prior, x_hat, lam).double(), want, rtol=1e-5, atol=1e-2)
     torch.testing.assert_close(p.data_nll(x_hat).double(), nll, rtol=1e-5, atol=1e-3)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import noise_floor, report, tables
+from bench import metrics, report, tables
 from bench.noise_floor import Floor, shows_win, task_floor
 
 N_IMAGES = 10
@@ -123,7 +123,7 @@ def test_caption_text():
     assert s.caption().startswith("Noise floor: 0.40 dB (b's median |standing at seed a − at seed b| over 60 (image, "
                                   "λ) seed pairs")
     assert Floor("ssim", 0.0123, "seed", "b", 6, 2).text() == "0.012"
-    assert noise_floor.unit_of("ssim") == ""
+    assert metrics.unit_of("ssim") == ""
 
 
 def test_floor_in_table_files_and_html_data(tmp_path):

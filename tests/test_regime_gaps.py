@@ -54,8 +54,12 @@ def test_figure_only_with_an_axis(tmp_path):
     assert not (tmp_path / "s.png").exists()
 
 
-def test_the_do_nothing_baseline_is_declared_by_one_solver():
-    """The report finds the do-nothing baseline by its declaration, not by a name written in the report."""
-    from bench.solvers.base import SOLVERS, do_nothing_solver
+def test_the_do_nothing_and_paired_baselines_are_each_declared_by_one_solver():
+    """The report finds the do-nothing solver and the paired comparison's baseline by their declarations, not by
+    names written in the report."""
+    from bench.roles import role_solver
+    from bench.schema import BASELINE, TRIVIAL
+    from bench.solvers.base import SOLVERS
 
-    assert [n for n, c in SOLVERS.items() if c.does_nothing] == [do_nothing_solver()] == ["observed"]
+    assert [n for n, c in SOLVERS.items() if c.does_nothing] == [role_solver(TRIVIAL)] == ["observed"]
+    assert [n for n, c in SOLVERS.items() if c.baseline] == [role_solver(BASELINE)] == ["aipo"]

@@ -170,6 +170,24 @@ def test_no_aipo_skips_paired(tmp_path):
     assert not list((tmp_path / "elsewhere" / "figures").glob("anytime*.png"))  # no traces: no curve
 
 
+def test_baseline_is_declared_or_named(tmp_path, capsys):
+    """The paired comparison is against the solver declaring ``baseline = True`` (aipo) unless ``--baseline`` names
+    another solver of the run; a name that is not one is one line and exit 2, before anything is written."""
+    d = make_run(tmp_path / "r", tasks=("denoise",), priors=("glow-xs",), recon=False, traces=False, run_json=False)
+    assert cli(["report", str(d), "--no-figures"]) == 0
+    assert "## Paired comparison against `aipo`" in (d / "tables" / "ranking.md").read_text()
+    assert cli(["report", str(d), "--no-figures", "--baseline", "latent-lbfgs"]) == 0
+    ranking = (d / "tables" / "ranking.md").read_text()
+    assert "## Paired comparison against `latent-lbfgs`" in ranking and "| aipo " in ranking
+    assert "paired comparison against `latent-lbfgs`" in (d / "LEADERBOARD.md").read_text()
+    capsys.readouterr()
+    (d / "LEADERBOARD.md").unlink()
+    assert cli(["report", str(d), "--no-figures", "--baseline", "no-such-solver"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'no-such-solver' is not a solver of this run" in err
+    assert not (d / "LEADERBOARD.md").exists()
+
+
 def test_traces_keyed_by_cell_and_image(tmp_path):
     d = make_run(tmp_path / "r", tasks=("denoise",), priors=("glow-xs",), splits=("test",), per_image_cell_id=False)
     from bench.figures import anytime_curves

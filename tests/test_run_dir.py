@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import runner, store
+from bench import provenance, store
 from bench.cli import main as cli_main
 from bench.errors import UserError
 from bench.filters import apply_filters
@@ -37,7 +37,7 @@ def test_run_json_and_refusals(priors, test_solvers, tmp_path, monkeypatch):
     rec = json.loads((out / "run.json").read_text())
     assert rec["grid_hash"] == changed.hash and "resumed_anyway_despite" in rec["runs"][-1]
 
-    monkeypatch.setattr(runner, "git_commit", lambda: ("f" * 40, False))
+    monkeypatch.setattr(provenance, "git_commit", lambda: ("f" * 40, False))   # what start_run stamps
     with pytest.raises(UserError, match="commit"):
         run(changed, out)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench import store
+from bench import schema, store
 from bench.cli import main as cli_main
 from bench.filters import apply_filters
 from bench.planning import plan_units
@@ -41,9 +41,12 @@ def test_rows_for_every_cell(priors, test_solvers, tmp_path):
     assert set(df["prior"]) == {"gauss-a", "gauss-b"} and set(df["split"]) == {"id", "ood"}
     assert set(df["dataset"]) == {"lfw-faces", "ood"}
     assert (df["status"] == "ok").all() and df[["map_loss", "psnr", "ssim"]].notna().all().all()
-    expected = store.IDENTITY_COLUMNS + store.OUTCOME_COLUMNS + store.PROVENANCE_COLUMNS
-    for col in expected + ["p_solver_lr", "p_task_sigma"]:
+    expected = schema.names(schema.row_columns())   # the declared columns, in their order, then the parameters
+    assert list(df.columns[:len(expected)]) == expected
+    for col in ["p_solver_lr", "p_task_sigma"]:
         assert col in df.columns, col
+    declared = {c.name: c.dtype for c in schema.row_columns()}
+    assert {c: str(df[c].dtype) for c in expected} == declared
     grad = df[df.solver == "t-grad"]
     assert (grad["nfe_used"] == 3).all() and (grad["iterations"] == 3).all() and (grad["budget"] == 10).all()
     assert (df.loc[df.solver == "t-lamfree", "nfe_used"] == 0).all()
@@ -54,7 +57,7 @@ def test_rows_for_every_cell(priors, test_solvers, tmp_path):
         rec.update({c: z["x_hat"][i] for i, c in enumerate(z["cell_id"])})
     assert set(rec) == set(df["cell_id"])
     tr = store.read_traces(tmp_path / "out")
-    assert set(tr.columns) >= set(store.TRACE_COLUMNS) and set(tr["cell_id"]) <= set(df["cell_id"])
+    assert list(tr.columns) == schema.names(schema.trace_columns()) and set(tr["cell_id"]) <= set(df["cell_id"])
     assert set(tr["cell_id"]) >= set(grad["cell_id"])
 
 

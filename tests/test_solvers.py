@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from bench import metrics, objective
+from bench import objective
 from bench.budget import BudgetedPrior
 from bench.errors import BudgetExceeded, UserError
 from bench.solvers.base import SOLVERS, SolveContext, Solver, make_solver
@@ -90,8 +90,8 @@ def test_loss_decreases_from_own_start(name, task, prior, faces):
     assert res.x_hat.shape == pb.x_true.shape and torch.isfinite(res.x_hat).all()
     if s.uses_prior and not s.lam_independent:   # x-space MAP solvers: the MAP loss itself went down
         x0 = s.initial_point(pb, BudgetedPrior(prior, BUDGET, pb.batch_size), lam.clone(), ctx)
-        start = metrics.map_loss(pb, prior, x0.clamp(0, 1), lam)
-        final = metrics.map_loss(pb, prior, res.x_hat.clamp(0, 1), lam)
+        start = objective.problem_map_loss(pb, prior, x0.clamp(0, 1), lam)
+        final = objective.problem_map_loss(pb, prior, res.x_hat.clamp(0, 1), lam)
         assert (final < start).all(), (start, final)
         kind, _, last = bp.trace_points()[-1]   # the trace ends on the harness's loss of x_hat (last evaluated)
         assert kind == "loss" and torch.allclose(last.float(), final, rtol=1e-4, atol=1e-3)

@@ -102,6 +102,21 @@ def test_tune_picks_best_on_validation_and_run_applies_it(prior_path, solvers, t
         runner.run_grid(g, tmp_path / "run", progress=False, log=lambda m: None)
 
 
+def test_tune_plans_with_the_run_planner(prior_path, solvers):
+    """Tuning's candidates are the run's units (one planner, bench.planning), moved to the validation images, the
+    first seed and the largest budget, with the candidate value as a tuned parameter."""
+    from bench.planning import RunContext, make_unit, plan_cells, plan_units
+
+    g = grid(prior_path, seeds=[3, 4], budget=[5, 9])
+    ctx = RunContext()
+    runs, vals = plan_cells(g, ctx), plan_cells(g, ctx, validation=2)
+    assert {(p.seed, p.budget, p.source.dataset_split) for p in runs} == {(s, b, "test") for s in (3, 4) for b in (5, 9)}
+    assert {(p.seed, p.budget, p.source.split, len(p.source.image_ids)) for p in vals} == {(3, 9, "val", 2)}
+    assert [u.unit_id for u in plan_units(g, ctx)] == [make_unit(g, ctx, p).unit_id for p in runs]
+    spec = make_unit(g, ctx, vals[0], {"lr": 0.04})
+    assert spec.tuned and spec.solver_params["lr"] == 0.04 and spec.lams == (0.0,) and spec.run is ctx
+
+
 def test_tune_resumes_from_work_dir(prior_path, solvers, tmp_path):
     g = grid(prior_path, solvers=["t-offset"])
     tune_grid(g, tmp_path / "a.json", work_dir=tmp_path / "w", n_images=2, progress=False, log=lambda m: None)

@@ -82,6 +82,7 @@ def main(args) -> int:
     from bench.integrity import run_problems
     from bench.registry import import_plugins
     from bench.report import load_run
+    from bench.schema import TABLE_CELL
 
     import_plugins(args.plugin)
     tols = tolerances(args)
@@ -92,7 +93,7 @@ def main(args) -> int:
         print(f"{d}: {p}")
     new = []
     if args.exact:
-        problems, n = exact_problems(cur, ref), len(ref.groupby(["task", "prior", "split", "lam", "solver"]))
+        problems, n = exact_problems(cur, ref), len(ref.groupby(TABLE_CELL))
     else:
         problems, n, new = compare(cur, ref, tols)
     if broken and not problems:

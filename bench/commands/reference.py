@@ -57,7 +57,7 @@ def main(args) -> int:
                                  data_root=args.data_root, ood_root=args.ood_root, prior_dir=args.prior_dir)
     path = Path(args.dir) / REFERENCE_TABLE
     write_parquet(path, table)
-    from bench.profiles import INSTANCE
+    from bench.schema import INSTANCE
 
     print(f"{len(table)} reference solves for {table.groupby(INSTANCE).ngroups} instances written to {path}")
     return 0

@@ -6,7 +6,8 @@ from bench.commands import COMMANDS
 HELP = "write LEADERBOARD.md tables and figures from a run directory"
 DESCRIPTION = """Write DIR/LEADERBOARD.md from a run directory: a table per metric that declares one (MAP loss, PSNR
 and SSIM, and any a --plugin registers; mean ± se over (image, seed), best in bold), a ranking with paired
-comparisons against aipo, a generated summary, and PNG figures (anytime curves with the gap to the best-known
+comparisons against the baseline solver (the one that declares itself the baseline, or --baseline), a generated
+summary, and PNG figures (anytime curves with the gap to the best-known
 optimum, data profiles and target ECDFs, rankings against the budget, reconstructions, PSNR vs m) in figures/
 beside the markdown file, and the best-known optima and every row's gap in profiles/. Table verdicts are
 significance-tested (Wilcoxon signed-rank, Holm) and must exceed each table's noise floor (the median change of a
@@ -22,6 +23,9 @@ def add_arguments(p):
     p.add_argument("--with", dest="also", action="append", default=[], metavar="DIR",
                    help="another run directory of the same instances whose rows and traces count towards the "
                         "best-known optimum f_ref (repeatable)")
+    p.add_argument("--baseline", metavar="SOLVER", default=None,
+                   help="the solver of the paired comparison (a solver of the run; default: the solver that declares "
+                        "itself the baseline)")
     p.add_argument("--plugin", action="append", metavar="MODULE",
                    help="import MODULE first (it may register extra metrics); repeatable")
 
@@ -53,6 +57,6 @@ def main(args) -> int:
     if args.out:
         check_out_file(args.out)
     import_plugins(args.plugin)
-    path = write_report(args.dir, args.out, make_figures=not args.no_figures, also=args.also)
+    path = write_report(args.dir, args.out, make_figures=not args.no_figures, also=args.also, baseline=args.baseline)
     print(path)
     return 0

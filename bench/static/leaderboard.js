@@ -19,13 +19,14 @@ function colorOf(name) { const i = D.solvers.indexOf(name); return COLORS[(i < 0
 function drawHeadline() {
   $("#findings").innerHTML = "<b>Findings.</b> " + inline(D.findings);
   const box = $("#headline");
+  const N = D.names;   // the do-nothing solver and the quality metric: declared in Python, named here by nothing
   for (const g of D.headline) {
-    const trivial = g.rows.some((r) => r.d_psnr !== null && r.solver !== "observed");
-    let h = `<div><h3>${esc(g.label)}</h3><table class="headline"><thead><tr><th>#</th><th>solver</th><th>mean rank</th><th>W / L</th><th>gap</th><th>PSNR dB</th>${trivial ? "<th>ΔPSNR vs nothing</th>" : ""}</tr></thead><tbody>`;
+    const trivial = g.rows.some((r) => r[N.d_quality] !== null && r.solver !== N.trivial);
+    let h = `<div><h3>${esc(g.label)}</h3><table class="headline"><thead><tr><th>#</th><th>solver</th><th>mean rank</th><th>W / L</th><th>gap</th><th>${esc(N.quality_head)}</th>${trivial ? `<th>${esc(N.delta_head)}</th>` : ""}</tr></thead><tbody>`;
     g.rows.forEach((r, i) => {
       h += `<tr><td>${i + 1}</td><td class="key">${i === 0 ? "<b>" + esc(r.solver) + "</b>" : esc(r.solver)}${r.failed ? ` (${r.failed} failed)` : ""}</td>` +
         `<td>${fmt(r.mean_rank, 2)}${r.rank_sd === null ? "" : " ± " + fmt(r.rank_sd, 2)}</td><td>${r.wins} / ${r.losses}</td>` +
-        `<td>${fmt(r.gap_pct, 1)}%</td><td>${fmt(r.psnr, 2)}</td>${trivial ? `<td>${r.solver === "observed" ? "—" : (r.d_psnr > 0 ? "+" : "") + fmt(r.d_psnr, 2)}</td>` : ""}</tr>`;
+        `<td>${fmt(r.gap_pct, 1)}%</td><td>${fmt(r[N.quality], N.digits)}</td>${trivial ? `<td>${r.solver === N.trivial ? "—" : (r[N.d_quality] > 0 ? "+" : "") + fmt(r[N.d_quality], N.digits)}</td>` : ""}</tr>`;
     });
     box.insertAdjacentHTML("beforeend", h + `</tbody></table><div class="note">${g.cells} cells, ${g.tests} paired tests</div></div>`);
   }
