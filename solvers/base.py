@@ -98,7 +98,9 @@ class Solver:
     - ``start``: for solvers that differ from others only in where they start (the fixed-Λ Adam family), a few
       words naming the start; the leaderboard's start-sensitivity table compares the solvers that declare one.
     - ``does_nothing``: True for the do-nothing baseline (the task's naive estimate from y): the leaderboard
-      compares every solver's PSNR against it and shows its reconstruction once (:func:`do_nothing_solver`).
+      compares every solver's PSNR against it and shows its reconstruction once (:func:`bench.roles.role_solver`).
+    - ``baseline``: True for the solver the leaderboard's paired comparison is against (AIPO; ``report
+      --baseline NAME`` picks another).
     """
 
     name: str = "?"
@@ -110,7 +112,7 @@ class Solver:
     stochastic: bool = False
     start: str | None = None
     does_nothing: bool = False
-    baseline: bool = False   # the solver the leaderboard's paired comparison is against (bench.schema.BASELINE)
+    baseline: bool = False
     description: str = ""
 
     def __init_subclass__(cls, **kw):
@@ -180,8 +182,3 @@ def row_randn(problem, shape, seed: int, *tag) -> torch.Tensor:
     """(B, *shape) standard normals, row i keyed by image i's id and the seed index."""
     return torch.stack([torch.randn(shape, generator=row_generator(problem, i, seed, *tag))
                         for i in range(problem.batch_size)])
-
-
-def do_nothing_solver() -> str | None:
-    """The registered name of the do-nothing baseline (``does_nothing = True``), or None."""
-    return next((name for name, cls in SOLVERS.items() if getattr(cls, "does_nothing", False)), None)
