@@ -7,9 +7,9 @@ package's search path so the same names resolve to the top-level folders. No top
 """
 from pathlib import Path as _Path
 
-from bench.numerics import pin_portable_isa as _pin_portable_isa
+from bench.core.numerics import pin_portable_isa as _pin_portable_isa
 
-_pin_portable_isa()  # before any torch kernel runs: same float results on every x86-64 CPU (bench/numerics.py)
+_pin_portable_isa()  # before any torch kernel runs: same float results on every x86-64 CPU (bench/core/numerics.py)
 
 _HERE = _Path(__file__).resolve().parent
 _ROOT = _HERE.parent

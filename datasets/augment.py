@@ -5,7 +5,7 @@ randomness from the ``torch.Generator`` it is given, so a training run is reprod
 """
 from __future__ import annotations
 
-from bench.lazy import lazy_module
+from bench.core.lazy import lazy_module
 
 torch = lazy_module("torch")
 F = lazy_module("torch.nn.functional")

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.errors import UserError
-from bench.lazy import lazy_module
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
+from bench.core.registry import Registry
 
 torch = lazy_module("torch")
 
@@ -54,7 +54,7 @@ class Dataset:
     ood: str | None = None  # the dataset that is out of distribution for priors trained on this one (its domain's
                             # OOD split; `list priors` shows both bits/dim)
     description: str = ""
-    options: dict = {}  # extra keyword options of ``load``: name -> bench.registry.Param (or a plain default), set
+    options: dict = {}  # extra keyword options of ``load``: name -> bench.core.registry.Param (or a plain default), set
                         # by spec: ``image-folder[channels=3]``
 
     def load(self, split: str, size: int, root: str | None = None) -> ImageSet:
@@ -63,7 +63,7 @@ class Dataset:
 
 def parse_dataset_name(spec: str) -> str:
     """The registered name of a dataset spec (``image-folder[channels=3]`` -> ``image-folder``)."""
-    from bench.registry import parse_spec
+    from bench.core.registry import parse_spec
 
     return parse_spec(spec)[0]
 
@@ -76,7 +76,7 @@ def load_dataset(name: str, split: str = "test", size: int = 16, root: str | Non
     whose ``load`` accepts ``limit`` get it too, so they read only the images they return (CelebA)."""
     import inspect
 
-    from bench.registry import parse_spec, resolve_params
+    from bench.core.registry import parse_spec, resolve_params
 
     name, overrides = parse_spec(name)
     ds = DATASETS.get(name)()

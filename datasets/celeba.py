@@ -9,7 +9,7 @@ setup — as RGB (C = 3). Splits come from the partition file; each split is in 
 :func:`bench.datasets.base.load_dataset`) keeps a run on the first few test images cheap.
 
 A missing root, image folder or partition file, a malformed partition line, or a listed image that is not in the
-folder raises one :class:`~bench.errors.UserError` that names the path and the expected layout.
+folder raises one :class:`~bench.core.errors.UserError` that names the path and the expected layout.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
 from bench.datasets.image_folder import centre_crop, read_image
-from bench.errors import UserError
-from bench.lazy import lazy_module
 
 torch = lazy_module("torch")
 

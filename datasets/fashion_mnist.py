@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
-from bench.errors import UserError
-from bench.lazy import lazy_module
 
 torch = lazy_module("torch")
 

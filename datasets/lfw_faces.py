@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from bench.core.lazy import lazy_module
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
-from bench.lazy import lazy_module
 
 torch = lazy_module("torch")
 

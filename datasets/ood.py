@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.core.lazy import lazy_module
 from bench.datasets.base import DATASETS, Dataset, ImageSet, resize
-from bench.lazy import lazy_module
 
 torch = lazy_module("torch")
 

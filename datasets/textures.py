@@ -13,10 +13,10 @@ all four faces priors. ``list priors`` prints both figures; a test keeps the gap
 from __future__ import annotations
 
 import numpy as np
+
+from bench.core.lazy import lazy_module
 from bench.datasets.base import DATASETS, Dataset, ImageSet
 from bench.datasets.patches import _source, crop
-
-from bench.lazy import lazy_module
 
 torch = lazy_module("torch")
 

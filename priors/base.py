@@ -13,7 +13,7 @@ adds the preprocessing and derives everything solvers use:
 - ``decode_with_log_prob(z) -> (x, log p(x))`` in one pass (used by latent-space solvers).
 - ``sample(n, temperature)``.
 
-Each architecture declares its hyper-parameters (``hyperparameters``: name -> :class:`~bench.registry.Param`
+Each architecture declares its hyper-parameters (``hyperparameters``: name -> :class:`~bench.core.registry.Param`
 with its type, valid range and doc) and the values of every size preset (``presets``: ``{"xs": {...}, "s": {...},
 "m": {...}, "paper": {...}}``) next to its class, in its own file; :meth:`FlowPrior.__init__` resolves them into the
 model's ``config`` (:meth:`FlowPrior.resolve_config`). The presets:
@@ -38,8 +38,8 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from bench.errors import UserError
-from bench.registry import Registry, resolve_params
+from bench.core.errors import UserError
+from bench.core.registry import Registry, resolve_params
 
 ARCHS = Registry("prior architecture", "bench.priors")
 
@@ -80,7 +80,7 @@ class FlowPrior(nn.Module):
     their layers from ``self.config`` and implement ``_forward`` / ``_inverse``."""
 
     name: str = "?"
-    hyperparameters: dict = {}  # name -> bench.registry.Param (type, range, doc; the values come from the presets)
+    hyperparameters: dict = {}  # name -> bench.core.registry.Param (type, range, doc; the values come from the presets)
     presets: dict = {}      # preset name (every key of PRESET_SHAPES) -> {hyper-parameter: value}
     description: str = ""
     image_shape: tuple

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 SHIPPED = ("realnvp-xs", "realnvp-s", "glow-xs", "glow-s")
@@ -144,7 +144,7 @@ def model_from_checkpoint(path, device="cpu", data: bytes | None = None) -> torc
 
 def load_prior(spec: str, device="cpu") -> LoadedPrior:
     """Load a shipped prior by name (``realnvp-s``, ``glow-xs``, ...) or a checkpoint by path."""
-    from bench.device import resolve_device
+    from bench.core.device import resolve_device
 
     if isinstance(device, str):
         device = resolve_device(device)

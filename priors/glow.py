@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
+from bench.core.registry import Param
 from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
 from bench.priors.layers import ActNorm, GlowCoupling, InvConv1x1LU, SplitPrior, pack, squeeze, unpack, unsqueeze
-from bench.registry import Param
 
 
 class FlowStep(nn.Module):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
+from bench.core.registry import Param
 from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
 from bench.priors.layers import RealNVPCoupling, pack, squeeze, unpack, unsqueeze
-from bench.registry import Param
 
 
 @ARCHS.register("realnvp")

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
+from bench.core.provenance import git_commit
+from bench.core.seeding import derive_seed, generator
 from bench.priors.base import ARCHS, n_params, to_logit
 from bench.priors.gaussian import GaussianLogitPrior
-from bench.provenance import git_commit
-from bench.seeding import derive_seed, generator
 
 INIT_IMAGES = 4096  # images of the data-dependent (actnorm) initialisation: all of a small set, bounded memory
 FORMAT = "flowprior-checkpoint"
@@ -141,9 +141,9 @@ def train_prior(arch: str, dataset: str = "lfw-faces", size: int = 16, preset: s
     shape to continue from (its weights replace the fresh initialisation; the provenance records it and its
     steps, so a run split in two is described in full).
     """
+    from bench.core.device import resolve_device
     from bench.datasets.augment import augment
     from bench.datasets.base import DATASETS, load_dataset, parse_dataset_name
-    from bench.device import resolve_device
 
     ARCHS.get(arch)   # UserError naming the valid architectures
     if steps < 1 or batch < 1 or lr <= 0:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from bench.lazy import lazy_module
-from bench.registry import Param
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import OPTIMIZERS, clamp01, make_optimizer
 from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes
@@ -60,7 +60,7 @@ class AIPO(MLEStart, Solver):
       Every iterate is clamped to [0, 1].
     - K of the first round: Table 4's 40 under the paper protocol; under the robust protocol (``K = 0``) sized
       to the budget by :func:`first_round_steps` (the harness's own rule) so that the schedule plays out.
-    - line 8: δ = r·|log p_e(e)/log p_G(x_K) + λ| with the task's Gaussian log p_e (:mod:`bench.objective`) and
+    - line 8: δ = r·|log p_e(e)/log p_G(x_K) + λ| with the task's Gaussian log p_e (:mod:`bench.core.objective`) and
       the discretised log p_G; since L = −log p_e − λ log p_G this equals r·|L(x_K; λ)/log p_G(x_K)|, the λ step
       that changes the loss by the fraction r. |log p_G| is floored at 1e-12 (a huge δ then just lands on Λ).
       "δ = δ ∧ δ_min ... satisfying δ ≥ δ_min" reads ∧ as max (App. A's clip(x, a, b) = (x ∧ a) ∨ b only works

@@ -1,8 +1,8 @@
 """``aipo-uniform``: AIPO's analysed algorithm (Liu et al. 2023, §3.2, Algorithm 1) at a fixed pass budget."""
 from __future__ import annotations
 
-from bench.lazy import lazy_module
-from bench.registry import Param
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.optim import ADAM_LR, GD, OPTIMIZERS, Adam, clamp01
 from bench.solvers.stages import MLE_PARAMS, STEP_PARAMS, MLEStart, Tracer, evaluate, mle_passes

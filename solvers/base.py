@@ -1,6 +1,6 @@
 """The solver contract, shared by every registered solver.
 
-A solver is a class with declared ``parameters`` (:class:`bench.registry.Param`, or plain defaults from its paper)
+A solver is a class with declared ``parameters`` (:class:`bench.core.registry.Param`, or plain defaults from its paper)
 and one method::
 
     solve(problem, prior, lam, ctx) -> SolveResult
@@ -9,14 +9,14 @@ plus, optionally, ``skip(problem) -> reason | None`` (the combination does not a
 status ``skipped`` and the reason, and calls nothing else) and ``initial_point`` (where the solver starts).
 
 - ``problem``: a :class:`bench.tasks.Problem` batch of B rows (each row one image × one λ);
-- ``prior``: a :class:`bench.budget.BudgetedPrior` counting passes per row (``None`` for solvers with
+- ``prior``: a :class:`bench.run.budget.BudgetedPrior` counting passes per row (``None`` for solvers with
   ``uses_prior = False``); calling past the budget raises and the run marks the rows ``overspend``;
 - ``lam``: a (B,) tensor, the target Λ of each row;
 - ``ctx``: :class:`SolveContext` with the per-row budget, the MLE stage length, the seed index and the device.
 
 It returns a :class:`SolveResult`: ``x_hat`` (B, C, H, W) and per-row ``info`` (labelled solver-reported). The
 harness — not the solver — scores ``x_hat`` and the trace points the solver marks with ``prior.trace_point()``
-(README contract 1). By default a solver runs in its own process (bench/isolate.py): its ``prior`` is a proxy
+(README contract 1). By default a solver runs in its own process (bench/run/isolate.py): its ``prior`` is a proxy
 of the harness's counted oracle, ``problem.image_ids`` are opaque row keys (use :func:`row_generator`), and it
 has no files, network or other processes. Batched must equal single: row i's result may depend only on row
 i's data, λ and seed (README contract 3). Randomness comes from :func:`row_generator` (cell identity).
@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.lazy import lazy_module
-from bench.registry import Registry, as_params, defaults, format_spec, parse_spec, resolve_params
-from bench.seeding import generator
+from bench.core.lazy import lazy_module
+from bench.core.registry import Registry, as_params, defaults, format_spec, parse_spec, resolve_params
+from bench.core.seeding import generator
 
 torch = lazy_module("torch")
 
@@ -51,7 +51,7 @@ class SolveContext:
 @dataclass
 class Trace:
     """A solver's own record of its progress. The harness does not score it: anytime traces come from the trace
-    points a solver marks on its prior (:meth:`bench.budget.BudgetedPrior.trace_point`: the last evaluated
+    points a solver marks on its prior (:meth:`bench.run.budget.BudgetedPrior.trace_point`: the last evaluated
     iterate, or image iterates ``x=`` the harness scores like x̂), with the harness's own pass counts and losses,
     so a solver cannot report a number that reaches f_ref, profiles or anytime scores."""
 
@@ -83,11 +83,11 @@ class Solver:
 
     Class attributes the harness reads:
 
-    - ``parameters``: name -> :class:`~bench.registry.Param` (type, default, range or choices, tunable, doc), or a
+    - ``parameters``: name -> :class:`~bench.core.registry.Param` (type, default, range or choices, tunable, doc), or a
       plain default (shorthand for ``Param(type(default), default)``; stored as a ``Param`` when the class is
       made). ``None`` as default: resolved later (e.g. from the task's ``solver_defaults``); a value given for it
       is still checked against the declared type. Values are checked when the solver is built
-      (:func:`~bench.registry.resolve_params`), then by :meth:`validate`.
+      (:func:`~bench.core.registry.resolve_params`), then by :meth:`validate`.
     - ``tunable``: parameters ``bench tune`` may search, in search order (default: the parameters declared
       ``tunable=True``, in declared order).
     - ``uses_prior``: False: gets ``prior=None`` and no budget (Lasso).
@@ -98,7 +98,7 @@ class Solver:
     - ``start``: for solvers that differ from others only in where they start (the fixed-Λ Adam family), a few
       words naming the start; the leaderboard's start-sensitivity table compares the solvers that declare one.
     - ``does_nothing``: True for the do-nothing baseline (the task's naive estimate from y): the leaderboard
-      compares every solver's PSNR against it and shows its reconstruction once (:func:`bench.roles.role_solver`).
+      compares every solver's PSNR against it and shows its reconstruction once (:func:`bench.report.roles.role_solver`).
     - ``baseline``: True for the solver the leaderboard's paired comparison is against (AIPO; ``report
       --baseline NAME`` picks another).
     """
@@ -132,7 +132,7 @@ class Solver:
     def validate(self) -> None:
         """Raise UserError for parameter values that their declarations cannot rule out (a check across
         parameters, or against a library's list); called when the solver is built, after every value passed its
-        :class:`~bench.registry.Param`. Default: nothing more to check."""
+        :class:`~bench.core.registry.Param`. Default: nothing more to check."""
 
     @classmethod
     def defaults(cls) -> dict:
@@ -164,7 +164,7 @@ def make_solver(spec: str) -> Solver:
     return SOLVERS.get(name)(**params)
 
 
-# Set in an isolated solver's process (bench/isolate.py), where ``problem.image_ids`` are opaque row keys: the
+# Set in an isolated solver's process (bench/run/isolate.py), where ``problem.image_ids`` are opaque row keys: the
 # harness derives the seed from the real image id, so the draws are the same in and out of isolation.
 _row_seed = None
 

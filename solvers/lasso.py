@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from bench.errors import UserError
-from bench.lazy import lazy_module
-from bench.registry import Param
-from bench.solvers.base import SolveResult, Solver
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param
+from bench.solvers.base import Solver, SolveResult
 
 torch = lazy_module("torch")
 

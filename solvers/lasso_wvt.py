@@ -7,7 +7,7 @@ where PyWavelets' level rule gives db4 one level at 16×16 and none at 8×8. ``l
 """
 from __future__ import annotations
 
-from bench.registry import Param
+from bench.core.registry import Param
 from bench.solvers.base import SOLVERS
 from bench.solvers.lasso import LASSO_DEFAULTS, LassoSolver, make_basis, wavelet_level
 

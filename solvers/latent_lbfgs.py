@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from bench.errors import UserError
-from bench.lazy import lazy_module
-from bench.registry import Param
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param
 from bench.solvers.base import SOLVERS, Solver, SolveResult
 from bench.solvers.lbfgs import lbfgs_minimize
 from bench.solvers.linesearch import LINE_SEARCHES

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import UserError
-from bench.lazy import lazy_module
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
 from bench.solvers.linesearch import LINE_SEARCHES, strong_wolfe
 
 torch = lazy_module("torch")

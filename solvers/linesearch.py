@@ -5,7 +5,7 @@ itself (it registers nothing).
 """
 from __future__ import annotations
 
-from bench.lazy import lazy_module
+from bench.core.lazy import lazy_module
 
 torch = lazy_module("torch")
 

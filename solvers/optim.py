@@ -7,8 +7,8 @@ Box rule: x-space iterates are clamped to [0, 1] after every step (:func:`clamp0
 """
 from __future__ import annotations
 
-from bench.errors import UserError
-from bench.lazy import lazy_module
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
 
 torch = lazy_module("torch")
 

@@ -1,7 +1,7 @@
 """``random-init``: AIPO §4.1's first baseline — Adam on x at the fixed target Λ from x0 = G(z0), z0 ~ N(0, I)."""
 from __future__ import annotations
 
-from bench.registry import Param
+from bench.core.registry import Param
 from bench.solvers.base import SOLVERS, Solver, row_randn
 from bench.solvers.stages import FixedLambdaSolver, prior_image
 

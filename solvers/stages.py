@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench import objective
-from bench.lazy import lazy_module
-from bench.registry import Param
+from bench.core import objective
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param
 from bench.solvers.base import Trace
 from bench.solvers.optim import ADAM_LR, LR_DECAY, OPTIMIZERS, Adam, clamp01, make_optimizer, rowwise
 
@@ -25,7 +25,7 @@ torch = lazy_module("torch")
 @dataclass
 class Eval:
     """Everything one prior pass at x gives, per row: the data term −log p_e(y − f(x)), log p_G(x) (discretised,
-    :mod:`bench.objective`) and both gradients."""
+    :mod:`bench.core.objective`) and both gradients."""
 
     nll: torch.Tensor
     logp: torch.Tensor
@@ -54,7 +54,7 @@ def evaluate(problem, prior, x: torch.Tensor) -> Eval:
 
 # --- anytime trace ------------------------------------------------------------------------------------------------
 class Tracer:
-    """Marks an anytime-trace point (:meth:`bench.budget.BudgetedPrior.trace_point`) every ``every`` passes and
+    """Marks an anytime-trace point (:meth:`bench.run.budget.BudgetedPrior.trace_point`) every ``every`` passes and
     when forced (the end). The harness records the MAP loss of the iterate the pass just spent evaluated, from its
     own log p_G and its own copy of the problem: no pass is spent for tracing and no solver-computed number is
     used. ``trace`` stays empty (solver-reported losses are ignored); it is kept for the :class:`SolveResult`."""

@@ -1,7 +1,7 @@
 """``zero-init``: AIPO §4.1's second baseline — Adam on x at the fixed target Λ from x0 = G(0)."""
 from __future__ import annotations
 
-from bench.lazy import lazy_module
+from bench.core.lazy import lazy_module
 from bench.solvers.base import SOLVERS, Solver
 from bench.solvers.stages import FixedLambdaSolver, prior_image
 

@@ -6,13 +6,13 @@ of them (discovery does, on the registry's first use).
 A :class:`Task` holds the task's declared parameters; ``task.make(x, image_ids, seed)`` builds a :class:`Problem`
 batch: the clean images, the observations ``y``, the linear forward operator ``f`` (``forward``) and its adjoint,
 and the projection onto ``{x : f(x) = y} ∩ [0,1]^n`` of AIPO Appendix A. All randomness is keyed by the cell
-identity (task name, resolved parameters, image id, seed index) via :mod:`bench.seeding`.
+identity (task name, resolved parameters, image id, seed index) via :mod:`bench.core.seeding`.
 
 Conventions
 - ``y`` has the task's observation shape: ``(B, m)`` for cs, the image shape ``(B, C, H, W)`` for denoise and
   inpaint. :meth:`Task.observed_image` says how to show it as an image.
 - Noise model: every task's e is N(0, σ²I) over the d entries of y; ``Problem.data_nll`` is the MAP objective's
-  data term −log p_e(y − f(x)) (:mod:`bench.objective`). σ must be > 0 (the likelihood divides by 2σ²).
+  data term −log p_e(y − f(x)) (:mod:`bench.core.objective`). σ must be > 0 (the likelihood divides by 2σ²).
 - Harness, solvers, report and figures ask the task through the hooks declared on :class:`Task`
   (``point_constraint``, ``dense_matrix``, ``observed_image``, ``observed_mask``, ``order``, ``solver_defaults``,
   ``sweep_param``); none of them tests a task's name. ``operator_norm`` completes the operator contract (the
@@ -24,10 +24,10 @@ import copy
 import math
 from dataclasses import dataclass, field
 
-from bench import objective
-from bench.lazy import lazy_module
-from bench.registry import Param, Registry, as_params, defaults, format_spec, parse_spec, resolve_params
-from bench.seeding import randn
+from bench.core import objective
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param, Registry, as_params, defaults, format_spec, parse_spec, resolve_params
+from bench.core.seeding import randn
 
 torch = lazy_module("torch")
 
@@ -152,7 +152,7 @@ class Task:
     """
 
     name: str = "?"
-    parameters: dict = {}          # name -> bench.registry.Param or a plain default; every task declares ``sigma``
+    parameters: dict = {}          # name -> bench.core.registry.Param or a plain default; every task declares ``sigma``
                                    # (:func:`sigma_param`)
     per_row_state: tuple = ()      # keys of ``Problem.state`` that hold one entry per row (``take`` indexes them)
     description: str = ""
@@ -174,8 +174,8 @@ class Task:
         self.validate()
 
     def validate(self) -> None:
-        """Check or normalise parameter values beyond what their :class:`~bench.registry.Param` declares (called
-        by the constructor after :func:`~bench.registry.resolve_params`; raise UserError). Default: nothing."""
+        """Check or normalise parameter values beyond what their :class:`~bench.core.registry.Param` declares (called
+        by the constructor after :func:`~bench.core.registry.resolve_params`; raise UserError). Default: nothing."""
 
     def check_shape(self, shape) -> None:
         """Raise UserError if the task's parameters do not fit images of ``shape`` (C, H, W) (checked when a grid

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-from bench.errors import UserError
-from bench.lazy import lazy_module
-from bench.registry import Param
-from bench.seeding import generator
+from bench.core.errors import UserError
+from bench.core.lazy import lazy_module
+from bench.core.registry import Param
+from bench.core.seeding import generator
 from bench.tasks.base import TASKS, Problem, Task, sigma_param
 
 torch = lazy_module("torch")

@@ -1,7 +1,7 @@
 """``denoise``: y = x + e (AIPO §4.2)."""
 from __future__ import annotations
 
-from bench.lazy import lazy_module
+from bench.core.lazy import lazy_module
 from bench.tasks.base import TASKS, Problem, Task, sigma_param
 
 torch = lazy_module("torch")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import bench  # noqa: F401  (before any kernel runs: caps the CPU code path as every CLI run does; bench/numerics.py)
+import bench  # noqa: F401  (before any kernel runs: caps the CPU code path as every CLI run does; bench/core/numerics.py)
 
 torch.set_num_threads(1)
 

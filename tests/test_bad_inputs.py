@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench import cli, store
-from gridkit import make_checkpoint, run_bench, toml_value, write_grid
+from bench import cli
+from bench.store import parts as store
+from kit.grids import make_checkpoint, run_bench, toml_value, write_grid
 
 
 @pytest.fixture(scope="module")

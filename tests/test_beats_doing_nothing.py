@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import metrics
-from bench.budget import BudgetedPrior
-from bench.grid import load_grid
+from bench.core import metrics
+from bench.plan.grid import load_grid
 from bench.priors import catalog
+from bench.run.budget import BudgetedPrior
 from bench.solvers.base import SolveContext, make_solver
 from bench.tasks import make_task
 

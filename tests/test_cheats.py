@@ -1,7 +1,7 @@
 """Adversarial plugin solvers: each cheat is caught (a failed row) or has no effect on any score, and the honest
 solvers' rows are bit-identical to a run without the cheats — in one harness process (``--workers 1``), where
 tampering with shared objects would reach later units if it could. Solvers run in their own process behind the
-counted oracle (bench/isolate.py); the cheats below are what a plugin tries from there."""
+counted oracle (bench/run/isolate.py); the cheats below are what a plugin tries from there."""
 from __future__ import annotations
 
 import os
@@ -10,9 +10,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from bench import store
-from cheatkit import PROCESS_CHEATS
-from gridkit import assert_same_rows, bench_env, comparable, make_checkpoint, run_bench, write_grid, write_plugin
+from bench.store import parts as store
+from kit.cheats import PROCESS_CHEATS
+from kit.grids import assert_same_rows, bench_env, comparable, make_checkpoint, run_bench, write_grid, write_plugin
 
 CHEATS = textwrap.dedent('''
     """Solvers that try to cheat. Those that cannot succeed return the naive estimate, so their rows must score
@@ -88,7 +88,7 @@ CHEATS = textwrap.dedent('''
     class CachedModel(Bypass):
         uses_prior = False
         def attempt(self, problem, prior, x):
-            from bench import loading
+            from bench.plan import loading
             model = next(iter(loading._PRIORS.values())).model   # the per-process cache of the old runner
             model.log_prob(x)
 
@@ -209,7 +209,7 @@ def test_forged_traces_never_reach_the_traces(runs):
     tr, df = runs["cheats-traces"], runs["cheats"]
     forger = set(df.loc[df["solver"] == "cheat-forged-trace", "cell_id"])
     mine = tr[tr["cell_id"].isin(forger)]
-    from bench.budget import max_trace_points
+    from bench.run.budget import max_trace_points
     assert (mine["nfe"] == 1).all() and (mine["map_loss"] > -1e6).all()
     assert mine.groupby("cell_id").size().max() <= max_trace_points(12)   # every point at the same pass
     base = df[df["solver"] == "observed"].set_index(["task", "image_id", "lam"])["map_loss"].sort_index()

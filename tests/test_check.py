@@ -5,12 +5,12 @@ import zlib
 
 import pytest
 
-from bench.check import compare
-from bench.tolerance import parse_tolerance
 from bench.cli import main as cli
-from bench.errors import UserError
-from bench.report import load_run
-from synthetic_run import make_run
+from bench.core.errors import UserError
+from bench.core.tolerance import parse_tolerance
+from bench.report.leaderboard import load_run
+from bench.verify.check import compare
+from kit.synthetic_run import make_run
 
 SMALL = dict(tasks=("denoise", "inpaint"), priors=("glow-xs",), recon=False)
 

@@ -8,12 +8,12 @@ import sys
 import pytest
 
 from bench.cli import main as cli
-from gridkit import REPO, bench_env
+from kit.grids import REPO, bench_env
 
 
 def test_help_does_not_import_torch():
     """`python -m bench --help`, a command's --help and listing the plugins (their modules bind torch lazily,
-    bench/lazy.py) must not pay for torch: measured by what gets imported, not by a timer. `list priors` does:
+    bench/core/lazy.py) must not pay for torch: measured by what gets imported, not by a timer. `list priors` does:
     the architectures are torch modules."""
     code = ("import sys; from bench.cli import main\n"
             "for argv in (['--help'], ['run', '--help'], ['check', '--help'], ['report', '--help'],\n"
@@ -52,13 +52,13 @@ def test_gpu_check_without_a_gpu_exits_cleanly():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the check would run for real")
-    r = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=REPO, env=bench_env(), capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "bench.perf.gpu_check"], cwd=REPO, env=bench_env(), capture_output=True,
                        text=True)
     assert r.returncode == 0 and "no CUDA device" in r.stdout
 
 
 def test_flop_count_of_a_prior_pass_is_positive_and_batch_independent():
-    from bench.perf import flops_per_image
+    from bench.perf.measure import flops_per_image
     from bench.priors import catalog
 
     m = catalog.load_prior("glow-xs").model

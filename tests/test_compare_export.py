@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import main as cli
-from bench.export import IOH_COLUMNS, check_ioh
-from synthetic_run import make_run
+from bench.report.export import IOH_COLUMNS, check_ioh
+from kit.synthetic_run import make_run
 
 
 @pytest.fixture(scope="module")

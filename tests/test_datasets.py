@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import write_fake_celeba
 
+from bench.core.errors import UserError
 from bench.datasets.augment import augment
 from bench.datasets.base import DATASETS, load_dataset
 from bench.datasets.lfw_faces import TEST_INDICES, VAL_INDICES, split_indices
-from bench.errors import UserError
-from conftest import write_fake_celeba
 
 
 def _check_set(s, n=None, c=1, size=16):
@@ -192,8 +192,8 @@ def test_images_load_by_their_bit_depth(tmp_path):
     must already lie in [0, 1]."""
     from PIL import Image
 
+    from bench.core.errors import UserError
     from bench.datasets.image_folder import read_image
-    from bench.errors import UserError
 
     dark16 = np.full((8, 8), 200, dtype=np.uint16)
     Image.fromarray(dark16).save(tmp_path / "dark16.png")

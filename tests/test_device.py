@@ -1,5 +1,5 @@
-"""GPU-true timing and numerics (bench/device.py), exercised on CPU: the tests fake only the device query
-(``bench.device.is_cuda``) and the CUDA calls it guards, and check that every timed path synchronises, that TF32
+"""GPU-true timing and numerics (bench/core/device.py), exercised on CPU: the tests fake only the device query
+(``bench.core.device.is_cuda``) and the CUDA calls it guards, and check that every timed path synchronises, that TF32
 and ``--deterministic`` are set and restored, and that rows, run.json and the last line record them."""
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from runkit import make_grid, priors, rows_of, run, test_solvers
 
-from bench import device as dev
-from bench import perf, schema
+from bench.core import device as dev
+from bench.core import schema
+from bench.perf import measure as perf
+from kit.runs import make_grid, priors, rows_of, run, test_solvers
 
 
 @pytest.fixture
@@ -71,8 +72,8 @@ def test_compile_rates_synchronise(fake_cuda, monkeypatch):
 
 
 def test_estimate_synchronises(fake_cuda, priors, test_solvers):
-    from bench.estimate import estimate_wall
-    from bench.planning import plan_units
+    from bench.plan.estimate import estimate_wall
+    from bench.plan.units import plan_units
 
     units = plan_units(make_grid(priors[:1], tasks=["denoise"], splits=["id"]))
     passes, secs = estimate_wall(units, 1)
@@ -204,7 +205,7 @@ def test_default_rows_are_not_deterministic(priors, test_solvers, tmp_path):
 
 @pytest.mark.slow  # two spawned workers each import torch: ~10-20 s on a loaded 2-core box
 def test_deterministic_is_applied_in_each_worker(priors, probe_plugin, tmp_path):
-    from bench.executors import LocalExecutor
+    from bench.run.executors import LocalExecutor
 
     importlib.import_module(probe_plugin)
     g = make_grid(priors[:1], solvers=["t-probe"])
@@ -220,10 +221,10 @@ def test_deterministic_is_applied_in_each_worker(priors, probe_plugin, tmp_path)
 
 # ------------------------------------------------------------------------------------------- perf: FLOP bound
 def test_grid_flops_counts_planned_passes(priors, test_solvers, monkeypatch):
-    from bench.grid import load_grid as real_load
+    from bench.plan.grid import load_grid as real_load
 
     g = make_grid(priors[:1], solvers=["t-grad", "t-lamfree"], tasks=["denoise"])
-    monkeypatch.setattr("bench.grid.load_grid", lambda name, **kw: g if name == "tiny" else real_load(name, **kw))
+    monkeypatch.setattr("bench.plan.grid.load_grid", lambda name, **kw: g if name == "tiny" else real_load(name, **kw))
     monkeypatch.setattr(perf, "flops_per_image", lambda model, batch=64: 1000.0)
     fl = perf.grid_flops("tiny", torch.device("cpu"))
     assert fl == {"image_passes": 2 * 2 * 2 * 10, "flops": 2 * 2 * 2 * 10 * 1000.0}
@@ -244,7 +245,7 @@ def test_perf_prints_flop_bound_and_ratio(monkeypatch):
 def test_check_notes_name_tf32_and_gpu_differences():
     import pandas as pd
 
-    from bench.check import provenance_notes
+    from bench.verify.check import provenance_notes
 
     base = {"cpu_isa": ["avx2"], "torch_threads": [1], "device": ["cuda"], "torch_version": ["2"]}
     ref = pd.DataFrame({**base, "gpu_name": ["A"], "tf32": [False], "deterministic": [True]})

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.errors import UserError
-from bench.executors import EXECUTORS, LocalExecutor
-from bench.filters import apply_filters
-from bench.grid import load_grid
-from bench.runner import run_grid
-from bench.store import read_run
-from gridkit import assert_same_rows, comparable, make_checkpoint, write_grid
+from bench.core.errors import UserError
+from bench.plan.filters import apply_filters
+from bench.plan.grid import load_grid
+from bench.run.executors import EXECUTORS, LocalExecutor
+from bench.run.runner import run_grid
+from bench.store.parts import read_run
+from kit.grids import assert_same_rows, comparable, make_checkpoint, write_grid
 
 pytest.importorskip("distributed")
 pytest.importorskip("submitit")
@@ -50,7 +50,7 @@ def test_registered():
 
 @pytest.mark.slow
 def test_dask_local_cluster_matches_local(grid_file, local_rows, tmp_path):
-    from bench.executor_dask import DaskExecutor
+    from bench.run.executor_dask import DaskExecutor
 
     grid = load_grid(str(grid_file))
     rows = _run(grid, tmp_path / "dask", DaskExecutor(workers=2))
@@ -61,7 +61,7 @@ def test_dask_local_cluster_matches_local(grid_file, local_rows, tmp_path):
 
 
 def test_slurm_debug_matches_local(grid_file, local_rows, tmp_path):
-    from bench.executor_slurm import SlurmExecutor
+    from bench.run.executor_slurm import SlurmExecutor
 
     grid = apply_filters(load_grid(str(grid_file)), split=["id"], prior=[str(grid_file.parent / "glow-t.pt")])
     out = tmp_path / "slurm"
@@ -75,7 +75,7 @@ def test_slurm_debug_matches_local(grid_file, local_rows, tmp_path):
 @pytest.mark.slow
 def test_slurm_local_subprocesses_match_local(grid_file, local_rows, tmp_path):
     """submitit's local executor: each unit is a separate Python process, as on a cluster."""
-    from bench.executor_slurm import SlurmExecutor
+    from bench.run.executor_slurm import SlurmExecutor
 
     grid = apply_filters(load_grid(str(grid_file)), split=["ood"], task=["inpaint"],
                          solver=["aipo", "lasso-dct"])
@@ -90,7 +90,7 @@ SPECS = [SimpleNamespace(unit_id="u1", device="cpu"), SimpleNamespace(unit_id="u
 
 @pytest.mark.parametrize("make", [
     lambda: LocalExecutor(),
-    lambda: __import__("bench.executor_slurm", fromlist=["x"]).SlurmExecutor(cluster="debug"),
+    lambda: __import__("bench.run.executor_slurm", fromlist=["x"]).SlurmExecutor(cluster="debug"),
 ], ids=["local", "slurm-debug"])
 def test_failing_unit_is_yielded_as_exception(make, tmp_path):
     # operator.truediv(spec, out_dir) raises TypeError: a picklable stand-in for a unit that crashes
@@ -101,7 +101,7 @@ def test_failing_unit_is_yielded_as_exception(make, tmp_path):
 
 
 def test_dask_failing_unit_is_yielded_as_exception(tmp_path):
-    from bench.executor_dask import DaskExecutor
+    from bench.run.executor_dask import DaskExecutor
 
     out = list(DaskExecutor(workers=1).map(operator.truediv, SPECS, str(tmp_path)))
     assert sorted(s.unit_id for s, _ in out) == ["u1", "u2"]
@@ -109,8 +109,8 @@ def test_dask_failing_unit_is_yielded_as_exception(tmp_path):
 
 
 @pytest.mark.parametrize("module,cls,kw,mod_name", [
-    ("bench.executor_dask", "DaskExecutor", {}, "distributed"),
-    ("bench.executor_slurm", "SlurmExecutor", {"cluster": "debug"}, "submitit"),
+    ("bench.run.executor_dask", "DaskExecutor", {}, "distributed"),
+    ("bench.run.executor_slurm", "SlurmExecutor", {"cluster": "debug"}, "submitit"),
 ])
 def test_missing_package_is_a_user_error(monkeypatch, tmp_path, module, cls, kw, mod_name):
     mod = __import__(module, fromlist=[cls])
@@ -121,8 +121,8 @@ def test_missing_package_is_a_user_error(monkeypatch, tmp_path, module, cls, kw,
 
 
 def test_bad_executor_settings_are_user_errors():
-    from bench.executor_dask import DaskExecutor
-    from bench.executor_slurm import SlurmExecutor
+    from bench.run.executor_dask import DaskExecutor
+    from bench.run.executor_slurm import SlurmExecutor
 
     with pytest.raises(UserError, match="--workers"):
         DaskExecutor(workers=0)
@@ -137,8 +137,8 @@ def test_bad_executor_settings_are_user_errors():
 def test_workers_auto_is_one_per_core_on_cpu_and_one_on_gpu(monkeypatch):
     import argparse
 
-    import bench.device
-    import bench.executors as ex
+    import bench.core.device
+    import bench.run.executors as ex
 
     monkeypatch.setattr(ex, "usable_cpus", lambda: 8)
     ns = lambda **kw: argparse.Namespace(**{"workers": "auto", "threads": 1, "device": "cpu", **kw})  # noqa: E731
@@ -151,7 +151,7 @@ def test_workers_auto_is_one_per_core_on_cpu_and_one_on_gpu(monkeypatch):
     assert ex.resolve_workers(ns(executor="slurm", workers=1, threads=64)) == 1          # cluster nodes: up to 1,024
     with pytest.raises(UserError, match="--threads 2000"):
         ex.resolve_workers(ns(executor="dask", scheduler="tcp://h:1", workers=1, threads=2000))
-    monkeypatch.setattr(bench.device, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(bench.core.device, "resolve_device", lambda name: torch.device("cuda"))
     assert ex.resolve_workers(ns(device="cuda")) == 1
     local = ex.make_executor(ns(executor="local", threads=2))
     assert (local.workers, local.threads) == (1, 2) and "1 worker × 2 threads" in local.describe()
@@ -165,7 +165,7 @@ def test_scheduler_is_checked_before_anything_is_created():
 
     from distributed import LocalCluster
 
-    from bench.executor_dask import check_reachable
+    from bench.run.executor_dask import check_reachable
 
     with socket.socket() as s:   # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
-from bench.grid import load_grid
-from bench.runner import run_grid
-from gridkit import (OUTCOMES, REPO, assert_same_rows, bench_cmd, bench_env, comparable, make_checkpoint, run_bench,
-                     write_grid, write_plugin)
+from bench.plan.grid import load_grid
+from bench.run.runner import run_grid
+from bench.store import parts as store
+from kit.grids import (OUTCOMES, REPO, assert_same_rows, bench_cmd, bench_env, comparable, make_checkpoint, run_bench,
+                       write_grid, write_plugin)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def _survivors(pids, mention: str) -> list[str]:
 def test_a_worker_whose_parent_is_already_gone_exits_at_once():
     """The parent-death signal covers only a parent alive when it is requested: a pool worker started by a run that
     was killed meanwhile (its parent pid is no longer its parent) exits instead of starting work."""
-    code = "import os, sys; from bench.executors import die_with_parent; die_with_parent(int(sys.argv[1])); print('on')"
+    code = "import os, sys; from bench.run.executors import die_with_parent; die_with_parent(int(sys.argv[1])); print('on')"
     gone = subprocess.run([sys.executable, "-c", code, "1" if os.getpid() != 1 else "2"], cwd=REPO, env=bench_env(),
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 1 and gone.stdout == "", (gone.returncode, gone.stdout, gone.stderr)

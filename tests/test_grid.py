@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from bench.cli import main as cli_main
-from bench.errors import UserError
-from bench.filters import apply_filters
-from bench.grid import SPLITS, load_grid, parse_grid, preset_names
+from bench.core.errors import UserError
+from bench.plan.filters import apply_filters
+from bench.plan.grid import SPLITS, load_grid, parse_grid, preset_names
 
 BASE = {
     "name": "t", "priors": ["realnvp-xs"], "tasks": ["denoise", "cs[m=0.1628]"], "lams": [0.5, 2.0],
@@ -178,7 +178,7 @@ def test_list_grids(capsys):
 def test_block_with_its_own_domain_plans_its_own_images():
     """An extra block may bring its own dataset, OOD set, image size and image count: its units read those, the
     main block's units keep the grid's, a bad domain value names its field, and filters keep the domain."""
-    from bench.planning import plan_units
+    from bench.plan.units import plan_units
 
     g = grid_of(solvers=["observed"], tasks=["denoise"], lams=[1.0], images_per_split=1,
                 extra=[{"label": "sharp", "dataset": "fashion-mnist", "ood_dataset": "patches", "image_size": 28,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main as cli
-from synthetic_run import make_run
+from bench.report.screenshot import CHROMIUM, DRIVER, chrome, screenshot
+from kit.synthetic_run import make_run
 
-from bench.screenshot import CHROMIUM, DRIVER, chrome, screenshot
 # what would make a page load a resource: a tag attribute naming one, a CSS url() or @import, a scheme, a script API
 LOADING = [r"""<[a-z]+[^>]*\s(?:src|srcset|href|action|poster|data)\s*=\s*["']?(?!data:|#)""",
            r"url\(\s*['\"]?(?!data:|\$\{sp\.src\})", r"@import", r"(?:https?|ftp|file|wss?):", r"//cdn",
@@ -103,7 +103,7 @@ def test_page_works_in_headless_chromium(page, tmp_path):
 @pytest.mark.browser
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium + chromedriver installed")
 def test_full_page_screenshot(page, tmp_path):
-    """`python -m bench.screenshot` writes a PNG of the whole page, taller than one window."""
+    """`python -m bench.report.screenshot` writes a PNG of the whole page, taller than one window."""
     w, h = screenshot(page, tmp_path / "shot.png")
     data = (tmp_path / "shot.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and w == 1400 and h > 1000

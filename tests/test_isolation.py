@@ -1,4 +1,4 @@
-"""Solver processes (bench/isolate.py): the same rows as in-process solves, opaque row keys, the message format,
+"""Solver processes (bench/run/isolate.py): the same rows as in-process solves, opaque row keys, the message format,
 unit limits declared by the grid, and no process left behind when the harness is killed mid-solve. The cheats
 are in tests/test_cheats.py."""
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import store
-from bench.errors import UserError
-from bench.channel import Unsupported, pack, unpack
-from gridkit import REPO, bench_cmd, bench_env, comparable, make_checkpoint, write_grid, write_plugin
-from runkit import make_grid, priors, rows_of, run, test_solvers  # noqa: F401
+from bench.core.errors import UserError
+from bench.run.channel import Unsupported, pack, unpack
+from bench.store import parts as store
+from kit.grids import REPO, bench_cmd, bench_env, comparable, make_checkpoint, write_grid, write_plugin
+from kit.runs import make_grid, priors, rows_of, run, test_solvers  # noqa: F401
 
 
 def test_messages_carry_tensors_and_never_code():

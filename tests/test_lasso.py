@@ -7,10 +7,9 @@ import pywt
 import scipy.fft
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.solvers.base import SOLVERS, SolveContext, make_solver
-from bench.solvers.lasso import (as_double, fista, lasso_objective, make_basis, operator_norm_sq, soft,
-                                 wavelet_matrix)
+from bench.solvers.lasso import as_double, fista, lasso_objective, make_basis, operator_norm_sq, soft, wavelet_matrix
 from bench.tasks import make_task
 
 LASSO = ["lasso-dct", "lasso-wvt"]

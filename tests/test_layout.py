@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"bench": "bench", "bench.solvers": "solvers", "bench.tasks": "tasks", "bench.priors": "priors",
-            "bench.datasets": "datasets", "bench.commands": "bench/commands"}
+            "bench.datasets": "datasets", "bench.cli.commands": "bench/cli/commands"}
 MAX_LINES = 400
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.budget import BudgetedPrior
-from bench.errors import UserError
+from bench.core.errors import UserError
+from bench.run.budget import BudgetedPrior
 from bench.solvers.base import SOLVERS, SolveContext, make_solver
 from bench.solvers.lbfgs import lbfgs_minimize
 from bench.tasks import make_task

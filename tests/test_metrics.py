@@ -1,4 +1,4 @@
-"""Metrics (bench/metrics.py) and the objective (bench/objective.py): PSNR/SSIM as skimage computes them, the MAP
+"""Metrics (bench/core/metrics.py) and the objective (bench/core/objective.py): PSNR/SSIM as skimage computes them, the MAP
 loss of AIPO eq. (3) with the Gaussian noise likelihood and the discretised log-density, score()."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from scipy.stats import norm
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench import metrics, objective
+from bench.core import metrics, objective
 from bench.priors.base import ALPHA
 from bench.priors.gaussian import GaussianLogitPrior
 from bench.tasks import make_task
@@ -184,7 +184,7 @@ def test_a_metric_added_temporarily_is_scored_then_gone():
 
 
 MSE_PLUGIN = '''
-from bench.metrics import register_metric
+from bench.core.metrics import register_metric
 
 
 @register_metric("mse", higher_is_better=False, decimals=4, tolerance="3se+0.0001",
@@ -202,7 +202,7 @@ SHIPPED_XS = [Path(__file__).resolve().parents[1] / "priors" / "checkpoints" / f
 def test_plugin_metric_is_a_row_column_a_leaderboard_table_and_checked(tmp_path):
     """A metric is one entry in a plugin module: the runner scores it into the rows, ``report`` makes its table,
     ``check`` compares it (and fails when it moves) with the tolerance it declares."""
-    from gridkit import bench_env, run_bench
+    from kit.grids import bench_env, run_bench
 
     for name, offset in (("plain", 0.0), ("moved", 0.5)):
         (tmp_path / name).mkdir()

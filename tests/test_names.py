@@ -1,6 +1,6 @@
 """No registered name is spelled outside its declaration: the string literals of bench/ (docstrings and comments
 aside) never equal the name of a registered solver, a registered metric or a row status, except in the module that
-declares it — metrics in bench/metrics.py, statuses in bench/schema.py, solvers in their own files under solvers/
+declares it — metrics in bench/core/metrics.py, statuses in bench/core/schema.py, solvers in their own files under solvers/
 (not scanned). Code asks the declarations instead: ``METRICS.role(...)``, ``Status.OK``, ``role_solver(...)``.
 Tests and docs may name them."""
 from __future__ import annotations
@@ -10,15 +10,15 @@ import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DECLARING = {"metric": "bench/metrics.py", "status": "bench/schema.py"}
+DECLARING = {"metric": "bench/core/metrics.py", "status": "bench/core/schema.py"}
 # (module, literal): a different thing that happens to share a registered name
-ALLOWED = {("bench/schema.py", "observed"): "the recon file's array of the observed image, not the solver"}
+ALLOWED = {("bench/core/schema.py", "observed"): "the recon file's array of the observed image, not the solver"}
 
 
 def registered() -> dict[str, set[str]]:
     """{name: the kinds of registered thing it names}."""
-    from bench.metrics import METRICS
-    from bench.schema import Status
+    from bench.core.metrics import METRICS
+    from bench.core.schema import Status
     from bench.solvers.base import SOLVERS
 
     out: dict[str, set[str]] = {}
@@ -72,4 +72,4 @@ def test_the_check_finds_an_inserted_name(tmp_path):
     (tmp_path / "bench" / "metrics.py").write_text((tmp_path / "bench" / "metrics.py").read_text() + '\n_X = "ssim"\n')
     hits = name_literals(tmp_path, names)
     assert sorted(h.split(": ", 1)[1] for h in hits) == ["'aipo' (solver)", "'overspend' (status)", "'psnr' (metric)"]
-    assert all(h.startswith("bench/report.py:") for h in hits)
+    assert all(h.startswith("bench/report/leaderboard.py:") for h in hits)

@@ -1,12 +1,14 @@
-"""The noise floor of a leaderboard table (bench.noise_floor) and the rule that no win is bold below it."""
+"""The noise floor of a leaderboard table (bench.report.noise_floor) and the rule that no win is bold below it."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench import metrics, report, tables
-from bench.noise_floor import Floor, shows_win, task_floor
+from bench.core import metrics
+from bench.report import leaderboard as report
+from bench.report import tables
+from bench.report.noise_floor import Floor, shows_win, task_floor
 
 N_IMAGES = 10
 
@@ -127,8 +129,8 @@ def test_caption_text():
 
 
 def test_floor_in_table_files_and_html_data(tmp_path):
-    from bench.html_data import table_rows
-    from bench.table_files import write_tables
+    from bench.report.html_data import table_rows
+    from bench.report.table_files import write_tables
 
     df = _rows(gap=1.0, budget_move={"a": 3.0, "b": 0.0})
     out = write_tables(tmp_path, df, ["a", "b"], [], pd.DataFrame())
@@ -150,7 +152,7 @@ def test_floor_in_table_files_and_html_data(tmp_path):
 
 
 def test_headline_wins_respect_the_floor():
-    from bench.headline import headline
+    from bench.report.headline import headline
 
     below = dict(headline(_rows(gap=1.0, budget_move={"a": 3.0, "b": 0.0})))
     above = dict(headline(_rows(gap=1.0, budget_move={"a": 0.5, "b": 0.0})))
@@ -164,7 +166,7 @@ def test_headline_wins_respect_the_floor():
 
 def test_floor_from_late_trace_points():
     """One budget, one seed, but traces: the standing at 90 % of the budget against the end."""
-    from bench.noise_floor import with_late_values
+    from bench.report.noise_floor import with_late_values
 
     df = _rows(budgets=(500,))
     df["cell_id"] = [f"c{i}" for i in range(len(df))]
@@ -182,7 +184,7 @@ def test_floor_from_late_trace_points():
 
 def test_a_row_is_judged_by_the_floors_of_its_two_solvers():
     """An erratic third solver raises the table's floor (the caption) but not the bar between two steady ones."""
-    from bench.noise_floor import pair_floor
+    from bench.report.noise_floor import pair_floor
 
     f = Floor("map_loss", 80.0, "late", "c", 10, 3, per_solver={"a": (2.0, 10), "b": (3.0, 10), "c": (80.0, 10)})
     assert pair_floor(f, ("a", "b")) == 3.0 and pair_floor(f, ("a", "c")) == 80.0 and pair_floor(f) == 80.0

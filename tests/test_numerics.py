@@ -1,4 +1,4 @@
-"""Portable CPU numerics (bench/numerics.py): importing bench caps the CPU code path, the user can override it, rows
+"""Portable CPU numerics (bench/core/numerics.py): importing bench caps the CPU code path, the user can override it, rows
 record it, and the regression check names it when two runs differ."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import numerics
-from bench.check import provenance_notes
+from bench.core import numerics
+from bench.verify.check import provenance_notes
 
 x86_only = pytest.mark.skipif(not numerics.is_x86(), reason="the caps apply to x86-64 CPUs only")
-PROBE = "import json, os, bench; print(json.dumps({k: os.environ.get(k) for k in bench.numerics.PORTABLE_ISA}))"
+PROBE = "import json, os, bench; print(json.dumps({k: os.environ.get(k) for k in bench.core.numerics.PORTABLE_ISA}))"
 
 
 def _env_after_import(**env):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.errors import UserError
-from bench.registry import Param, as_param, resolve_params
+from bench.core.errors import UserError
+from bench.core.registry import Param, as_param, resolve_params
 from bench.solvers.base import SOLVERS
 from bench.tasks import TASKS
 
@@ -28,7 +28,7 @@ def test_task_parameters_have_consistent_types(name):
 
 
 def test_grid_rejects_wrongly_typed_parameter():
-    from bench.grid import parse_grid
+    from bench.plan.grid import parse_grid
 
     raw = {"name": "t", "priors": ["realnvp-xs"], "tasks": ["denoise"], "lams": [0.5], "budget": 10, "mle_steps": 2}
     with pytest.raises(UserError, match="parameter 'lr' of solver 'latent-lbfgs' must be a number"):

@@ -15,8 +15,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-import priorcontract as pc
-from gridkit import REPO, bench_env, run_bench, write_grid, write_plugin
+from kit import prior_contract as pc
+from kit.grids import REPO, bench_env, run_bench, write_grid, write_plugin
 
 PLUGIN = textwrap.dedent('''
     """checker-additive: a prior architecture declared in full in one file (hyper-parameters, presets, the flow)."""
@@ -24,7 +24,7 @@ PLUGIN = textwrap.dedent('''
     from torch import nn
 
     from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
-    from bench.registry import Param
+    from bench.core.registry import Param
 
 
     @ARCHS.register("checker-additive")

@@ -14,9 +14,9 @@ import textwrap
 
 import pytest
 
-from bench.errors import UserError
-from bench.store import read_run
-from gridkit import assert_same_rows, bench_env, comparable, run_bench, write_grid, write_plugin
+from bench.core.errors import UserError
+from bench.store.parts import read_run
+from kit.grids import assert_same_rows, bench_env, comparable, run_bench, write_grid, write_plugin
 
 DATASET = textwrap.dedent('''
     """stripes: a dataset declared in full in one file."""
@@ -25,7 +25,7 @@ DATASET = textwrap.dedent('''
     import torch
 
     from bench.datasets.base import DATASETS, Dataset, ImageSet
-    from bench.registry import Param
+    from bench.core.registry import Param
 
 
     @DATASETS.register("stripes")
@@ -50,7 +50,7 @@ DATASET = textwrap.dedent('''
 
 EXECUTOR = textwrap.dedent('''
     """serial: an executor declared in full in one file (its own flag included)."""
-    from bench.executors import EXECUTORS, Executor, init_worker
+    from bench.run.executors import EXECUTORS, Executor, init_worker
 
 
     @EXECUTORS.register("serial")

@@ -14,8 +14,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-import taskcontract as tc
-from gridkit import bench_env, run_bench, write_grid, write_plugin
+from kit import task_contract as tc
+from kit.grids import bench_env, run_bench, write_grid, write_plugin
 
 PLUGIN = textwrap.dedent('''
     """sr2 (2x super-resolution by average pooling) and pgd-ln (projected gradient descent from the least-norm
@@ -23,8 +23,8 @@ PLUGIN = textwrap.dedent('''
     import torch
     import torch.nn.functional as F
 
-    from bench.errors import UserError
-    from bench.registry import Param
+    from bench.core.errors import UserError
+    from bench.core.registry import Param
     from bench.solvers.base import SOLVERS, Solver, SolveResult
     from bench.tasks import TASKS, Problem, Task, sigma_param
 

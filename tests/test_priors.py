@@ -1,4 +1,4 @@
-"""Contract tests of the prior architectures (tests/priorcontract.py), parametrized over every registered
+"""Contract tests of the prior architectures (tests/kit/prior_contract.py), parametrized over every registered
 architecture — one without the size presets fails them — and the shipped checkpoints, loading errors and training.
 """
 from __future__ import annotations
@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-import priorcontract as pc
 from bench.cli import main as cli_main
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.priors.base import ARCHS, to_logit
-from bench.priors.catalog import SHIPPED, CHECKPOINT_DIR, load_prior, shipped
+from bench.priors.catalog import CHECKPOINT_DIR, SHIPPED, load_prior, shipped
 from bench.priors.gaussian import GaussianLogitPrior
 from bench.priors.training import save_checkpoint
+from kit import prior_contract as pc
 
 ARCH_NAMES = ARCHS.names()
 

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import profiles, report, tables
 from bench.cli import main as cli
-from gridkit import make_checkpoint, run_bench, write_grid
-from synthetic_run import make_run
+from bench.report import leaderboard as report
+from bench.report import profiles, tables
+from kit.grids import make_checkpoint, run_bench, write_grid
+from kit.synthetic_run import make_run
 
 
 @pytest.fixture(scope="module")

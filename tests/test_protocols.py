@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.errors import UserError
-from bench.grid import load_grid, parse_grid
-from bench.protocols import DEFAULT, PROTOCOLS
-from bench.registry import protocol_values
+from bench.core.errors import UserError
+from bench.core.protocols import DEFAULT, PROTOCOLS
+from bench.core.registry import protocol_values
+from bench.plan.grid import load_grid, parse_grid
 from bench.solvers.aipo import first_round_steps
 from bench.solvers.base import SOLVERS
 from bench.solvers.optim import Adam, decayed
@@ -25,7 +25,7 @@ def test_grid_protocol_default_and_bad_name():
 
 
 def test_protocol_is_part_of_the_identity_and_sets_declared_values():
-    from bench.planning import plan_units
+    from bench.plan.units import plan_units
 
     robust = plan_units(parse_grid(dict(BASE)))[0]
     paper = plan_units(parse_grid({**BASE, "protocol": "paper"}))[0]
@@ -37,7 +37,7 @@ def test_protocol_is_part_of_the_identity_and_sets_declared_values():
 
 
 def test_grid_spec_wins_over_the_protocol():
-    from bench.planning import plan_units
+    from bench.plan.units import plan_units
 
     spec = plan_units(parse_grid({**BASE, "protocol": "paper", "solvers": ["aipo[lr_decay=50.0]"]}))[0]
     assert spec.solver_params["lr_decay"] == 50.0

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.regime_gaps import has_axis, plot_regime_gaps, regime_gap_lines, regime_gaps
+from bench.report.regime_gaps import has_axis, plot_regime_gaps, regime_gap_lines, regime_gaps
 
 
 def _rows(points=4, fail=None):
@@ -57,8 +57,8 @@ def test_figure_only_with_an_axis(tmp_path):
 def test_the_do_nothing_and_paired_baselines_are_each_declared_by_one_solver():
     """The report finds the do-nothing solver and the paired comparison's baseline by their declarations, not by
     names written in the report."""
-    from bench.roles import role_solver
-    from bench.schema import BASELINE, TRIVIAL
+    from bench.core.schema import BASELINE, TRIVIAL
+    from bench.report.roles import role_solver
     from bench.solvers.base import SOLVERS
 
     assert [n for n, c in SOLVERS.items() if c.does_nothing] == [role_solver(TRIVIAL)] == ["observed"]

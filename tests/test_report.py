@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import metrics, report, tables
 from bench.cli import main as cli
-from bench.errors import UserError
-from synthetic_run import make_run
+from bench.core import metrics
+from bench.core.errors import UserError
+from bench.report import leaderboard as report
+from bench.report import tables
+from kit.synthetic_run import make_run
 
 TASKS = ("denoise", "inpaint", "cs[m=0.1]", "cs[m=0.2]", "cs[m=0.4]")
 
@@ -41,7 +43,7 @@ _METRIC = {"MAP loss": "map_loss", "PSNR": "psnr", "SSIM": "ssim"}
 
 def _section(md: str, metric_title: str, task: str) -> str:
     """The per-cell table of ``task`` (in tables/ beside the leaderboard, linked from it)."""
-    from bench.table_files import safe_name
+    from bench.report.table_files import safe_name
 
     rel = f"tables/{_METRIC[metric_title]}__{safe_name(task)}.md"
     assert f"]({rel})" in md
@@ -190,7 +192,7 @@ def test_baseline_is_declared_or_named(tmp_path, capsys):
 
 def test_traces_keyed_by_cell_and_image(tmp_path):
     d = make_run(tmp_path / "r", tasks=("denoise",), priors=("glow-xs",), splits=("test",), per_image_cell_id=False)
-    from bench.figures import anytime_curves
+    from bench.report.figures import anytime_curves
 
     c = anytime_curves(report.load_run(d)[0], report.load_traces(d))["denoise"]
     assert set(c.columns) == {"aipo", "latent-lbfgs", "x-adam"}
@@ -198,7 +200,7 @@ def test_traces_keyed_by_cell_and_image(tmp_path):
 
 
 def test_cs_sweep_needs_three_m(run):
-    from bench.figures_recon import cs_sweep
+    from bench.report.figures_recon import cs_sweep
 
     df = report.load_run(run)[0]
     t, label = cs_sweep(df)

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench import provenance, store
 from bench.cli import main as cli_main
-from bench.errors import UserError
-from bench.filters import apply_filters
-from bench.grid import load_grid
-from runkit import GradSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
+from bench.core import provenance
+from bench.core.errors import UserError
+from bench.plan.filters import apply_filters
+from bench.plan.grid import load_grid
+from bench.store import parts as store
+from kit.runs import GradSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------- run.json & refusal
@@ -91,7 +92,7 @@ def test_dry_run_writes_nothing(priors, test_solvers, tmp_path):
 def test_process_pool_matches_serial(priors, tmp_path):
     """--workers 2 (spawned processes) writes the same numbers as in-process execution (real registered solvers):
     every unit runs 1 torch thread either way, so float summation order is the same."""
-    from bench.executors import LocalExecutor
+    from bench.run.executors import LocalExecutor
 
     g = make_grid(priors, solvers=["lasso-dct", "mle-init"], tasks=["cs[m=0.1628]", "inpaint"], budget=10,
                   mle_steps=4)

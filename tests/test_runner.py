@@ -1,6 +1,6 @@
 """The grid runner: unit expansion, rows for every cell, resume, corrupt files, failure isolation, determinism,
 batch-order independence. Priors are analytic GaussianLogitPrior checkpoints written to a temporary folder (loaded
-by path through the real catalog); solvers are tiny test solvers registered per test (tests/runkit.py)."""
+by path through the real catalog); solvers are tiny test solvers registered per test (tests/kit/runs.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,12 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench import schema, store
 from bench.cli import main as cli_main
-from bench.filters import apply_filters
-from bench.planning import plan_units
-from bench.unit import execute_unit
-from runkit import GradSolver, LamFreeSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
+from bench.core import schema
+from bench.plan.filters import apply_filters
+from bench.plan.units import plan_units
+from bench.run.unit import execute_unit
+from bench.store import parts as store
+from kit.runs import GradSolver, LamFreeSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
 
 
 # --------------------------------------------------------------------------------------------- expansion

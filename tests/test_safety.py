@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import store
 from bench.cli import main as cli
-from bench.integrity import run_problems
-from gridkit import (REPO, assert_same_rows, bench_cmd, bench_env, comparable, make_checkpoint, run_bench,
-                     write_grid, write_plugin)
+from bench.store import parts as store
+from bench.store.integrity import run_problems
+from kit.grids import (REPO, assert_same_rows, bench_cmd, bench_env, comparable, make_checkpoint, run_bench, write_grid,
+                       write_plugin)
 
 
 @pytest.fixture(scope="module")

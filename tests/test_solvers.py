@@ -12,9 +12,9 @@ import warnings
 import pytest
 import torch
 
-from bench import objective
-from bench.budget import BudgetedPrior
-from bench.errors import BudgetExceeded, UserError
+from bench.core import objective
+from bench.core.errors import BudgetExceeded, UserError
+from bench.run.budget import BudgetedPrior
 from bench.solvers.base import SOLVERS, SolveContext, Solver, make_solver
 from bench.solvers.optim import Adam
 from bench.solvers.stages import evaluate, mle

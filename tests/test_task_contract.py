@@ -1,12 +1,12 @@
-"""The task contract (tests/taskcontract.py), parametrized over every registered task and every task spec of the
+"""The task contract (tests/kit/task_contract.py), parametrized over every registered task and every task spec of the
 smoke grid: adjointness, least-norm, projection, observed image, operator norm, declared hooks."""
 from __future__ import annotations
 
 import pytest
 
-import taskcontract as tc
-from bench.grid import load_grid
+from bench.plan.grid import load_grid
 from bench.tasks import TASKS
+from kit import task_contract as tc
 
 SPECS = sorted(set(TASKS.names()) | set(load_grid("smoke").values("tasks")))
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.tasks import TASKS, make_task
 from bench.tasks.cs import CompressedSensing
 

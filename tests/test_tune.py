@@ -7,12 +7,13 @@ import math
 
 import pytest
 
-from bench import runner, store
 from bench.cli import main as cli_main
-from bench.errors import UserError
-from bench.grid import parse_grid
-from bench.solvers.base import SOLVERS, SolveResult, Solver
-from bench.tuning import candidates, load_tuned, tune_grid
+from bench.core.errors import UserError
+from bench.plan.grid import parse_grid
+from bench.run import runner
+from bench.run.tuning import candidates, load_tuned, tune_grid
+from bench.solvers.base import SOLVERS, Solver, SolveResult
+from bench.store import parts as store
 
 
 class OffsetSolver(Solver):
@@ -103,9 +104,9 @@ def test_tune_picks_best_on_validation_and_run_applies_it(prior_path, solvers, t
 
 
 def test_tune_plans_with_the_run_planner(prior_path, solvers):
-    """Tuning's candidates are the run's units (one planner, bench.planning), moved to the validation images, the
+    """Tuning's candidates are the run's units (one planner, bench.plan.units), moved to the validation images, the
     first seed and the largest budget, with the candidate value as a tuned parameter."""
-    from bench.planning import RunContext, make_unit, plan_cells, plan_units
+    from bench.plan.units import RunContext, make_unit, plan_cells, plan_units
 
     g = grid(prior_path, seeds=[3, 4], budget=[5, 9])
     ctx = RunContext()

@@ -15,11 +15,11 @@ import itertools
 
 import pytest
 
-from bench import loading
-from bench.grid import load_grid
+from bench.plan import loading
+from bench.plan.grid import load_grid
 from bench.priors.catalog import CHECKPOINT_DIR
-from bench.runner import run_grid
-from bench.store import read_run
+from bench.run.runner import run_grid
+from bench.store.parts import read_run
 
 
 def test_smoke_grid(benchmark, tmp_path):

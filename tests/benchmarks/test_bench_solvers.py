@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.budget import BudgetedPrior
 from bench.priors.base import ARCHS
+from bench.run.budget import BudgetedPrior
 from bench.tasks import make_task
 
 B, S = 64, 16

@@ -1,0 +1,1 @@
+"""The vocabulary every stage shares: errors, the plugin registry and parameter declarations, the row schema, the MAP objective (AIPO eq. 3) and the metrics, identity hashing and seeding, protocols, device and numerics."""

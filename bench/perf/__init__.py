@@ -1,0 +1,1 @@
+"""Where the time goes: pass rates, FLOP bound, the GPU check."""

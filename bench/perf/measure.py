@@ -1,0 +1,382 @@
+"""``python -m bench perf``: how fast the harness is on this machine (README "Performance").
+
+Three measurements, one markdown table each (paste into README):
+
+1. Prior pass throughput, per shipped prior: one *prior pass* is forward + backward of ``log_prob`` w.r.t. x (what
+   a solver step costs, README contract 2). Image-steps per second batched (batch 256 and the default grid's work
+   unit batch = images per split × λ values) against a loop of batch-1 passes over the same images; the ratio is
+   the per-image speed-up batching buys (target >= 10× at 16×16).
+2. Grid wall time: ``python -m bench run --grid G`` in a child process into a temporary directory (every unit
+   computed, nothing reused), smoke and default (targets: 60 s and 15 min on a 2-core CPU machine).
+3. Peak memory: the peak RSS of each grid's child process (``os.wait4`` rusage, so each grid is measured on its
+   own; target <= 4 GB for the default grid) and of this process after the prior measurements.
+4. Where the time goes: each timed grid's FLOP bound (its planned image-passes × FLOPs per image-pass of their
+   prior ÷ the whole machine's measured 3×3-convolution rate, every usable core) and the wall time's ratio to it.
+
+Every timed path reads the clock with :func:`bench.core.device.clock`, which waits for a CUDA device's queued kernels
+first (CUDA calls return when the kernels are queued: unsynchronised timing measures launches, not work).
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.core import numerics
+from bench.core.device import clock
+from bench.core.errors import UserError
+from bench.core.schema import Status
+
+TARGET_RATIO = 10.0
+TARGET_WALL_S = {"smoke": 60.0, "default": 15 * 60.0}
+TARGET_RSS_MB = 4096.0
+BATCH_BIG = 256
+
+
+# ------------------------------------------------------------------------------------------- measurements
+def _rate(step, n_images: int, min_time: float, min_reps: int = 2, device="cpu") -> float:
+    """Image-steps per second of ``step()`` (which processes ``n_images`` images on ``device``): one warm-up call,
+    then repeated until ``min_time`` seconds and ``min_reps`` calls have passed (the clock read after the device
+    has finished, :func:`bench.core.device.clock`)."""
+    step()
+    reps, t0 = 0, clock(device)
+    while True:
+        step()
+        reps += 1
+        dt = clock(device) - t0
+        if reps >= min_reps and dt >= min_time:
+            return n_images * reps / dt
+
+
+def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images: int = 32) -> dict:
+    """{"batch <B>": image-steps/s for each B in ``batches``, "loop": image-steps/s of batch-1 passes}."""
+    gen = torch.Generator().manual_seed(0)
+    shape = tuple(model.image_shape)
+    out = {}
+
+    def fwd_bwd(x):
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model.log_prob(x).sum(), x)
+        return g
+
+    for b in batches:
+        x = torch.rand((b, *shape), generator=gen).clamp(0.02, 0.98).to(device)
+        out[f"batch {b}"] = _rate(lambda: fwd_bwd(x), b, min_time, device=device)
+    xs = torch.rand((loop_images, *shape), generator=gen).clamp(0.02, 0.98).to(device)
+
+    def loop():
+        for i in range(loop_images):
+            fwd_bwd(xs[i:i + 1])
+
+    out["loop"] = _rate(loop, loop_images, min_time, min_reps=1, device=device)
+    return out
+
+
+def flops_per_image(model, batch: int = 64) -> float:
+    """FLOPs of one prior pass (forward + backward of log_prob w.r.t. x) per image, as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls and convolutions; elementwise ops are free)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+    x = x.to(next(model.parameters()).device).requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:
+        torch.autograd.grad(model.log_prob(x).sum(), x)
+    return fc.get_total_flops() / batch
+
+
+def reference_rates(device, min_time: float = 1.0) -> dict:
+    """FLOP/s of a large float32 matmul (2048²) and of a 3×3 convolution (batch 64, 64 → 64 channels, 32×32) on
+    ``device`` with the current thread count: the machine's practical peak for the two kinds of work a flow does."""
+    g = torch.Generator().manual_seed(0)
+    n = 2048
+    a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
+    mm = _rate(lambda: torch.mm(a, b), 1, min_time, device=device) * 2 * n ** 3
+    x = torch.randn(64, 64, 32, 32, generator=g).to(device)
+    w = torch.randn(64, 64, 3, 3, generator=g).to(device)
+    conv = (_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 1, min_time, device=device)
+            * 2 * 64 * 64 * 32 * 32 * 64 * 9)
+    return {"matmul": mm, "conv": conv}
+
+
+def compile_rates(model, batch: int, device, min_time: float = 1.0) -> dict:
+    """torch.compile (inductor) against eager for one prior pass at ``batch``: seconds to the first compiled pass
+    (compilation, or loading inductor's on-disk cache), image-steps/s of both (eager timed before and after the
+    compiled run, averaged, to even out drift on a shared machine) and the largest relative differences of log p
+    and of its gradient."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, *model.image_shape), generator=gen).clamp(0.02, 0.98).to(device)
+
+    def run(f):
+        xr = x.detach().requires_grad_(True)
+        lp = f(xr)
+        (g,) = torch.autograd.grad(lp.sum(), xr)
+        return lp.detach(), g
+
+    lp_e, g_e = run(model.log_prob)
+    eager = _rate(lambda: run(model.log_prob), batch, min_time, device=device)
+    t0 = clock(device)
+    compiled = torch.compile(model.log_prob)
+    lp_c, g_c = run(compiled)
+    first = clock(device) - t0
+    fast = _rate(lambda: run(compiled), batch, min_time, device=device)
+    eager = (eager + _rate(lambda: run(model.log_prob), batch, min_time, device=device)) / 2
+    return {"first_pass_s": first, "eager": eager, "compiled": fast,
+            "logp_rel_diff": float((lp_c - lp_e).abs().max() / lp_e.abs().max()),
+            "grad_rel_diff": float((g_c - g_e).abs().max() / g_e.abs().max())}
+
+
+def machine_conv_rate(device, min_time: float = 1.0) -> float:
+    """FLOP/s of :func:`reference_rates`' convolution on the whole machine: every usable core on CPU (torch threads
+    set to their number for the measurement), the GPU on CUDA. What a grid's FLOP bound divides by."""
+    from bench.run.executors import usable_cpus
+
+    before = torch.get_num_threads()
+    if device.type != "cuda":
+        torch.set_num_threads(usable_cpus())
+    try:
+        return reference_rates(device, min_time=min_time)["conv"]
+    finally:
+        torch.set_num_threads(before)
+
+
+def grid_flops(grid_name: str, device, flops_cache: dict | None = None) -> dict:
+    """{"image_passes": planned image-passes of the prior (as ``run --dry-run`` counts them), "flops": their conv +
+    matmul FLOPs (:func:`flops_per_image` of each unit's prior)} of a whole grid, every unit computed."""
+    from bench.plan.estimate import planned_passes
+    from bench.plan.grid import load_grid
+    from bench.plan.loading import fresh_model
+    from bench.plan.units import RunContext, plan_units
+
+    cache = {} if flops_cache is None else flops_cache
+    passes = flops = 0
+    for u in plan_units(load_grid(grid_name), RunContext(device=str(device))):
+        n = planned_passes([u])
+        if not n:
+            continue
+        key = (u.prior, u.prior_sha256)
+        if key not in cache:
+            cache[key] = flops_per_image(fresh_model(u.prior, device, u.prior_sha256))
+        passes, flops = passes + n, flops + n * cache[key]
+    return {"image_passes": passes, "flops": flops}
+
+
+@dataclass
+class GridTiming:
+    grid: str
+    wall_s: float
+    peak_rss_mb: float
+    exit_code: int
+    summary: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _maxrss_mb(ru_maxrss: int) -> float:
+    # Linux reports kilobytes, macOS bytes
+    return ru_maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else ru_maxrss / 1024.0
+
+
+def time_grid(grid: str, device: str = "auto", workdir=None, extra_args=()) -> GridTiming:
+    """Run ``python -m bench run --grid <grid>`` in a child process into a fresh directory; wall time and that
+    child's own peak RSS (``os.wait4``)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-perf-{Path(grid).stem}-", dir=workdir) as tmp:
+        cmd = [sys.executable, "-m", "bench", "run", "--grid", grid, "--out", str(Path(tmp) / "out"),
+               "--device", device, "-q", "--no-report", *extra_args]
+        t0 = time.perf_counter()
+        proc = subprocess_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            proc.kill()
+            raise
+        wall = time.perf_counter() - t0
+        rss = getattr(proc, "_bench_maxrss_mb", float("nan"))
+    lines = [ln for ln in (stdout or "").splitlines() if ln.strip()]
+    if proc.returncode not in (0, 1):
+        err = [ln for ln in (stderr or "").splitlines() if ln.strip()]
+        raise UserError(f"grid {grid!r} did not run (exit {proc.returncode}): {err[-1] if err else 'no message'}")
+    return GridTiming(grid=grid, wall_s=wall, peak_rss_mb=rss, exit_code=proc.returncode,
+                      summary=lines[-1] if lines else "")
+
+
+class _Popen(subprocess.Popen):
+    """Popen that reaps its child with ``os.wait4`` and keeps that child's own peak RSS."""
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, sts, ru = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            pid, sts = self.pid, 0
+        else:
+            if pid == self.pid:
+                self._bench_maxrss_mb = _maxrss_mb(ru.ru_maxrss)
+        return pid, sts
+
+
+if hasattr(os, "wait4"):
+    subprocess_popen = _Popen
+else:  # pragma: no cover -- Windows
+    subprocess_popen = subprocess.Popen
+
+
+def _cpu_model() -> str:
+    """'model name' from /proc/cpuinfo plus the widest AVX (kernels and so float results differ between them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read().split("\n\n")[0]
+    except OSError:
+        return ""
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in info.splitlines() if ":" in ln)}
+    flags = fields.get("flags", "").split()
+    avx = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return ", ".join(v for v in (fields.get("model name", ""), avx) if v)
+
+
+def machine_facts(device: torch.device) -> dict:
+    from bench.run.executors import usable_cpus
+
+    facts = {
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
+        "cpu count": os.cpu_count(),
+        "cpu code path (bench/core/numerics.py)": numerics.describe(),
+        "torch threads (passes, per unit)": torch.get_num_threads(),
+        "grid workers (--workers auto)": 1 if device.type == "cuda" else max(1, usable_cpus() // torch.get_num_threads()),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        facts["memory"] = f"{kb / 1024 / 1024:.0f} GB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------- the command
+def unit_batch(grid_name: str = "default") -> int:
+    """Rows of one work unit of a grid (images per split × λ values of its main block): the batch solvers run."""
+    from bench.plan.grid import load_grid
+
+    g = load_grid(grid_name)
+    ips = [v for v in g.images_per_split.values() if v is not None]
+    return (max(ips) if ips else 8) * len(g.main.lams)
+
+
+def available_priors(names) -> list[str]:
+    from bench.priors.catalog import CHECKPOINT_DIR
+
+    return [n for n in names if (CHECKPOINT_DIR / f"{n}.pt").is_file() or Path(n).is_file()]
+
+
+def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print, threads: int = 1,
+             with_compile: bool = False) -> dict:
+    """Measure and print the tables; returns the numbers (for tests and --json). Prior passes are measured as
+    units compute (:func:`bench.core.device.numerics_mode`: TF32 off on CUDA)."""
+    from bench.core.device import numerics_mode, resolve_device
+
+    device = resolve_device(device_name)
+    with numerics_mode(device):
+        return _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile)
+
+
+def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile) -> dict:
+    from tabulate import tabulate
+
+    from bench.plan.grid import grid_path
+    from bench.priors.catalog import load_prior
+
+    torch.set_num_threads(threads)
+    for g in grids:
+        grid_path(g)  # UserError for an unknown grid, before any measurement
+    ub = unit_batch("default")
+    batches = sorted({BATCH_BIG, ub}, reverse=True)
+    facts = machine_facts(device)
+    out("### Machine\n")
+    out(tabulate([[k, v] for k, v in facts.items()], headers=["", "value"], tablefmt="github"))
+    result = {"machine": facts, "priors": {}, "grids": {}}
+
+    if priors:
+        ref = reference_rates(device, min_time=min_time)
+        result["reference_flops"] = ref
+        rows, frows = [], []
+        for name in priors:
+            lp = load_prior(name, device)
+            r = prior_pass_rates(lp.model, batches, device, min_time=min_time)
+            r["flops_per_image"] = flops_per_image(lp.model)
+            result["priors"][name] = r
+            for b in batches:
+                achieved = r["flops_per_image"] * r[f"batch {b}"]
+                frows.append([name, b, f"{r['flops_per_image'] / 1e6:,.2f}", f"{achieved / 1e9:,.2f}",
+                              f"{achieved / ref['conv']:.1%}", f"{achieved / ref['matmul']:.1%}"])
+            for b in batches:
+                ratio = r[f"batch {b}"] / r["loop"]
+                shown = math.floor(ratio * 100) / 100  # floored: 9.998 must not print as a met 10.00
+                rows.append([name, b, f"{r[f'batch {b}']:,.0f}", f"{r['loop']:,.0f}", f"{shown:.2f}×",
+                             "yes" if ratio >= TARGET_RATIO else "NO"])
+        out("\n### Prior pass (forward + backward of log_prob w.r.t. x), image-steps per second\n")
+        out(tabulate(rows, headers=["prior", "batch", "batched img/s", "batch-1 loop img/s", "speed-up",
+                                    f"≥ {TARGET_RATIO:.0f}×"], tablefmt="github", disable_numparse=True))
+        out(f"(batch {ub} = one work unit of the default grid: images per split × λ values)")
+        out(f"\n### Achieved FLOP rate of a batched prior pass against this machine's measured rates "
+            f"(conv 3×3 64→64 @ 32×32, batch 64: {ref['conv'] / 1e9:,.1f} GFLOP/s; matmul 2048²: "
+            f"{ref['matmul'] / 1e9:,.1f} GFLOP/s)\n")
+        out(tabulate(frows, headers=["prior", "batch", "MFLOP per image-pass", "achieved GFLOP/s", "of conv rate",
+                                     "of matmul rate"], tablefmt="github", disable_numparse=True))
+        if with_compile:
+            crows = []
+            for name in priors:
+                model = load_prior(name, device).model
+                for b in batches:
+                    c = compile_rates(model, b, device, min_time=min_time)
+                    result["priors"][name][f"compile batch {b}"] = c
+                    crows.append([name, b, f"{c['first_pass_s']:.1f}", f"{c['eager']:,.0f}", f"{c['compiled']:,.0f}",
+                                  f"{c['compiled'] / c['eager']:.2f}×", f"{c['logp_rel_diff']:.1e}",
+                                  f"{c['grad_rel_diff']:.1e}"])
+            out("\n### torch.compile (inductor) against eager, one prior pass\n")
+            out(tabulate(crows, headers=["prior", "batch", "first pass s", "eager img/s", "compiled img/s",
+                                         "speed-up", "max rel. diff log p", "max rel. diff ∇"],
+                         tablefmt="github", disable_numparse=True))
+
+    if grids:
+        rows, bound_rows, fcache = [], [], {}
+        machine_conv = machine_conv_rate(device, min_time=min_time)
+        result["machine_conv_flops"] = machine_conv
+        for g in grids:
+            sys.stderr.write(f"perf: running grid {g!r} ...\n")
+            t = time_grid(g, device_name, extra_args=("--threads", str(threads)))
+            fl = grid_flops(g, device, fcache)
+            bound = fl["flops"] / machine_conv
+            result["grids"][g] = {"wall_s": t.wall_s, "peak_rss_mb": t.peak_rss_mb, "exit_code": t.exit_code,
+                                  "summary": t.summary, **fl, "flop_bound_s": bound,
+                                  "bound_ratio": t.wall_s / bound if bound > 0 else float("nan")}
+            bound_rows.append([g, f"{fl['image_passes']:,}", f"{fl['flops'] / 1e12:,.2f}", f"{bound:,.1f}",
+                               f"{t.wall_s:,.1f}", f"{t.wall_s / bound:.1f}×" if bound > 0 else "-",
+                               f"{fl['image_passes'] / t.wall_s:,.0f}"])
+            target = TARGET_WALL_S.get(g)
+            ok_wall = "" if target is None else ("yes" if t.wall_s <= target else "NO")
+            rows.append([g, f"{t.wall_s:,.1f}", f"≤ {target:,.0f} s" if target else "-", ok_wall,
+                         f"{t.peak_rss_mb:,.0f}", "yes" if t.peak_rss_mb <= TARGET_RSS_MB else "NO",
+                         "rows failed" if " 0 failures" not in t.summary else Status.OK])
+        out("\n### Grid runs (`python -m bench run --grid G`, fresh output directory, child process)\n")
+        out(tabulate(rows, headers=["grid", "wall s", "target", "met", "peak RSS MB", f"≤ {TARGET_RSS_MB:.0f} MB",
+                                    "status"], tablefmt="github", disable_numparse=True))
+        out(f"\n### Where the time goes: each grid against its FLOP bound (planned image-passes × conv + matmul FLOPs "
+            f"per image-pass ÷ this machine's conv rate, {machine_conv / 1e9:,.1f} GFLOP/s on "
+            f"{'the GPU' if device.type == 'cuda' else 'every usable core'})\n")
+        out(tabulate(bound_rows, headers=["grid", "image-passes", "TFLOP", "FLOP bound s", "wall s", "wall / bound",
+                                          "image-passes/s"], tablefmt="github", disable_numparse=True))
+    self_rss = _maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    result["self_peak_rss_mb"] = self_rss
+    out(f"\npeak RSS of this process (prior measurements): {self_rss:,.0f} MB")
+    return result

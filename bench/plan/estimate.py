@@ -1,0 +1,66 @@
+"""``run --dry-run``'s wall-time estimate: every unit's prior passes at a per-pass cost timed on this machine."""
+from __future__ import annotations
+
+import torch
+
+from bench.core.device import clock
+from bench.plan.loading import fresh_model
+
+OVERHEAD = 1.25      # solver arithmetic, scoring and writing on top of the prior passes (default grid, measured)
+UNIT_OVERHEAD_S = 0.15   # per unit: building its two models, the problem, scoring and writing (smoke grid, measured)
+
+
+def estimate_wall(units: list, workers: int) -> tuple[int, float]:
+    """(image-passes, estimated seconds) of running ``units`` with ``workers`` parallel workers: each unit's passes
+    at the cost of one pass of its prior at its batch, timed here (3 passes after a warm-up per prior and batch).
+    Budget-spending solvers are charged their full budget, λ-independent ones half of it, prior-free ones nothing."""
+    from bench.solvers.base import SOLVERS
+
+    cost, passes, secs = {}, 0, 0.0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as every unit runs (several threads on small batches oversubscribe the cores)
+    try:
+        for u in units:
+            cls = SOLVERS.get(u.solver.split("[")[0])
+            if cls.uses_prior:
+                n, t = _unit_cost(u, cls, cost)
+                passes, secs = passes + n, secs + t
+    finally:
+        torch.set_num_threads(threads)
+    return passes, (secs * OVERHEAD + UNIT_OVERHEAD_S * len(units)) / max(1, int(workers))
+
+
+def _unit_shape(u, cls) -> tuple[int, int]:
+    """(batch of the unit's solve, prior passes charged per row of it)."""
+    B = len(u.image_ids) * (1 if cls.lam_independent else len(u.lams))
+    return B, (u.budget // 2 if cls.lam_independent else u.budget)
+
+
+def planned_passes(units: list) -> int:
+    """Image-passes of the prior that ``units`` are planned to spend (as :func:`estimate_wall` counts them,
+    without timing anything): ``run --dry-run``'s count and the rate on ``run``'s last line."""
+    from bench.solvers.base import SOLVERS
+
+    total = 0
+    for u in units:
+        cls = SOLVERS.get(u.solver.split("[")[0])
+        if cls.uses_prior:
+            B, n = _unit_shape(u, cls)
+            total += B * n
+    return total
+
+
+def _unit_cost(u, cls, cost: dict) -> tuple[int, float]:
+    """(image-passes, seconds of prior passes) of one unit; ``cost`` caches the timed pass per (prior, batch)."""
+    B, n = _unit_shape(u, cls)
+    key = (u.prior, u.prior_sha256, B, u.image_size)
+    if key not in cost:
+        model = fresh_model(u.prior, u.device, u.prior_sha256)
+        x = torch.rand((B, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+        x = x.to(u.device).requires_grad_(True)
+        torch.autograd.grad(model.log_prob(x).sum(), x)
+        t0 = clock(x.device)
+        for _ in range(3):
+            torch.autograd.grad(model.log_prob(x).sum(), x)
+        cost[key] = (clock(x.device) - t0) / 3
+    return B * n, cost[key] * n

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: grids and checkpoints written to tmp folders, synthetic runs, test solvers, the task contract, the cheats."""
