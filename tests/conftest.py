@@ -44,3 +44,20 @@ def write_fake_celeba(root, n: int = 6, splits=(0, 0, 0, 1, 2, 2), size=(218, 17
 @pytest.fixture
 def fake_celeba(tmp_path):
     return write_fake_celeba(tmp_path / "celeba")
+
+
+@pytest.fixture
+def test_solvers():
+    """The runner tests' solvers (tests/kit/runs.py) registered for one test."""
+    from kit.runs import registered_test_solvers
+
+    with registered_test_solvers():
+        yield
+
+
+@pytest.fixture(scope="module")
+def priors(tmp_path_factory):
+    """Two analytic Gaussian-logit priors saved as checkpoints; their paths."""
+    from kit.runs import write_test_priors
+
+    return write_test_priors(tmp_path_factory.mktemp("priors"))

@@ -17,7 +17,7 @@ import torch
 from bench.core import device as dev
 from bench.core import schema
 from bench.perf import measure as perf
-from kit.runs import make_grid, priors, rows_of, run, test_solvers
+from kit.runs import make_grid, rows_of, run
 
 
 @pytest.fixture

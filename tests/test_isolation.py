@@ -17,7 +17,7 @@ from bench.core.errors import UserError
 from bench.run.channel import Unsupported, pack, unpack
 from bench.store import parts as store
 from kit.grids import REPO, bench_cmd, bench_env, comparable, make_checkpoint, write_grid, write_plugin
-from kit.runs import make_grid, priors, rows_of, run, test_solvers  # noqa: F401
+from kit.runs import make_grid, rows_of, run
 
 
 def test_messages_carry_tensors_and_never_code():

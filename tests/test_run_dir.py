@@ -15,7 +15,7 @@ from bench.core.errors import UserError
 from bench.plan.filters import apply_filters
 from bench.plan.grid import load_grid
 from bench.store import parts as store
-from kit.runs import GradSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
+from kit.runs import GradSolver, make_grid, rows_of, run
 
 
 # ---------------------------------------------------------------------------------------- run.json & refusal

@@ -14,7 +14,7 @@ from bench.plan.filters import apply_filters
 from bench.plan.units import plan_units
 from bench.run.unit import execute_unit
 from bench.store import parts as store
-from kit.runs import GradSolver, LamFreeSolver, make_grid, priors, rows_of, run, test_solvers  # noqa: F401
+from kit.runs import GradSolver, LamFreeSolver, make_grid, rows_of, run
 
 
 # --------------------------------------------------------------------------------------------- expansion

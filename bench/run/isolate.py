@@ -35,7 +35,7 @@ import struct
 import torch
 
 import bench.solvers.base as _solver_base
-from bench import objective  # noqa: F401  (preloaded for solvers)
+from bench.core import objective  # noqa: F401  (preloaded for solvers)
 from bench.core.errors import BudgetExceeded, one_line
 from bench.core.schema import Status
 from bench.run.channel import DONE, RAISED, SKIP, Channel, pack, unpack  # noqa: F401  (Channel: unpickled here)

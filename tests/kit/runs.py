@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 
 import pandas as pd
-import pytest
 import torch
 
 from bench.plan.grid import parse_grid
@@ -118,26 +117,27 @@ TEST_SOLVERS = {"t-ids": IdsSolver, "t-grad": GradSolver, "t-boom": BoomSolver, 
                 "t-lamfree": LamFreeSolver, "t-escape": EscapeSolver, "t-dtype": DtypeSolver}
 
 
-@pytest.fixture
-def test_solvers():
+@contextlib.contextmanager
+def registered_test_solvers():
+    """The test solvers above, registered for a ``with`` block (the real plugins are discovered first, and the test
+    solvers unregistered after); their call logs start empty. The ``test_solvers`` fixture of tests/conftest.py."""
     GradSolver.calls, LamFreeSolver.calls = [], []
-    with contextlib.ExitStack() as stack:   # temporarily: discovers the real plugins first, unregisters after
+    with contextlib.ExitStack() as stack:
         for name, cls in TEST_SOLVERS.items():
             stack.enter_context(SOLVERS.temporarily(name, cls))
         yield
 
 
-@pytest.fixture(scope="module")
-def priors(tmp_path_factory):
-    """Two analytic priors saved as checkpoints (loaded by path through bench.priors.catalog)."""
+def write_test_priors(folder) -> list[str]:
+    """Two analytic priors saved as checkpoints in ``folder`` (loaded by path through bench.priors.catalog); the
+    ``priors`` fixture of tests/conftest.py."""
     from bench.priors.gaussian import GaussianLogitPrior
     from bench.priors.training import save_checkpoint
 
-    d = tmp_path_factory.mktemp("priors")
-    save_checkpoint(GaussianLogitPrior((1, 16, 16)), d / "gauss-a.pt")
+    save_checkpoint(GaussianLogitPrior((1, 16, 16)), folder / "gauss-a.pt")
     save_checkpoint(GaussianLogitPrior((1, 16, 16), mean=torch.full((1, 16, 16), 0.3),
-                                       std=torch.full((1, 16, 16), 1.5)), d / "gauss-b.pt")
-    return [str(d / "gauss-a.pt"), str(d / "gauss-b.pt")]
+                                       std=torch.full((1, 16, 16), 1.5)), folder / "gauss-b.pt")
+    return [str(folder / "gauss-a.pt"), str(folder / "gauss-b.pt")]
 
 
 def make_grid(priors, **changes):
