@@ -65,11 +65,12 @@ def test_the_check_finds_an_inserted_name(tmp_path):
                                                                                      "templates", "grids"))
     names = registered()
     assert name_literals(tmp_path, names) == []
-    report = tmp_path / "bench" / "report.py"
+    report = tmp_path / "bench" / "report" / "leaderboard.py"
     report.write_text(report.read_text() + '\n\ndef _odd():\n    """aipo, psnr and ok in a docstring are fine."""\n'
                       '    # so is "overspend" in a comment\n    return "aipo", ["psnr"], {"status": "overspend"}, '
                       'float("nan")\n')
-    (tmp_path / "bench" / "metrics.py").write_text((tmp_path / "bench" / "metrics.py").read_text() + '\n_X = "ssim"\n')
+    metrics = tmp_path / "bench" / "core" / "metrics.py"
+    metrics.write_text(metrics.read_text() + '\n_X = "ssim"\n')
     hits = name_literals(tmp_path, names)
     assert sorted(h.split(": ", 1)[1] for h in hits) == ["'aipo' (solver)", "'overspend' (status)", "'psnr' (metric)"]
     assert all(h.startswith("bench/report/leaderboard.py:") for h in hits)
