@@ -69,6 +69,27 @@ def _direction(g, prev_g, d, t, S, Y, rho, count, H, later, cap):
     return torch.where(later[:, None], r, d)
 
 
+def _begin_iteration(it, g, loss, lr, d, t, prev_g, prev_loss, H, n_loc, n_glob, history):
+    """The start of one iteration of ``LBFGS.step``'s loop for the rows ``it``: the iteration counters (``n_loc``,
+    ``n_glob``, in place), the direction (−g on a row's first iteration, else :func:`_direction`, which stores the
+    last curvature pair in ``history`` = (S, Y, rho, count, cap)), the previous gradient and loss, and the step
+    (min(1, 1/||g||₁)·lr on the first iteration, lr after). Returns the new d, t, prev_g, prev_loss, H."""
+    S, Y, rho, count, cap = history
+    n_loc += it.long()
+    n_glob += it.long()
+    first = it & (n_glob == 1)
+    later = it & (n_glob > 1)
+    if bool(later.any()):
+        d = _direction(g, prev_g, d, t, S, Y, rho, count, H, later, cap)
+    H = torch.where(first, torch.ones_like(H), H)
+    d = torch.where(first[:, None], -g, d)
+    prev_g = torch.where(it[:, None], g, prev_g)
+    prev_loss = torch.where(it, loss, prev_loss)
+    t_first = torch.clamp(1.0 / g.abs().sum(1), max=1.0) * lr
+    t = torch.where(first, t_first, torch.where(it, lr, t))
+    return d, t, prev_g, prev_loss, H
+
+
 def lbfgs_minimize(fun, z0: torch.Tensor, lr, steps: int, max_evals, *, max_iter: int = 20,
                    max_eval: int | None = None, history_size: int = 100, tolerance_grad: float = 1e-7,
                    tolerance_change: float = 1e-9, on_eval=None, line_search: str = "none") -> LBFGSResult:
@@ -170,18 +191,8 @@ def lbfgs_minimize(fun, z0: torch.Tensor, lr, steps: int, max_evals, *, max_iter
         it = rows & ~done
         if not bool(it.any()):
             continue
-        n_loc += it.long()
-        n_glob += it.long()
-        first = it & (n_glob == 1)
-        later = it & (n_glob > 1)
-        if bool(later.any()):
-            d = _direction(g, prev_g, d, t, S, Y, rho, count, H, later, cap)
-        H = torch.where(first, torch.ones_like(H), H)
-        d = torch.where(first[:, None], -g, d)
-        prev_g = torch.where(it[:, None], g, prev_g)
-        prev_loss = torch.where(it, loss, prev_loss)
-        t_first = torch.clamp(1.0 / g.abs().sum(1), max=1.0) * lr
-        t = torch.where(first, t_first, torch.where(it, lr, t))
+        d, t, prev_g, prev_loss, H = _begin_iteration(it, g, loss, lr, d, t, prev_g, prev_loss, H, n_loc, n_glob,
+                                                      (S, Y, rho, count, cap))
         gtd = (g * d).sum(1)
         stuck = it & (gtd > -tolerance_change)       # not a descent direction: torch breaks before stepping
         converged |= stuck
@@ -300,18 +311,8 @@ def _lbfgs_strong_wolfe(fun, z0, lr, steps, max_evals, max_iter, max_eval, cap, 
         it = (start | ended) & ~done
         if not bool(it.any()):
             continue
-        n_loc += it.long()
-        n_glob += it.long()
-        first = it & (n_glob == 1)
-        later = it & (n_glob > 1)
-        if bool(later.any()):
-            d = _direction(g, prev_g, d, t, S, Y, rho, count, H, later, cap)
-        H = torch.where(first, torch.ones_like(H), H)
-        d = torch.where(first[:, None], -g, d)
-        prev_g = torch.where(it[:, None], g, prev_g)
-        prev_loss = torch.where(it, loss, prev_loss)
-        t_first = torch.clamp(1.0 / g.abs().sum(1), max=1.0) * lr
-        t = torch.where(first, t_first, torch.where(it, lr, t))
+        d, t, prev_g, prev_loss, H = _begin_iteration(it, g, loss, lr, d, t, prev_g, prev_loss, H, n_loc, n_glob,
+                                                      (S, Y, rho, count, cap))
         for i in it.nonzero().squeeze(1).tolist():
             gtd = g[i].dot(d[i])
             if gtd > -tolerance_change:                     # not a descent direction: torch breaks, stuck
