@@ -23,8 +23,8 @@ PLUGIN = textwrap.dedent('''
     import torch
     from torch import nn
 
-    from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
     from bench.core.registry import Param
+    from bench.priors.base import ARCHS, DEPTH, WIDTH, FlowPrior
 
 
     @ARCHS.register("checker-additive")
@@ -75,8 +75,8 @@ def test_plugin_architecture_is_picked_up_by_the_prior_contract_tests(tmp_path):
     training from the CLI) and passes."""
     name = write_plugin(tmp_path, "checker_additive_flow", PLUGIN)
     env = bench_env(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", name, "tests/test_priors.py", "-k", ARCH], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", name, "tests/test_priors.py", "-k", ARCH],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     expected = len(pc.MODEL_CHECKS) * len(pc.SMALL) + len(pc.ARCH_CHECKS) + 1   # + test_train_prior_smoke
     assert r.returncode == 0 and f"{expected} passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 

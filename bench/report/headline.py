@@ -76,6 +76,8 @@ def task_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def _domains(g: pd.DataFrame) -> list[tuple[tuple, list]]:
     """[(datasets, priors)]: the group's priors partitioned by the set of datasets each was evaluated on (a
     domain), in order of first appearance."""
+    if "dataset" not in g.columns:
+        return [((), list(g["prior"].unique()))]
     by_prior = g.groupby("prior", sort=False)["dataset"].agg(lambda s: tuple(sorted(set(s))))
     out: dict = {}
     for prior, datasets in by_prior.items():

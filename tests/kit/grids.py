@@ -13,7 +13,7 @@ import torch
 
 from bench.core.metrics import METRICS as METRIC_TABLE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Columns that legitimately differ between two runs of the same cells: timing and provenance (a filtered grid has
 # another hash; the lead may commit between two runs of one test).
