@@ -220,23 +220,3 @@ def test_task_column_without_parameters_is_split_by_p_task():
     df = pd.DataFrame({"task": ["cs", "cs", "denoise"], "p_task_m": [0.1, 2000.0, None],
                        "p_task_sigma": [0.1, 0.1, 0.1], "solver": ["aipo"] * 3})
     assert report.disambiguate_tasks(df)["task"].tolist() == ["cs[m=0.1]", "cs[m=2000]", "denoise"]
-
-
-def test_headline_groups_split_by_domain():
-    """Priors evaluated on different datasets (two grid blocks, two domains) are ranked in separate task groups;
-    one domain keeps one group per task."""
-    from bench.report.headline import task_groups
-
-    rows = []
-    for prior, datasets in (("pa", ("faces", "textures")), ("pb", ("faces", "textures")),
-                            ("pm", ("fmnist", "patches"))):
-        for split, ds in zip(("id", "ood"), datasets):
-            for solver in ("s1", "s2"):
-                rows.append(dict(task="denoise", prior=prior, dataset=ds, split=split, lam=1.0, seed=0,
-                                 image_id="0", solver=solver, map_loss=1.0, psnr=1.0, status="ok"))
-    df = pd.DataFrame(rows)
-    groups = task_groups(df)
-    assert [label for label, _ in groups] == ["denoise · faces + textures", "denoise · fmnist + patches"]
-    assert [sorted(g["prior"].unique()) for _, g in groups] == [["pa", "pb"], ["pm"]]
-    one = task_groups(df[df["prior"] != "pm"])
-    assert [label for label, _ in one] == ["denoise"] and len(one[0][1]) == len(df[df["prior"] != "pm"])

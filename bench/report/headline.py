@@ -2,9 +2,7 @@
 
 A *task group* is the cells of one task (``denoise``, ``cs``, ``inpaint``; every parameter value, budget and MLE
 length of it) in which the same set of solvers ran — so the cs sweep, where only a few solvers ran, is its own
-group — and, where a run covers several domains, on one domain: priors evaluated on the same datasets (a grid
-block's in-distribution and OOD sets) form a domain, so faces and Fashion-MNIST cells are never ranked together.
-Per group and solver:
+group. Per group and solver:
 
 - **mean rank** of MAP loss over the group's ranking cells (task × prior × split × λ × seed, as
   :func:`bench.report.tables.rank_cells`: ties share the best rank, a failed row ranks last), with its standard
@@ -66,23 +64,8 @@ def task_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             for c in ("budget", "mle_steps"):
                 if c in g.columns and g[c].nunique() > 1:
                     label += f" · {c} ∈ {_fmt_values(g[c].dropna().unique().tolist())}"
-            domains = _domains(g)
-            for datasets, priors in domains:
-                part = g[g["prior"].isin(priors)]
-                out.append((label + (f" · {' + '.join(datasets)}" if len(domains) > 1 else ""), part))
+            out.append((label, g))
     return out
-
-
-def _domains(g: pd.DataFrame) -> list[tuple[tuple, list]]:
-    """[(datasets, priors)]: the group's priors partitioned by the set of datasets each was evaluated on (a
-    domain), in order of first appearance."""
-    if "dataset" not in g.columns:
-        return [((), list(g["prior"].unique()))]
-    by_prior = g.groupby("prior", sort=False)["dataset"].agg(lambda s: tuple(sorted(set(s))))
-    out: dict = {}
-    for prior, datasets in by_prior.items():
-        out.setdefault(datasets, []).append(prior)
-    return list(out.items())
 
 
 def pairwise_tests(g: pd.DataFrame, solvers: list, metric: str, floors: dict | None = None) -> pd.DataFrame:
