@@ -16,14 +16,6 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
-def faces16():
-    """The lfw-faces test split at 16×16 (20 grey images)."""
-    from bench.datasets.base import load_dataset
-
-    return load_dataset("lfw-faces", "test", 16)
-
-
 def write_fake_celeba(root, n: int = 6, splits=(0, 0, 0, 1, 2, 2), size=(218, 178), seed: int = 0):
     """A CelebA-layout folder: ``n`` random RGB JPEGs (H×W = ``size``) named 000001.jpg... and the partition file."""
     from PIL import Image

@@ -6,7 +6,6 @@ import base64
 import gzip
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest

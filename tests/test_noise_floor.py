@@ -1,7 +1,6 @@
 """The noise floor of a leaderboard table (bench.report.noise_floor) and the rule that no win is bold below it."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 

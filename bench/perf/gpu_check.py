@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from bench import REPO_ROOT
+
 CHECK_TOLERANCES = ["--fail-map-loss", "3se+1%", "--fail-psnr", "3se+0.2", "--fail-ssim", "3se+0.01"]
 
 
@@ -65,10 +66,10 @@ def main() -> int:
         out = Path(tmp) / "smoke-cuda"
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "bench", "run", "--grid", "smoke", "--out", str(out), "--device",
-                            "cuda", "--deterministic", "-q", "--no-report"], cwd=REPO)
+                            "cuda", "--deterministic", "-q", "--no-report"], cwd=REPO_ROOT)
         print(f"smoke on cuda: exit {r.returncode}, {time.perf_counter() - t0:.1f} s")
         c = subprocess.run([sys.executable, "-m", "bench", "check", str(out), "--reference",
-                            str(REPO / "results" / "reference" / "smoke"), *CHECK_TOLERANCES], cwd=REPO)
+                            str(REPO_ROOT / "results" / "reference" / "smoke"), *CHECK_TOLERANCES], cwd=REPO_ROOT)
     from bench.priors.base import ARCHS
 
     rates = {}

@@ -1,4 +1,4 @@
-"""``python -m bench train-prior``: fit a flow prior by maximum likelihood (see bench/priors/training.py)."""
+"""``python -m bench train-prior``: fit a flow prior by maximum likelihood (see priors/training.py)."""
 from __future__ import annotations
 
 from bench.cli.commands import COMMANDS
