@@ -104,8 +104,11 @@ def read_checkpoint(path, data: bytes | None = None) -> tuple[dict, dict]:
 
 
 def model_from_checkpoint(path, device="cpu", data: bytes | None = None) -> torch.nn.Module:
-    """A frozen (eval, no parameter gradients) model from a checkpoint file or its bytes ``data``. Building it
-    leaves the global torch RNG untouched (layer initialisers draw from it before the weights are loaded)."""
+    """A frozen (eval, no parameter gradients) model from a checkpoint file or its bytes ``data``, its convolution
+    weights in channels-last memory format (convolutions then skip a layout conversion on every call: 1.3–1.4× more
+    image-passes per second for the 28×28 priors on a 2-core CPU, README "Performance"; numerics move in the last
+    bits). Building it leaves the global torch RNG untouched (layer initialisers draw from it before the weights are
+    loaded)."""
     from bench.priors.base import build_prior
 
     path = Path(path)
@@ -139,7 +142,7 @@ def model_from_checkpoint(path, device="cpu", data: bytes | None = None) -> torc
                         f"the checkpoint is damaged or its training diverged")
     model.load_state_dict(state, strict=True)
     model.eval().requires_grad_(False)
-    return model.to(device)
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def load_prior(spec: str, device="cpu") -> LoadedPrior:

@@ -72,11 +72,12 @@ def test_compile_rates_synchronise(fake_cuda, monkeypatch):
 
 
 def test_estimate_synchronises(fake_cuda, priors, test_solvers):
+    from bench.plan.batches import plan_batches
     from bench.plan.estimate import estimate_wall
     from bench.plan.units import plan_units
 
     units = plan_units(make_grid(priors[:1], tasks=["denoise"], splits=["id"]))
-    passes, secs = estimate_wall(units, 1)
+    passes, secs = estimate_wall(plan_batches(units, units, 256), 1)
     assert passes == 2 * 2 * 10 and secs > 0 and len(fake_cuda) == 2
 
 
@@ -225,7 +226,7 @@ def test_grid_flops_counts_planned_passes(priors, test_solvers, monkeypatch):
 
     g = make_grid(priors[:1], solvers=["t-grad", "t-lamfree"], tasks=["denoise"])
     monkeypatch.setattr("bench.plan.grid.load_grid", lambda name, **kw: g if name == "tiny" else real_load(name, **kw))
-    monkeypatch.setattr(perf, "flops_per_image", lambda model, batch=64: 1000.0)
+    monkeypatch.setattr("bench.perf.flops.flops_per_image", lambda model, batch=64: 1000.0)
     fl = perf.grid_flops("tiny", torch.device("cpu"))
     assert fl == {"image_passes": 2 * 2 * 2 * 10, "flops": 2 * 2 * 2 * 10 * 1000.0}
 
@@ -233,12 +234,14 @@ def test_grid_flops_counts_planned_passes(priors, test_solvers, monkeypatch):
 def test_perf_prints_flop_bound_and_ratio(monkeypatch):
     monkeypatch.setattr(perf, "machine_conv_rate", lambda device, min_time=1.0: 1e9)
     monkeypatch.setattr(perf, "grid_flops", lambda g, device, cache=None: {"image_passes": 1000, "flops": 5e9})
-    monkeypatch.setattr(perf, "time_grid", lambda g, device, extra_args=(): perf.GridTiming(
+    monkeypatch.setattr(perf, "time_grid", lambda g, device, keep=None, extra_args=(): perf.GridTiming(
         grid=g, wall_s=12.5, peak_rss_mb=100.0, exit_code=0, summary="x, 0 failures, 12.5 s wall"))
     lines = []
     res = perf.run_perf(["smoke"], [], device_name="cpu", out=lines.append)
     text = "\n".join(lines)
-    assert "FLOP bound" in text and "| smoke  | 1,000          | 0.01    | 5.0            | 12.5     | 2.5×" in text
+    bound_table = text.split("Where the time goes")[1]
+    row = [c.strip() for c in next(ln for ln in bound_table.splitlines() if ln.startswith("| smoke")).split("|")]
+    assert "FLOP bound" in text and row[1:9] == ["smoke", "1,000", "0.01", "5.0", "12.5", "2.50×", "yes", "80"]
     assert res["grids"]["smoke"]["flop_bound_s"] == 5.0 and res["grids"]["smoke"]["bound_ratio"] == 2.5
 
 

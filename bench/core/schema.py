@@ -68,9 +68,10 @@ KEY_COLUMNS = _columns(("cell_id", STR), ("unit_id", STR), ("task", STR), ("prio
 # after the metrics: what the run of a row spent and how it ended
 RUN_COLUMNS = _columns(("nfe_used", INT), ("budget", INT), ("iterations", INT), ("wall_time_s", FLOAT),
                        (STATUS, STR), (ERROR, STR))
-# where and from what a row was computed (bench.core.provenance), and the unit's MLE length and protocol
+# where and from what a row was computed (bench.core.provenance; pass_batch: the rows its prior passes were batched
+# with, bench.plan.batches), and the unit's MLE length and protocol
 PROVENANCE_COLUMNS = _columns(("git_commit", STR), ("torch_version", STR), ("numpy_version", STR), ("device", STR),
-                              ("torch_threads", INT), ("cpu_isa", STR), ("started_at", STR), ("grid_name", STR),
+                              ("torch_threads", INT), ("pass_batch", INT), ("cpu_isa", STR), ("started_at", STR), ("grid_name", STR),
                               ("grid_hash", STR), ("tuned", BOOL), ("mle_steps", INT), ("protocol", STR))
 # on what (bench.core.device): TF32 allowed (False on CPU), deterministic algorithms, the GPU and its CUDA / cuDNN versions
 # ("" on CPU), the unit's peak GPU memory in MB (NaN on CPU)

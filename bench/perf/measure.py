@@ -1,17 +1,18 @@
 """``python -m bench perf``: how fast the harness is on this machine (README "Performance").
 
-Three measurements, one markdown table each (paste into README):
+Four measurements, one markdown table each (paste into README):
 
 1. Prior pass throughput, per shipped prior: one *prior pass* is forward + backward of ``log_prob`` w.r.t. x (what
-   a solver step costs, README contract 2). Image-steps per second batched (batch 256 and the default grid's work
-   unit batch = images per split × λ values) against a loop of batch-1 passes over the same images; the ratio is
+   a solver step costs, README contract 2). Image-steps per second batched (batch 256 and the default grid's largest
+   batch of units, :mod:`bench.plan.batches`) against a loop of batch-1 passes over the same images; the ratio is
    the per-image speed-up batching buys (target >= 10× at 16×16).
 2. Grid wall time: ``python -m bench run --grid G`` in a child process into a temporary directory (every unit
-   computed, nothing reused), smoke and default (targets: 60 s and 15 min on a 2-core CPU machine).
+   computed, nothing reused), smoke and default (targets: 60 s and 12 min on a 2-core CPU machine).
 3. Peak memory: the peak RSS of each grid's child process (``os.wait4`` rusage, so each grid is measured on its
    own; target <= 4 GB for the default grid) and of this process after the prior measurements.
 4. Where the time goes: each timed grid's FLOP bound (its planned image-passes × FLOPs per image-pass of their
-   prior ÷ the whole machine's measured 3×3-convolution rate, every usable core) and the wall time's ratio to it.
+   prior ÷ the whole machine's measured 3×3-convolution rate, every usable core: :func:`machine_conv_rate`) and the
+   wall time's ratio to it (target <= 2.5×).
 
 Every timed path reads the clock with :func:`bench.core.device.clock`, which waits for a CUDA device's queued kernels
 first (CUDA calls return when the kernels are queued: unsynchronised timing measures launches, not work).
@@ -35,28 +36,16 @@ from bench.core import numerics
 from bench.core.device import clock
 from bench.core.errors import UserError
 from bench.core.schema import Status
+from bench.perf.flops import _rate, flops_per_image, grid_flops, machine_conv_rate, reference_rates
 
 TARGET_RATIO = 10.0
-TARGET_WALL_S = {"smoke": 60.0, "default": 15 * 60.0}
+TARGET_WALL_S = {"smoke": 60.0, "default": 12 * 60.0}
+TARGET_BOUND_RATIO = 2.5
 TARGET_RSS_MB = 4096.0
 BATCH_BIG = 256
 
 
 # ------------------------------------------------------------------------------------------- measurements
-def _rate(step, n_images: int, min_time: float, min_reps: int = 2, device="cpu") -> float:
-    """Image-steps per second of ``step()`` (which processes ``n_images`` images on ``device``): one warm-up call,
-    then repeated until ``min_time`` seconds and ``min_reps`` calls have passed (the clock read after the device
-    has finished, :func:`bench.core.device.clock`)."""
-    step()
-    reps, t0 = 0, clock(device)
-    while True:
-        step()
-        reps += 1
-        dt = clock(device) - t0
-        if reps >= min_reps and dt >= min_time:
-            return n_images * reps / dt
-
-
 def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images: int = 32) -> dict:
     """{"batch <B>": image-steps/s for each B in ``batches``, "loop": image-steps/s of batch-1 passes}."""
     gen = torch.Generator().manual_seed(0)
@@ -79,32 +68,6 @@ def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images:
 
     out["loop"] = _rate(loop, loop_images, min_time, min_reps=1, device=device)
     return out
-
-
-def flops_per_image(model, batch: int = 64) -> float:
-    """FLOPs of one prior pass (forward + backward of log_prob w.r.t. x) per image, as
-    ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls and convolutions; elementwise ops are free)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
-    x = x.to(next(model.parameters()).device).requires_grad_(True)
-    with FlopCounterMode(display=False) as fc:
-        torch.autograd.grad(model.log_prob(x).sum(), x)
-    return fc.get_total_flops() / batch
-
-
-def reference_rates(device, min_time: float = 1.0) -> dict:
-    """FLOP/s of a large float32 matmul (2048²) and of a 3×3 convolution (batch 64, 64 → 64 channels, 32×32) on
-    ``device`` with the current thread count: the machine's practical peak for the two kinds of work a flow does."""
-    g = torch.Generator().manual_seed(0)
-    n = 2048
-    a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
-    mm = _rate(lambda: torch.mm(a, b), 1, min_time, device=device) * 2 * n ** 3
-    x = torch.randn(64, 64, 32, 32, generator=g).to(device)
-    w = torch.randn(64, 64, 3, 3, generator=g).to(device)
-    conv = (_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 1, min_time, device=device)
-            * 2 * 64 * 64 * 32 * 32 * 64 * 9)
-    return {"matmul": mm, "conv": conv}
 
 
 def compile_rates(model, batch: int, device, min_time: float = 1.0) -> dict:
@@ -134,41 +97,6 @@ def compile_rates(model, batch: int, device, min_time: float = 1.0) -> dict:
             "grad_rel_diff": float((g_c - g_e).abs().max() / g_e.abs().max())}
 
 
-def machine_conv_rate(device, min_time: float = 1.0) -> float:
-    """FLOP/s of :func:`reference_rates`' convolution on the whole machine: every usable core on CPU (torch threads
-    set to their number for the measurement), the GPU on CUDA. What a grid's FLOP bound divides by."""
-    from bench.run.executors import usable_cpus
-
-    before = torch.get_num_threads()
-    if device.type != "cuda":
-        torch.set_num_threads(usable_cpus())
-    try:
-        return reference_rates(device, min_time=min_time)["conv"]
-    finally:
-        torch.set_num_threads(before)
-
-
-def grid_flops(grid_name: str, device, flops_cache: dict | None = None) -> dict:
-    """{"image_passes": planned image-passes of the prior (as ``run --dry-run`` counts them), "flops": their conv +
-    matmul FLOPs (:func:`flops_per_image` of each unit's prior)} of a whole grid, every unit computed."""
-    from bench.plan.estimate import planned_passes
-    from bench.plan.grid import load_grid
-    from bench.plan.loading import fresh_model
-    from bench.plan.units import RunContext, plan_units
-
-    cache = {} if flops_cache is None else flops_cache
-    passes = flops = 0
-    for u in plan_units(load_grid(grid_name), RunContext(device=str(device))):
-        n = planned_passes([u])
-        if not n:
-            continue
-        key = (u.prior, u.prior_sha256)
-        if key not in cache:
-            cache[key] = flops_per_image(fresh_model(u.prior, device, u.prior_sha256))
-        passes, flops = passes + n, flops + n * cache[key]
-    return {"image_passes": passes, "flops": flops}
-
-
 @dataclass
 class GridTiming:
     grid: str
@@ -184,11 +112,12 @@ def _maxrss_mb(ru_maxrss: int) -> float:
     return ru_maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else ru_maxrss / 1024.0
 
 
-def time_grid(grid: str, device: str = "auto", workdir=None, extra_args=()) -> GridTiming:
-    """Run ``python -m bench run --grid <grid>`` in a child process into a fresh directory; wall time and that
-    child's own peak RSS (``os.wait4``)."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-perf-{Path(grid).stem}-", dir=workdir) as tmp:
-        cmd = [sys.executable, "-m", "bench", "run", "--grid", grid, "--out", str(Path(tmp) / "out"),
+def time_grid(grid: str, device: str = "auto", keep=None, extra_args=()) -> GridTiming:
+    """Run ``python -m bench run --grid <grid>`` in a child process into a fresh directory (a temporary one, or
+    ``keep``, which must not exist yet, kept afterwards); wall time and that child's own peak RSS (``os.wait4``)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-perf-{Path(grid).stem}-") as tmp:
+        out = Path(keep) if keep else Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "bench", "run", "--grid", grid, "--out", str(out),
                "--device", device, "-q", "--no-report", *extra_args]
         t0 = time.perf_counter()
         proc = subprocess_popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -264,13 +193,15 @@ def machine_facts(device: torch.device) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- the command
-def unit_batch(grid_name: str = "default") -> int:
-    """Rows of one work unit of a grid (images per split × λ values of its main block): the batch solvers run."""
+def unit_batch(grid_name: str = "default", device: str = "cpu") -> int:
+    """Rows of the largest batch of units of a grid (:func:`bench.plan.batches.group_units`): the batch its prior
+    passes run at."""
+    from bench.plan.batches import default_max_rows, group_units, solve_rows
     from bench.plan.grid import load_grid
+    from bench.plan.units import plan_units
 
-    g = load_grid(grid_name)
-    ips = [v for v in g.images_per_split.values() if v is not None]
-    return (max(ips) if ips else 8) * len(g.main.lams)
+    groups = group_units(plan_units(load_grid(grid_name)), default_max_rows(device))
+    return max(sum(solve_rows(u) for u in g) for g in groups)
 
 
 def available_priors(names) -> list[str]:
@@ -280,17 +211,17 @@ def available_priors(names) -> list[str]:
 
 
 def run_perf(grids, priors, device_name: str = "auto", min_time: float = 1.0, out=print, threads: int = 1,
-             with_compile: bool = False) -> dict:
+             with_compile: bool = False, keep=None) -> dict:
     """Measure and print the tables; returns the numbers (for tests and --json). Prior passes are measured as
     units compute (:func:`bench.core.device.numerics_mode`: TF32 off on CUDA)."""
     from bench.core.device import numerics_mode, resolve_device
 
     device = resolve_device(device_name)
     with numerics_mode(device):
-        return _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile)
+        return _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile, keep)
 
 
-def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile) -> dict:
+def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_compile, keep) -> dict:
     from tabulate import tabulate
 
     from bench.plan.grid import grid_path
@@ -299,7 +230,7 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
     torch.set_num_threads(threads)
     for g in grids:
         grid_path(g)  # UserError for an unknown grid, before any measurement
-    ub = unit_batch("default")
+    ub = unit_batch("default", device.type)
     batches = sorted({BATCH_BIG, ub}, reverse=True)
     facts = machine_facts(device)
     out("### Machine\n")
@@ -327,7 +258,7 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
         out("\n### Prior pass (forward + backward of log_prob w.r.t. x), image-steps per second\n")
         out(tabulate(rows, headers=["prior", "batch", "batched img/s", "batch-1 loop img/s", "speed-up",
                                     f"≥ {TARGET_RATIO:.0f}×"], tablefmt="github", disable_numparse=True))
-        out(f"(batch {ub} = one work unit of the default grid: images per split × λ values)")
+        out(f"(batch {ub} = the largest batch of units of the default grid: the rows its prior passes run at)")
         out(f"\n### Achieved FLOP rate of a batched prior pass against this machine's measured rates "
             f"(conv 3×3 64→64 @ 32×32, batch 64: {ref['conv'] / 1e9:,.1f} GFLOP/s; matmul 2048²: "
             f"{ref['matmul'] / 1e9:,.1f} GFLOP/s)\n")
@@ -354,14 +285,16 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
         result["machine_conv_flops"] = machine_conv
         for g in grids:
             sys.stderr.write(f"perf: running grid {g!r} ...\n")
-            t = time_grid(g, device_name, extra_args=("--threads", str(threads)))
+            t = time_grid(g, device_name, keep=Path(keep) / Path(g).stem if keep else None,
+                          extra_args=("--threads", str(threads)))
             fl = grid_flops(g, device, fcache)
             bound = fl["flops"] / machine_conv
             result["grids"][g] = {"wall_s": t.wall_s, "peak_rss_mb": t.peak_rss_mb, "exit_code": t.exit_code,
                                   "summary": t.summary, **fl, "flop_bound_s": bound,
                                   "bound_ratio": t.wall_s / bound if bound > 0 else float("nan")}
             bound_rows.append([g, f"{fl['image_passes']:,}", f"{fl['flops'] / 1e12:,.2f}", f"{bound:,.1f}",
-                               f"{t.wall_s:,.1f}", f"{t.wall_s / bound:.1f}×" if bound > 0 else "-",
+                               f"{t.wall_s:,.1f}", f"{t.wall_s / bound:.2f}×" if bound > 0 else "-",
+                               "yes" if 0 < bound and t.wall_s / bound <= TARGET_BOUND_RATIO else "NO",
                                f"{fl['image_passes'] / t.wall_s:,.0f}"])
             target = TARGET_WALL_S.get(g)
             ok_wall = "" if target is None else ("yes" if t.wall_s <= target else "NO")
@@ -375,7 +308,8 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
             f"per image-pass ÷ this machine's conv rate, {machine_conv / 1e9:,.1f} GFLOP/s on "
             f"{'the GPU' if device.type == 'cuda' else 'every usable core'})\n")
         out(tabulate(bound_rows, headers=["grid", "image-passes", "TFLOP", "FLOP bound s", "wall s", "wall / bound",
-                                          "image-passes/s"], tablefmt="github", disable_numparse=True))
+                                          f"≤ {TARGET_BOUND_RATIO}×", "image-passes/s"], tablefmt="github",
+                     disable_numparse=True))
     self_rss = _maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     result["self_peak_rss_mb"] = self_rss
     out(f"\npeak RSS of this process (prior measurements): {self_rss:,.0f} MB")

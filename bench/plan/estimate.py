@@ -1,4 +1,5 @@
-"""``run --dry-run``'s wall-time estimate: every unit's prior passes at a per-pass cost timed on this machine."""
+"""``run --dry-run``'s wall-time estimate: every batch of units' prior passes at a per-pass cost timed on this
+machine."""
 from __future__ import annotations
 
 import torch
@@ -10,24 +11,28 @@ OVERHEAD = 1.25      # solver arithmetic, scoring and writing on top of the prio
 UNIT_OVERHEAD_S = 0.15   # per unit: building its two models, the problem, scoring and writing (smoke grid, measured)
 
 
-def estimate_wall(units: list, workers: int) -> tuple[int, float]:
-    """(image-passes, estimated seconds) of running ``units`` with ``workers`` parallel workers: each unit's passes
-    at the cost of one pass of its prior at its batch, timed here (3 passes after a warm-up per prior and batch).
-    Budget-spending solvers are charged their full budget, λ-independent ones half of it, prior-free ones nothing."""
+def estimate_wall(batches: list, workers: int) -> tuple[int, float]:
+    """(image-passes, estimated seconds) of running ``batches`` (:class:`~bench.plan.batches.UnitBatch`, every
+    member computed) with ``workers`` parallel workers: each batch's passes at the cost of one pass of its prior at
+    the batch's rows, timed here (3 passes after a warm-up per prior and batch size). Budget-spending solvers are
+    charged their full budget, λ-independent ones half of it, prior-free ones nothing."""
     from bench.solvers.base import SOLVERS
 
     cost, passes, secs = {}, 0, 0.0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # as every unit runs (several threads on small batches oversubscribe the cores)
     try:
-        for u in units:
+        for b in batches:
+            u = b.units[0]
             cls = SOLVERS.get(u.solver.split("[")[0])
             if cls.uses_prior:
-                n, t = _unit_cost(u, cls, cost)
-                passes, secs = passes + n, secs + t
+                rows = sum(_unit_shape(m, cls)[0] for m in b.units)
+                n = _unit_shape(u, cls)[1]
+                passes, secs = passes + rows * n, secs + _pass_cost(u, rows, cost) * n
     finally:
         torch.set_num_threads(threads)
-    return passes, (secs * OVERHEAD + UNIT_OVERHEAD_S * len(units)) / max(1, int(workers))
+    units = sum(len(b.units) for b in batches)
+    return passes, (secs * OVERHEAD + UNIT_OVERHEAD_S * units) / max(1, int(workers))
 
 
 def _unit_shape(u, cls) -> tuple[int, int]:
@@ -50,17 +55,16 @@ def planned_passes(units: list) -> int:
     return total
 
 
-def _unit_cost(u, cls, cost: dict) -> tuple[int, float]:
-    """(image-passes, seconds of prior passes) of one unit; ``cost`` caches the timed pass per (prior, batch)."""
-    B, n = _unit_shape(u, cls)
-    key = (u.prior, u.prior_sha256, B, u.image_size)
+def _pass_cost(u, rows: int, cost: dict) -> float:
+    """Seconds of one prior pass of ``u``'s prior at ``rows`` rows; ``cost`` caches them per (prior, rows)."""
+    key = (u.prior, u.prior_sha256, rows, u.image_size)
     if key not in cost:
         model = fresh_model(u.prior, u.device, u.prior_sha256)
-        x = torch.rand((B, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+        x = torch.rand((rows, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
         x = x.to(u.device).requires_grad_(True)
         torch.autograd.grad(model.log_prob(x).sum(), x)
         t0 = clock(x.device)
         for _ in range(3):
             torch.autograd.grad(model.log_prob(x).sum(), x)
         cost[key] = (clock(x.device) - t0) / 3
-    return B * n, cost[key] * n
+    return cost[key]

@@ -27,6 +27,7 @@ from __future__ import annotations
 from bench.core import objective
 from bench.core.errors import BudgetExceeded
 from bench.core.lazy import lazy_module
+from bench.run.passes import PassBatcher
 
 torch = lazy_module("torch")
 
@@ -43,12 +44,13 @@ def max_trace_points(budget: int, iterates: bool = False) -> int:
 class BudgetedPrior:
     """Wraps a flow prior; ``used[i]`` counts the passes charged to problem row ``i``."""
 
-    __slots__ = ("__model", "__budget", "__used", "__loss_fn", "__last", "__points", "__refused")
+    __slots__ = ("__passes", "__budget", "__used", "__loss_fn", "__last", "__points", "__refused")
 
     def __init__(self, prior, budget: int, batch_size: int, loss_fn=None):
-        """``loss_fn(x, log_prior) -> (B,)``: the harness's MAP loss of the whole batch at its own λ from a
+        """``prior``: a flow model, or the :class:`~bench.run.passes.PassBatcher` that batches its passes with other
+        units'; ``loss_fn(x, log_prior) -> (B,)``: the harness's MAP loss of the whole batch at its own λ from a
         log-prior value it computed (used by :meth:`trace_point` without ``x``)."""
-        self.__model = prior
+        self.__passes = prior if isinstance(prior, PassBatcher) else PassBatcher(prior)
         self.__budget = int(budget)
         self.__used = torch.zeros(int(batch_size), dtype=torch.long)
         self.__loss_fn = loss_fn
@@ -72,11 +74,11 @@ class BudgetedPrior:
 
     @property
     def latent_shape(self):
-        return tuple(self.__model.latent_shape)
+        return self.__passes.latent_shape
 
     @property
     def image_shape(self):
-        return tuple(self.__model.image_shape)
+        return self.__passes.image_shape
 
     def remaining(self, rows=None) -> torch.Tensor:
         r = self.__budget - self.__used
@@ -119,7 +121,7 @@ class BudgetedPrior:
     def log_prob(self, x: torch.Tensor, rows=None) -> torch.Tensor:
         idx = self._rows(x, rows)
         self.charge(1, idx)
-        value = objective.log_prior(self.__model, x)
+        value = self.__passes.log_prob(x)
         self._remember(idx, x, value)
         return value
 
@@ -168,13 +170,13 @@ class BudgetedPrior:
 
     def encode(self, x: torch.Tensor, rows=None) -> torch.Tensor:
         self.charge(1, self._rows(x, rows))
-        return self.__model.encode(x)
+        return self.__passes.model_op("encode", x)
 
     def decode(self, z: torch.Tensor, rows=None) -> torch.Tensor:
         self.charge(1, self._rows(z, rows))
-        return self.__model.decode(z)
+        return self.__passes.model_op("decode", z)
 
     def decode_with_log_prob(self, z: torch.Tensor, rows=None):
         self.charge(1, self._rows(z, rows))
-        x, log_density = self.__model.decode_with_log_prob(z)
+        x, log_density = self.__passes.model_op("decode_with_log_prob", z)
         return x, objective.discretise(log_density, x[0].numel())

@@ -1,11 +1,12 @@
 """Executors: where work units run. The seam between the runner and an execution engine.
 
-The runner hands an executor a list of unit specs (picklable :class:`~bench.plan.units.UnitSpec`) and a function; the executor calls
-``fn(spec, out_dir)`` for each — in this process, in worker processes, or on a cluster — and yields
-``(spec, summary)`` pairs as units finish (any order). ``fn`` is :func:`bench.run.unit.execute_unit`, a top-level
+The runner hands an executor a list of work items — batches of units (picklable
+:class:`~bench.plan.batches.UnitBatch`, with a ``unit_id`` for task names and a ``device``) — and a function; the
+executor calls ``fn(item, out_dir)`` for each — in this process, in worker processes, or on a cluster — and yields
+``(item, result)`` pairs as items finish (any order). ``fn`` is :func:`bench.run.unit.execute_batch`, a top-level
 function that loads everything it needs from names and writes its own part files, so every executor produces the
-same rows. A unit whose call raises (it should not: ``execute_unit`` turns failures into rows) is yielded as
-``(spec, exc)`` and the runner writes error rows for it.
+same rows. An item whose call raises (it should not: ``execute_batch`` turns failures into rows) is yielded as
+``(item, exc)`` and the runner writes error rows for its units.
 
 To add an engine (``dask``, ``slurm``): put it in its own module ``bench/run/executor_<name>.py`` (the registry's
 discovery imports every such module, so no edit here) or in a ``--plugin`` module, subclass :class:`Executor`,
@@ -67,7 +68,7 @@ def _init_pool_worker(threads, imports, parent_pid=None) -> None:
 
 
 class Executor:
-    """Base class. ``map(fn, specs, out_dir)`` yields ``(spec, summary_or_exception)`` as units finish."""
+    """Base class. ``map(fn, items, out_dir)`` yields ``(item, result_or_exception)`` as items finish."""
 
     name = "?"
 
@@ -166,7 +167,8 @@ def _workers_arg(value: str):
         raise argparse.ArgumentTypeError(f"must be a whole number or 'auto', got {value!r}") from None
 
 
-def _threads_arg(value: str) -> int:
+def positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1 (``--threads``, ``--batch-rows``)."""
     try:
         n = int(value)
     except ValueError:
@@ -218,7 +220,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=_workers_arg, default="auto", metavar="N|auto",
                         help="parallel workers (local: spawned processes, 1 = in-process; default auto: one per "
                              "usable CPU core, 1 on a GPU)")
-    parser.add_argument("--threads", type=_threads_arg, default=1, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=1, metavar="N",
                         help="torch threads per work unit (default 1; results depend on it through float summation "
                              "order, not on --workers)")
     for _, cls in EXECUTORS.items():

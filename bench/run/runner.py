@@ -20,42 +20,49 @@ from bench.core.provenance import now_iso
 from bench.core.schema import NOT_FAILURES, UNIT_FAILURES, Status
 from bench.plan.estimate import estimate_wall, planned_passes
 from bench.plan.grid import Grid
+from bench.plan.batches import default_max_rows, plan_batches
 from bench.plan.units import plan_units, start_run
-from bench.run.unit import error_rows, execute_unit, summarize
+from bench.run.unit import error_rows, execute_batch, summarize
 from bench.store import parts as store
 from bench.store.manifest import (RunLock, check_writable, compatibility_problems, read_run_json, refuse_foreign_dir,
                                   refuse_links, write_run_json)
 from bench.store.resume import clean_dir, planned_keys, reduce_to_missing, remove_unit, scan_dir, stale_rows
 
 
-def run_units(executor, specs, out_dir, *, progress: bool = True, desc: str = "", lost_is_error: bool = False):
-    """Run ``specs`` on ``executor`` into ``out_dir``; yield ``(spec, summary)`` as units finish (any order).
+def run_units(executor, batches, out_dir, *, progress: bool = True, desc: str = "", lost_is_error: bool = False):
+    """Run ``batches`` (:class:`~bench.plan.batches.UnitBatch`) on ``executor`` into ``out_dir``; yield
+    ``(spec, summary)`` for every unit written, as batches finish (any order).
 
-    A unit the executor itself lost (its worker died, the scheduler failed) becomes error rows ("executor: ..."),
-    so every unit handed in yields rows — or, with ``lost_is_error``, stops the loop with a UserError and writes
-    nothing for it (``tune``: a lost candidate must not score as a failed one). Shows a progress bar with the
-    running failure count."""
+    A batch the executor itself lost (its worker died, the scheduler failed) becomes error rows ("executor: ...")
+    for the units it was to write, so every unit handed in yields rows — or, with ``lost_is_error``, stops the loop
+    with a UserError and writes nothing for it (``tune``: a lost candidate must not score as a failed one). Shows a
+    progress bar of units with the running failure count."""
     bar, failures = None, 0
-    if progress and specs:
+    total = sum(len(b.write) for b in batches)
+    if progress and total:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(specs), unit="unit", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        bar = tqdm(total=total, unit="unit", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
     try:
-        for spec, result in executor.map(execute_unit, specs, out_dir):
+        for batch, result in executor.map(execute_batch, batches, out_dir):
             if isinstance(result, DiskFull):   # no rows can be written either: stop, keep what is finished
                 raise result
             if isinstance(result, BaseException):
                 if lost_is_error:
-                    raise UserError(f"unit {spec.unit_id} failed in the executor: {one_line(result)}")
-                rows = error_rows(spec, "executor: " + one_line(result))
-                store.write_unit(out_dir, spec.unit_id, rows)
-                result = summarize(spec.unit_id, rows, 0.0)
-            failures += sum(n for s, n in result["status"].items() if s not in NOT_FAILURES)
-            if bar is not None:
-                bar.update(1)
-                if failures:
-                    bar.set_postfix(failures=failures, refresh=False)
-            yield spec, result
+                    raise UserError(f"units {', '.join(sorted(batch.write))} failed in the executor: "
+                                    f"{one_line(result)}")
+                lost, result = result, []
+                for spec in batch.to_write:
+                    rows = error_rows(spec, "executor: " + one_line(lost))
+                    store.write_unit(out_dir, spec.unit_id, rows)
+                    result.append(summarize(spec.unit_id, rows, 0.0))
+            for spec, summary in zip(batch.to_write, result):
+                failures += sum(n for s, n in summary["status"].items() if s not in NOT_FAILURES)
+                if bar is not None:
+                    bar.update(1)
+                    if failures:
+                        bar.set_postfix(failures=failures, refresh=False)
+                yield spec, summary
     finally:
         if bar is not None:
             bar.close()
@@ -106,10 +113,11 @@ class RunSummary:
 def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=None, prior_dir: str | None = None,
              resume_anyway: bool = False, retry_failed: bool = False, progress: bool = True, dry_run: bool = False,
              imports=(), argv=None, log=None, tf32: bool = False, deterministic: bool = False,
-             isolate: bool = True) -> RunSummary:
+             isolate: bool = True, batch_rows: int | None = None) -> RunSummary:
     """Plan, check, execute and summarise a grid run into ``out_dir``. ``tuned`` is a
     :class:`bench.run.tuning.Tuned` (or None); ``tf32`` and ``deterministic`` say how every unit computes
-    (:func:`bench.core.device.numerics_mode`, applied in the process that runs the unit). Raises UserError before any
+    (:func:`bench.core.device.numerics_mode`, applied in the process that runs the unit); ``batch_rows`` caps the
+    solve rows of a batch of units (:mod:`bench.plan.batches`; default per device). Raises UserError before any
     work for every input problem."""
     from bench.run.executors import LocalExecutor
 
@@ -133,6 +141,7 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
         flags = {"tf32": tf32_allowed(device, tf32), "deterministic": bool(deterministic)}
         return _run_locked(grid, out_dir, units, record, facts["started_at"], executor, device=device, flags=flags,
                            resume_anyway=resume_anyway, retry_failed=retry_failed, progress=progress,
+                           batch_rows=batch_rows or default_max_rows(device),
                            dry_run=dry_run, argv=argv, log=log, t_start=t_start)
     except DiskFull as e:
         raise DiskFull(f"{e}; {len(store.unit_ids(out_dir))} finished units are kept in {str(out_dir)!r}: free "
@@ -143,7 +152,7 @@ def run_grid(grid: Grid, out_dir, *, device: str = "cpu", executor=None, tuned=N
 
 
 def _run_locked(grid, out_dir, units, record, started, executor, *, device, flags, resume_anyway,
-                retry_failed, progress, dry_run, argv, log, t_start) -> RunSummary:
+                retry_failed, progress, batch_rows, dry_run, argv, log, t_start) -> RunSummary:
     """The part of :func:`run_grid` that reads and writes ``out_dir`` (under its :class:`RunLock` unless dry)."""
     commit, dirty = record["git_commit"], record["git_dirty"]
     prev = read_run_json(out_dir) if out_dir.exists() else None
@@ -162,7 +171,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
     if dry_run:
         to_run, skipped = reduce_to_missing(units, scan.done)
         rows = sum(u.rows for u in to_run)
-        passes, est = estimate_wall(to_run, getattr(executor, "workers", 1))
+        passes, est = estimate_wall(plan_batches(units, to_run, batch_rows), getattr(executor, "workers", 1))
         log(f"grid {grid.name!r} (hash {grid.hash}): {len(units)} units, {len(to_run)} to run ({rows} rows, "
             f"{passes:,} image-passes of the prior), {len(skipped)} already done; executor {executor.describe()}, "
             f"device {device}; estimated wall time {est / 60:.1f} min (from a short calibration on this machine)")
@@ -193,7 +202,8 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
         rows = rows[~rows["unit_id"].isin(failed)]
     done = dict(zip(rows["cell_id"], rows["status"]))
     to_run, skipped = reduce_to_missing(units, done)
-    to_run.sort(key=lambda u: -u.rows)  # big units first: shorter tail with workers
+    batches = plan_batches(units, to_run, batch_rows)
+    batches.sort(key=lambda b: -b.rows)  # big batches first: shorter tail with workers
     summary.units_skipped = len(skipped)
     run_cells = {c for u in to_run for c in u.cell_ids()}
     earlier = {}
@@ -203,9 +213,9 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
             earlier[s] = earlier.get(s, 0) + 1
     summary.failures = dict(earlier)
     summary.failures_earlier = sum(earlier.values())
-    summary.image_passes = planned_passes(to_run)
+    summary.image_passes = planned_passes([u for b in batches for u in b.units])
 
-    for _, result in run_units(executor, to_run, out_dir, progress=progress, desc=grid.name):
+    for _, result in run_units(executor, batches, out_dir, progress=progress, desc=grid.name):
         summary.units_run += 1
         summary.rows_written += result["rows"]
         for s, n in result["status"].items():

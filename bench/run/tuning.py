@@ -223,6 +223,7 @@ def tune_grid(grid: Grid, out_file, *, device: str = "cpu", executor=None, facto
 
 def _run_jobs(specs, work_dir, executor, progress, desc) -> dict:
     """Run the specs not already finished in ``work_dir``; return {unit_id: rows DataFrame}."""
+    from bench.plan.batches import default_max_rows, plan_batches
     from bench.run.runner import run_units
     from bench.store.resume import remove_unit
 
@@ -235,6 +236,7 @@ def _run_jobs(specs, work_dir, executor, progress, desc) -> dict:
         except Exception:  # noqa: BLE001 -- corrupt part file: recompute
             remove_unit(Path(work_dir), s.unit_id)
             todo.append(s)
-    for spec, _ in run_units(executor, todo, work_dir, progress=progress, desc=desc, lost_is_error=True):
+    batches = plan_batches(todo, todo, default_max_rows(todo[0].device)) if todo else []
+    for spec, _ in run_units(executor, batches, work_dir, progress=progress, desc=desc, lost_is_error=True):
         out[spec.unit_id] = store.read_unit(work_dir, spec.unit_id)
     return out

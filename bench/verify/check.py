@@ -210,10 +210,10 @@ def exact_problems(current: pd.DataFrame, reference: pd.DataFrame) -> list[list[
 
 def provenance_notes(cur, ref) -> list[str]:
     """Differences in how the two runs computed (CPU code path, threads, device, GPU, TF32, deterministic
-    algorithms) that explain float-level moves. The device columns (:data:`bench.core.schema.DEVICE_COLUMNS`, recorded
+    algorithms, the batches of units' sizes) that explain float-level moves. The device columns (:data:`bench.core.schema.DEVICE_COLUMNS`, recorded
     since the rows had them) are compared only when both runs record them."""
     notes = []
-    newer = [c for c in ("gpu_name", "tf32", "deterministic") if c in ref.columns and c in cur.columns]
+    newer = [c for c in ("gpu_name", "tf32", "deterministic", "pass_batch") if c in ref.columns and c in cur.columns]
     for col in ("cpu_isa", "torch_threads", "device", "torch_version", *newer):
         a = sorted(map(str, ref[col].dropna().unique())) if col in ref.columns else ["(not recorded)"]
         b = sorted(map(str, cur[col].dropna().unique())) if col in cur.columns else ["(not recorded)"]

@@ -6,19 +6,21 @@ from bench.cli.commands import COMMANDS
 HELP = "measure batched speed-up, grid wall times and peak memory"
 DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables (for README):
   - image-steps per second of one prior pass (forward + backward of log_prob w.r.t. x) batched (batch 256 and
-    the default grid's work-unit batch) vs a loop of batch-1 passes, and the ratio, per shipped prior;
+    the default grid's largest batch of units) vs a loop of batch-1 passes, and the ratio, per shipped prior;
   - wall time of the smoke and default grids (each run in a child process into a temporary directory);
   - peak RSS of each grid's process and of this one;
   - where the time goes: each timed grid's FLOP bound (planned image-passes x conv + matmul FLOPs per image-pass of
     their prior / this machine's 3x3-convolution rate on every usable core, or on the GPU) and wall time / bound.
+    The full grid is not timed by default (an hour or more): --grids full times it.
 Timing waits for the GPU's queued work (torch.cuda.synchronize) before every clock read; TF32 is off on CUDA.
-Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 15 min, peak RSS <= 4 GB.
+Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 12 min, peak RSS <= 4 GB, every timed
+grid within 2.5x of its FLOP bound.
 Prior passes are measured with --threads torch threads (default 1, what each work unit runs); grids run as
 `python -m bench run` does by default (--workers auto: one worker per usable core).
 
 examples:
   python -m bench perf --skip-default        # priors + smoke grid (about 2 minutes)
-  python -m bench perf                       # everything (adds the default grid: up to 15 minutes)
+  python -m bench perf                       # everything (adds the default grid: up to 12 minutes)
   python -m bench perf --grids none --priors realnvp-s,glow-s
   python -m bench perf --grids none --compile   # torch.compile against eager for every shipped prior"""
 
@@ -39,6 +41,8 @@ def add_arguments(p):
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile (inductor) against eager per prior and batch (minutes on a cold cache)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    p.add_argument("--keep", metavar="DIR", help="keep each timed grid's results in DIR/<grid> (a new folder; "
+                   "`bench report DIR/<grid>` writes its leaderboard) instead of a temporary folder")
 
 
 def _list(value, default):
@@ -66,6 +70,13 @@ def main(args) -> int:
         grids = [g for g in grids if g != "default"]
     for g in grids:
         grid_path(g)
+    if args.keep:
+        from pathlib import Path
+
+        taken = [str(Path(args.keep) / Path(g).stem) for g in grids if (Path(args.keep) / Path(g).stem).exists()]
+        if taken:
+            raise UserError(f"--keep {args.keep!r}: {', '.join(taken)} already exists; a timed grid runs into a new "
+                            f"folder (every unit computed)")
     if args.priors is None:
         priors = shipped_names()
         if not priors:
@@ -78,7 +89,7 @@ def main(args) -> int:
             raise UserError(f"--priors: {', '.join(missing)} not found (shipped present: "
                             f"{', '.join(shipped_names()) or 'none'}; or a path to a .pt checkpoint)")
     result = run_perf(grids, priors, device_name=args.device, min_time=args.min_time, threads=args.threads,
-                      with_compile=args.compile)
+                      with_compile=args.compile, keep=args.keep)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=str)

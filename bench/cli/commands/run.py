@@ -7,7 +7,8 @@ from bench.cli.commands import COMMANDS
 
 HELP = "run a benchmark grid"
 DESCRIPTION = """Run a benchmark grid: every (task, prior, split, λ, solver, seed, image) cell, batched into work units
-(one solver over a split's images × λ values), one Parquet part file per unit under --out.
+(one solver over a split's images × λ values), one Parquet part file per unit under --out. Units with the same
+prior, solver and budget are solved together, their prior passes batched (--batch-rows rows at most).
 
 Rerunning the same command resumes: finished cells are skipped, corrupt part files are recomputed. A different grid,
 code commit or tuned file in the same --out is refused unless --resume-anyway; a second run into the same --out
@@ -27,6 +28,7 @@ examples:
 def add_arguments(p):
     from bench.plan.filters import add_filter_arguments
     from bench.run.executors import add_arguments as add_executor_arguments
+    from bench.run.executors import positive_int
 
     p.add_argument("--grid", required=True, metavar="NAME|FILE", help="preset name (see `list grids`) or a .toml file")
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/<grid name>)")
@@ -39,6 +41,10 @@ def add_arguments(p):
                         "CUBLAS_WORKSPACE_CONFIG=:4096:8) in every worker; an op without a deterministic kernel "
                         "fails its unit. Recorded in run.json and per row (column deterministic)")
     add_executor_arguments(p)
+    p.add_argument("--batch-rows", type=positive_int, metavar="N",
+                   help="most rows whose prior passes are batched together (default: 256 on CPU, 1024 on CUDA; "
+                        "1 solves every unit alone). Float results depend on it in the last bits; recorded per row "
+                        "(column pass_batch)")
     p.add_argument("--tuned", metavar="FILE", help="apply tuned solver parameters written by `bench tune`")
     add_filter_arguments(p)
     p.add_argument("--data-root", metavar="PATH", help="folder of the grid's dataset (overrides the grid file)")
@@ -89,7 +95,7 @@ def main(args) -> int:
                        tuned=tuned, prior_dir=args.prior_dir, resume_anyway=args.resume_anyway,
                        retry_failed=args.retry_failed, progress=not args.quiet, dry_run=args.dry_run,
                        imports=imports, argv=sys.argv[1:], tf32=args.tf32, deterministic=args.deterministic,
-                       isolate=not args.no_isolation)
+                       isolate=not args.no_isolation, batch_rows=args.batch_rows)
     if args.dry_run:
         return 0
     line = summary.line()
