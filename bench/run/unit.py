@@ -274,7 +274,10 @@ def _solve_all(members, passes, device, timeout_s) -> list:
 
     def work(k):
         with passes.member(k):
-            outs[k] = members[k].solve(device, timeout_s)
+            try:
+                outs[k] = members[k].solve(device, timeout_s)
+            except Exception as e:  # noqa: BLE001 -- the harness's side of one solve failed: its rows say so
+                outs[k] = Outcome(Status.ERROR, one_line(e))
 
     passes.open(len(members))
     threads = [threading.Thread(target=work, args=(k,), daemon=True, name=f"unit-{k}") for k in range(len(members))]
