@@ -83,6 +83,17 @@ class _Flow(torch.nn.Module):
         return torch.tanh(z)
 
 
+def _run_members(batcher, member, n: int) -> None:
+    """``member(k)`` for k < n, each on its own thread, as the runner starts a batch's members."""
+    batcher.open(n)
+    threads = [threading.Thread(target=member, args=(k,), daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a member never got its pass"
+
+
 def _member_inputs(k: int, n: int) -> list:
     g = torch.Generator().manual_seed(k)
     return [torch.rand((2 + k, 1, 2, 2), generator=g) for _ in range(n)]
@@ -102,12 +113,7 @@ def test_pass_batcher_serves_every_member_its_own_rows_a_round_at_a_time():
                 (g,) = torch.autograd.grad(v.sum(), xr)
                 got[k].append((v.detach(), g, batcher.model_op("decode", x)))
 
-    batcher.open(len(counts))
-    threads = [threading.Thread(target=member, args=(k,)) for k in range(len(counts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_members(batcher, member, len(counts))
     # rounds: log p (+∇) and decode alternate; a round holds every member still going, in member order
     assert batcher.rounds == 2 * max(counts)
     assert model.calls[:2] == [2 + 3 + 4] * 2 and model.calls[-2:] == [2] * 2
@@ -143,12 +149,7 @@ def test_backward_through_batched_forwards_is_one_batched_backward_per_round():
 
     torch.autograd.grad = counting_grad
     try:
-        batcher.open(2)
-        threads = [threading.Thread(target=member, args=(k,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
+        _run_members(batcher, member, 2)
     finally:
         torch.autograd.grad = real_grad
     # forward and backward rounds alternate; the batcher's backward covers both members' rows (2 + 3) while both go
@@ -175,12 +176,7 @@ def test_a_failing_batched_pass_reaches_every_member_of_its_round():
             except RuntimeError as e:
                 errors.append(str(e))
 
-    batcher.open(2)
-    threads = [threading.Thread(target=member, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    _run_members(batcher, member, 2)
     assert errors == ["no pass today"] * 2
 
 

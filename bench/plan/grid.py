@@ -129,7 +129,7 @@ class Grid:
     unfiltered: dict | None = None                # resolved() of the grid before filters
     budgets: tuple = ()                           # every budget of the grid's budget axis, ascending
     protocol: str = DEFAULT_PROTOCOL              # bench/core/protocols.py
-    unit_timeout_s: float | None = None           # wall-time limit of a unit's solve (None: from the budget)
+    unit_timeout_s: float | None = None           # wall-time limit per solver process of a batch (None: budget × rows)
     unit_memory_mb: int | None = None             # memory limit of a unit's solver process (None: 4096)
 
     def __post_init__(self):

@@ -13,9 +13,10 @@
   counted oracle. No plugin code runs here: the harness reads only the solver class's declared attributes.
   ``spec.run.isolate = False`` (``run --no-isolation``) solves in this process instead: for debugging and profiling
   only, since a plugin can then reach everything here.
-- The harness (:mod:`bench.run.scoring`) scores ``x_hat`` with :func:`bench.core.metrics.score` and its own model, and builds the anytime trace
-  from the points the solver marked on its prior (``trace_point``): losses this process computed at the evaluated
-  iterates, or iterates it scores with uncharged passes; pass counts are the oracle's. ``info_*`` columns are what
+- The harness (:mod:`bench.run.scoring`) scores ``x_hat`` with :func:`bench.core.metrics.score` and its own model,
+  and builds the anytime trace from the points the solver marked on its prior (``trace_point``): losses this
+  process computed at the evaluated iterates, or iterates it scores with uncharged passes; pass counts are the
+  oracle's. ``info_*`` columns are what
   the solver reported about itself (e.g. AIPO's ``lam_reached``).
 - Failures are isolated (:class:`bench.core.schema.Status`): an exception gives rows with status ``error`` and a one-line
   ``error``; asking for a pass past the budget gives ``overspend`` (even if the solver caught the error); a row
@@ -26,8 +27,9 @@
 - ``wall_time_s`` is the batch's wall time (problems, solves, scoring; cached loading excluded) divided by its rows,
   read with :func:`bench.core.device.clock` (after the device's queued work); ``pass_batch`` the rows its passes were
   batched with. The batch computes under :func:`bench.core.device.numerics_mode` (TF32, ``--deterministic``); its
-  rows record those flags, the device's facts and the batch's peak GPU memory (:data:`bench.core.schema.DEVICE_COLUMNS`). The rows' columns and dtypes are
-  :mod:`bench.core.schema`'s (:func:`bench.core.schema.rows_frame`).
+  rows record those flags, the device's facts and the batch's peak GPU memory
+  (:data:`bench.core.schema.DEVICE_COLUMNS`). The rows' columns and dtypes are :mod:`bench.core.schema`'s
+  (:func:`bench.core.schema.rows_frame`).
 """
 from __future__ import annotations
 
