@@ -63,6 +63,24 @@ def test_a_resumed_run_recomputes_a_batch_whole_and_writes_only_what_is_missing(
     assert b.units == (reduced,) and b.write == {reduced.unit_id}
 
 
+def test_a_batch_lost_by_its_executor_keeps_the_units_it_wrote(priors, test_solvers, tmp_path):
+    from bench.plan.units import RunContext
+    from bench.run.runner import run_units
+
+    units = plan_units(make_grid(priors[:1], splits=["id"]), RunContext(isolate=False))
+    (batch,) = plan_batches(units, units, 256)
+    first = units[0].unit_id
+
+    class LosesTheWorker:   # writes the batch's first unit, then loses the batch
+        def map(self, fn, items, out_dir):
+            for b in items:
+                fn(UnitBatch(b.units, frozenset([first])), out_dir)
+                yield b, RuntimeError("worker lost")
+
+    got = {s.unit_id: r["status"] for s, r in run_units(LosesTheWorker(), [batch], tmp_path, progress=False)}
+    assert got[first] == {"ok": 4} and all(v == {"error": 4} for k, v in got.items() if k != first)
+
+
 # ------------------------------------------------------------------------------------------------ the batcher
 class _Flow(torch.nn.Module):
     """A row-wise 'flow' that records the batch sizes it is called with."""

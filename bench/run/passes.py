@@ -20,6 +20,10 @@ through :class:`_Precomputed`, exact for any cotangent since rows are independen
 their backward: the members' vector-Jacobian products of one batched forward are one batched backward, with zero
 cotangents for members that ask later (the graph is then kept until every member has had its backward, or has
 left; at most :data:`MAX_GRAPHS` graphs are kept).
+
+A round waits for every member, so the members of a batch (one solver on other tasks, splits or seeds, possibly of
+the same images) share a clock: one that stalls holds the others until the unit limits end them, and request timing
+is a channel between them (README "What a plugin can and cannot do").
 """
 from __future__ import annotations
 
@@ -200,7 +204,7 @@ class PassBatcher:
                 parts = [o.split(sizes) for o in outs]
                 for k, (_, s) in enumerate(slots):
                     s[3] = tuple(p[k] for p in parts)
-            except Exception as e:  # noqa: BLE001 -- every caller of the failed batch gets the error
+            except BaseException as e:  # noqa: BLE001 -- every caller of the failed batch gets the error
                 for _, s in slots:
                     s[3] = e
 

@@ -51,10 +51,13 @@ def run_units(executor, batches, out_dir, *, progress: bool = True, desc: str = 
                 if lost_is_error:
                     raise UserError(f"units {', '.join(sorted(batch.write))} failed in the executor: "
                                     f"{one_line(result)}")
-                lost, result = result, []
-                for spec in batch.to_write:
-                    rows = error_rows(spec, "executor: " + one_line(lost))
-                    store.write_unit(out_dir, spec.unit_id, rows)
+                lost, result, written = result, [], store.unit_ids(out_dir)
+                for spec in batch.to_write:   # units the batch wrote before it was lost keep their rows
+                    if spec.unit_id in written:
+                        rows = store.read_unit(out_dir, spec.unit_id)
+                    else:
+                        rows = error_rows(spec, "executor: " + one_line(lost))
+                        store.write_unit(out_dir, spec.unit_id, rows)
                     result.append(summarize(spec.unit_id, rows, 0.0))
             for spec, summary in zip(batch.to_write, result):
                 failures += sum(n for s, n in summary["status"].items() if s not in NOT_FAILURES)
@@ -180,7 +183,7 @@ def _run_locked(grid, out_dir, units, record, started, executor, *, device, flag
 
     if problems:
         log(f"warning: --resume-anyway: {str(out_dir)!r} " + "; ".join(problems))
-    this_run = {"started_at": started, "device": str(device), "executor": executor.describe(),
+    this_run = {"started_at": started, "device": str(device), "executor": executor.describe(), "batch_rows": batch_rows,
                 **flags, "isolated": all(u.run.isolate for u in units),
                 "filters": grid.filters, "argv": list(argv or []),
                 "git_commit": commit, "git_dirty": dirty, "grid_hash": grid.hash,

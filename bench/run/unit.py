@@ -275,7 +275,9 @@ def _solve_all(members, passes, device, timeout_s) -> list:
     outs = [None] * len(members)
 
     def work(k):
-        with passes.member(k):
+        # a backward through a batched graph waits for its round: it must run on this thread, not on the autograd
+        # engine's device thread that all members share (CUDA), which would then block the others' backward
+        with passes.member(k), torch.autograd.set_multithreading_enabled(False):
             try:
                 outs[k] = members[k].solve(device, timeout_s)
             except Exception as e:  # noqa: BLE001 -- the harness's side of one solve failed: its rows say so
