@@ -36,9 +36,10 @@ def estimate_wall(batches: list, workers: int) -> tuple[int, float]:
 
 
 def _unit_shape(u, cls) -> tuple[int, int]:
-    """(batch of the unit's solve, prior passes charged per row of it)."""
-    B = len(u.image_ids) * (1 if cls.lam_independent else len(u.lams))
-    return B, (u.budget // 2 if cls.lam_independent else u.budget)
+    """(batch of the unit's solve, :func:`bench.plan.batches.solve_rows`; prior passes charged per row of it)."""
+    from bench.plan.batches import solve_rows
+
+    return solve_rows(u), (u.budget // 2 if cls.lam_independent else u.budget)
 
 
 def planned_passes(units: list) -> int:
