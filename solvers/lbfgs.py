@@ -52,20 +52,26 @@ def _direction(g, prev_g, d, t, S, Y, rho, count, H, later, cap):
         rho[ui, pos] = 1.0 / ys[ui]
         count[ui] += 1
         H[ui] = ys[ui] / (yv[ui] * yv[ui]).sum(1)
-    # two-loop recursion; slots a row does not have contribute exact zeros
+    # two-loop recursion; slots a row does not have contribute exact zeros. Below the smallest history of the rows
+    # ``later`` every one of them has slot i, so the mask is skipped there (rows are independent: what the other rows
+    # compute is discarded by the final where).
     k = int(count[later].max())
+    k_all = int(count[later].min())
+    zero = torch.zeros_like(t)
     q = -g
     al = torch.zeros(g.shape[0], max(k, 1), dtype=g.dtype, device=g.device)
     for i in range(k - 1, -1, -1):
-        valid = later & (count > i)
-        a = torch.where(valid, (S[:, i] * q).sum(1) * rho[:, i], torch.zeros_like(t))
+        a = (S[:, i] * q).sum(1) * rho[:, i]
+        if i >= k_all:
+            a = torch.where(later & (count > i), a, zero)
         al[:, i] = a
-        q = q - a[:, None] * Y[:, i]
+        q -= a[:, None] * Y[:, i]
     r = q * H[:, None]
     for i in range(k):
-        valid = later & (count > i)
-        be = (Y[:, i] * r).sum(1) * rho[:, i]
-        r = r + torch.where(valid, al[:, i] - be, torch.zeros_like(t))[:, None] * S[:, i]
+        c = al[:, i] - (Y[:, i] * r).sum(1) * rho[:, i]
+        if i >= k_all:
+            c = torch.where(later & (count > i), c, zero)
+        r += c[:, None] * S[:, i]
     return torch.where(later[:, None], r, d)
 
 

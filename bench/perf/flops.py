@@ -33,6 +33,29 @@ def flops_per_image(model, batch: int = 64) -> float:
     return fc.get_total_flops() / batch
 
 
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # CPU: the oneDNN forward and backward
+
+
+def conv_kernel_seconds(model, batch: int, reps: int = 3) -> float:
+    """CPU seconds per image that one prior pass (as :func:`flops_per_image` counts it) spends inside convolution
+    kernels, from ``torch.profiler``'s self times of :data:`CONV_KERNELS` at ``batch`` rows: what the pass would
+    cost if everything but its convolutions were free, at the speed oneDNN reaches on *these* shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+
+    def step():
+        xr = x.detach().requires_grad_(True)
+        torch.autograd.grad(model.log_prob(xr).sum(), xr)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            step()
+    us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in CONV_KERNELS)
+    return us / 1e6 / reps / batch
+
+
 def reference_rates(device, min_time: float = 1.0) -> dict:
     """FLOP/s of a large float32 matmul (2048²) and of a 3×3 convolution (batch 64, 64 → 64 channels, 32×32) on
     ``device`` with the current thread count: the machine's practical peak for the two kinds of work a flow does."""
@@ -49,6 +72,9 @@ def reference_rates(device, min_time: float = 1.0) -> dict:
 
 def _conv_rate_one_thread(min_time: float) -> float:
     """:func:`reference_rates`' convolution rate with one torch thread (run in a worker process)."""
+    from bench.perf.allocator import retain_freed_memory
+
+    retain_freed_memory()
     torch.set_num_threads(1)
     return reference_rates(torch.device("cpu"), min_time=min_time)["conv"]
 

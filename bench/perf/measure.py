@@ -36,7 +36,9 @@ from bench.core import numerics
 from bench.core.device import clock
 from bench.core.errors import UserError
 from bench.core.schema import Status
-from bench.perf.flops import _rate, flops_per_image, grid_flops, machine_conv_rate, reference_rates
+from bench.perf.allocator import retain_freed_memory
+from bench.perf.flops import (_rate, conv_kernel_seconds, flops_per_image, grid_flops, machine_conv_rate,
+                              reference_rates)
 
 TARGET_RATIO = 10.0
 TARGET_WALL_S = {"smoke": 60.0, "default": 12 * 60.0}
@@ -227,6 +229,7 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
     from bench.plan.grid import grid_path
     from bench.priors.catalog import load_prior
 
+    retain_freed_memory()  # time kernels, not glibc handing freed buffers back to the kernel (bench/perf/allocator.py)
     torch.set_num_threads(threads)
     for g in grids:
         grid_path(g)  # UserError for an unknown grid, before any measurement
@@ -248,8 +251,15 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
             result["priors"][name] = r
             for b in batches:
                 achieved = r["flops_per_image"] * r[f"batch {b}"]
+                bound_s = r["flops_per_image"] / ref["conv"]  # one image-pass at the reference conv rate
+                if device.type == "cpu":
+                    r[f"conv kernels s/img {b}"] = conv = conv_kernel_seconds(lp.model, b)
+                    conv_ratio = f"{conv / bound_s:.2f}×"
+                else:
+                    conv_ratio = "-"
                 frows.append([name, b, f"{r['flops_per_image'] / 1e6:,.2f}", f"{achieved / 1e9:,.2f}",
-                              f"{achieved / ref['conv']:.1%}", f"{achieved / ref['matmul']:.1%}"])
+                              f"{achieved / ref['conv']:.1%}", f"{achieved / ref['matmul']:.1%}",
+                              f"{ref['conv'] / achieved:.2f}×", conv_ratio])
             for b in batches:
                 ratio = r[f"batch {b}"] / r["loop"]
                 shown = math.floor(ratio * 100) / 100  # floored: 9.998 must not print as a met 10.00
@@ -263,7 +273,11 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
             f"(conv 3×3 64→64 @ 32×32, batch 64: {ref['conv'] / 1e9:,.1f} GFLOP/s; matmul 2048²: "
             f"{ref['matmul'] / 1e9:,.1f} GFLOP/s)\n")
         out(tabulate(frows, headers=["prior", "batch", "MFLOP per image-pass", "achieved GFLOP/s", "of conv rate",
-                                     "of matmul rate"], tablefmt="github", disable_numparse=True))
+                                     "of matmul rate", "pass / bound", "conv kernels alone / bound"],
+                     tablefmt="github", disable_numparse=True))
+        out("(pass / bound: a pass's time over its FLOPs at the conv rate; conv kernels alone: the time the same pass "
+            "spends inside its convolutions (torch.profiler), over the same bound — what remains if everything else "
+            "in the pass were free, at oneDNN's speed on these layer shapes)")
         if with_compile:
             crows = []
             for name in priors:
