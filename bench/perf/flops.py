@@ -82,8 +82,9 @@ def _conv_rate_one_thread(min_time: float) -> float:
 def machine_conv_rate(device, min_time: float = 1.0) -> float:
     """FLOP/s of :func:`reference_rates`' convolution on the whole machine, what a grid's FLOP bound divides by: on
     CUDA the GPU's; on CPU the larger of every usable core as torch threads of one process and one single-thread
-    process per core, all at once (how ``run --workers auto`` computes; on a 2-core AMD EPYC the processes reach
-    ~1.2× the threads' rate, so taking the larger keeps the bound a lower bound)."""
+    process per core, all at once (how ``run --workers auto`` computes; taking the larger keeps the bound a lower
+    bound). On a 2-core AMD EPYC, two processes: 205 GFLOP/s; two threads: 187–198 with freed memory kept
+    (:mod:`bench.perf.allocator`), 121–188 without, depending on what the process ran before."""
     from concurrent.futures import ProcessPoolExecutor
 
     from bench.run.executors import usable_cpus

@@ -5,7 +5,9 @@ Four measurements, one markdown table each (paste into README):
 1. Prior pass throughput, per shipped prior: one *prior pass* is forward + backward of ``log_prob`` w.r.t. x (what
    a solver step costs, README contract 2). Image-steps per second batched (batch 256 and the default grid's largest
    batch of units, :mod:`bench.plan.batches`) against a loop of batch-1 passes over the same images; the ratio is
-   the per-image speed-up batching buys (target >= 10× at 16×16).
+   the per-image speed-up batching buys (target >= 10× at 16×16). Beside it, each batched pass against its FLOP
+   bound, and the part of it spent inside convolution kernels (:func:`bench.perf.flops.conv_kernel_seconds`): the
+   floor the pass would have if everything but its convolutions were free.
 2. Grid wall time: ``python -m bench run --grid G`` in a child process into a temporary directory (every unit
    computed, nothing reused), smoke and default (targets: 60 s and 12 min on a 2-core CPU machine).
 3. Peak memory: the peak RSS of each grid's child process (``os.wait4`` rusage, so each grid is measured on its
@@ -14,8 +16,10 @@ Four measurements, one markdown table each (paste into README):
    prior ÷ the whole machine's measured 3×3-convolution rate, every usable core: :func:`machine_conv_rate`) and the
    wall time's ratio to it (target <= 2.5×).
 
-Every timed path reads the clock with :func:`bench.core.device.clock`, which waits for a CUDA device's queued kernels
-first (CUDA calls return when the kernels are queued: unsynchronised timing measures launches, not work).
+The measuring processes keep freed memory (:mod:`bench.perf.allocator`), so a rate does not depend on what ran
+before it. Every timed path reads the clock with :func:`bench.core.device.clock`, which waits for a CUDA device's
+queued kernels first (CUDA calls return when the kernels are queued: unsynchronised timing measures launches, not
+work).
 """
 from __future__ import annotations
 

@@ -7,11 +7,13 @@ HELP = "measure batched speed-up, grid wall times and peak memory"
 DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables (for README):
   - image-steps per second of one prior pass (forward + backward of log_prob w.r.t. x) batched (batch 256 and
     the default grid's largest batch of units) vs a loop of batch-1 passes, and the ratio, per shipped prior;
+    each batched pass's time / its FLOP bound, beside the time its convolution kernels alone take / the same bound
+    (torch.profiler, CPU): how much of the gap is the kernels at these layer shapes and how much everything else;
   - wall time of the smoke and default grids (each run in a child process into a temporary directory);
   - peak RSS of each grid's process and of this one;
   - where the time goes: each timed grid's FLOP bound (planned image-passes x conv + matmul FLOPs per image-pass of
     their prior / this machine's 3x3-convolution rate on every usable core, or on the GPU) and wall time / bound.
-    The full grid is not timed by default (an hour or more): --grids full times it.
+    The full grid is not timed by default (30 minutes or more): --grids full times it.
 Timing waits for the GPU's queued work (torch.cuda.synchronize) before every clock read; TF32 is off on CUDA.
 Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 12 min, peak RSS <= 4 GB, every timed
 grid within 2.5x of its FLOP bound.
