@@ -6,8 +6,8 @@ did before. A timing loop that allocates and frees the same large output over an
 output is 16.8 MB) can therefore page-fault a fresh buffer on every call or on none, depending on what ran before it
 in the process: on a 2-core AMD EPYC the same 3×3 convolution measured 103 GFLOP/s as the first measurement of a
 process and 69 GFLOP/s after another one, and a realnvp-m pass at batch 240 587–630 or 709–716 image-passes/s.
-A grid's worker does not need this: its passes ran at the same rate with and without it (in-round 678 vs 686
-image-passes/s on that machine), close to the raised-threshold microbenchmark.
+A grid's worker does not need this: its passes ran at the same rate with it and without (in-round 678 and 675–686
+image-passes/s on that machine), close to the microbenchmark with it.
 
 :func:`retain_freed_memory` raises both thresholds with ``mallopt`` (glibc only; elsewhere it does nothing);
 ``bench perf`` calls it in its own process and in the processes that measure the machine's convolution rate.
