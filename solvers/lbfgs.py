@@ -58,20 +58,21 @@ def _direction(g, prev_g, d, t, S, Y, rho, count, H, later, cap):
     k = int(count[later].max())
     k_all = int(count[later].min())
     zero = torch.zeros_like(t)
+    Sk, Yk, rk = S[:, :k].unbind(1), Y[:, :k].unbind(1), rho[:, :k].unbind(1)   # slot i of every row, as views
     q = -g
-    al = torch.zeros(g.shape[0], max(k, 1), dtype=g.dtype, device=g.device)
+    al = [zero] * k
     for i in range(k - 1, -1, -1):
-        a = (S[:, i] * q).sum(1) * rho[:, i]
+        a = (Sk[i] * q).sum(1) * rk[i]
         if i >= k_all:
             a = torch.where(later & (count > i), a, zero)
-        al[:, i] = a
-        q -= a[:, None] * Y[:, i]
+        al[i] = a
+        q -= a[:, None] * Yk[i]
     r = q * H[:, None]
     for i in range(k):
-        c = al[:, i] - (Y[:, i] * r).sum(1) * rho[:, i]
+        c = al[i] - (Yk[i] * r).sum(1) * rk[i]
         if i >= k_all:
             c = torch.where(later & (count > i), c, zero)
-        r += c[:, None] * S[:, i]
+        r += c[:, None] * Sk[i]
     return torch.where(later[:, None], r, d)
 
 

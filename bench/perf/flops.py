@@ -33,7 +33,9 @@ def flops_per_image(model, batch: int = 64) -> float:
     return fc.get_total_flops() / batch
 
 
-CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # CPU: the oneDNN forward and backward
+# CPU convolution kernels: oneDNN's forward and (every) backward, and ATen's fallback for shapes oneDNN does not take
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                "aten::_slow_conv2d_backward")
 
 
 def conv_kernel_seconds(model, batch: int, reps: int = 3) -> float:

@@ -5,9 +5,10 @@ Four measurements, one markdown table each (paste into README):
 1. Prior pass throughput, per shipped prior: one *prior pass* is forward + backward of ``log_prob`` w.r.t. x (what
    a solver step costs, README contract 2). Image-steps per second batched (batch 256 and the default grid's largest
    batch of units, :mod:`bench.plan.batches`) against a loop of batch-1 passes over the same images; the ratio is
-   the per-image speed-up batching buys (target >= 10× at 16×16). Beside it, each batched pass against its FLOP
-   bound, and the part of it spent inside convolution kernels (:func:`bench.perf.flops.conv_kernel_seconds`): the
-   floor the pass would have if everything but its convolutions were free.
+   the per-image speed-up batching buys (target >= 10× at 16×16). A second table gives each batched pass's FLOP rate
+   and its time against its FLOP bound, beside the time it spends inside convolution kernels
+   (:func:`bench.perf.flops.conv_kernel_seconds`): the floor the pass would have if everything but its convolutions
+   were free.
 2. Grid wall time: ``python -m bench run --grid G`` in a child process into a temporary directory (every unit
    computed, nothing reused), smoke and default (targets: 60 s and 12 min on a 2-core CPU machine).
 3. Peak memory: the peak RSS of each grid's child process (``os.wait4`` rusage, so each grid is measured on its
@@ -16,8 +17,9 @@ Four measurements, one markdown table each (paste into README):
    prior ÷ the whole machine's measured 3×3-convolution rate, every usable core: :func:`machine_conv_rate`) and the
    wall time's ratio to it (target <= 2.5×).
 
-The measuring processes keep freed memory (:mod:`bench.perf.allocator`), so a rate does not depend on what ran
-before it. Every timed path reads the clock with :func:`bench.core.device.clock`, which waits for a CUDA device's
+This process and the ones that measure the machine's convolution rate keep freed memory
+(:mod:`bench.perf.allocator`), so a rate does not depend on what ran before it; the timed grids run as users run
+them. Every timed path reads the clock with :func:`bench.core.device.clock`, which waits for a CUDA device's
 queued kernels first (CUDA calls return when the kernels are queued: unsynchronised timing measures launches, not
 work).
 """
@@ -262,8 +264,7 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
                 else:
                     conv_ratio = "-"
                 frows.append([name, b, f"{r['flops_per_image'] / 1e6:,.2f}", f"{achieved / 1e9:,.2f}",
-                              f"{achieved / ref['conv']:.1%}", f"{achieved / ref['matmul']:.1%}",
-                              f"{ref['conv'] / achieved:.2f}×", conv_ratio])
+                              f"{achieved / ref['matmul']:.1%}", f"{ref['conv'] / achieved:.2f}×", conv_ratio])
             for b in batches:
                 ratio = r[f"batch {b}"] / r["loop"]
                 shown = math.floor(ratio * 100) / 100  # floored: 9.998 must not print as a met 10.00
@@ -276,10 +277,11 @@ def _run_perf(grids, priors, device, device_name, min_time, out, threads, with_c
         out(f"\n### Achieved FLOP rate of a batched prior pass against this machine's measured rates "
             f"(conv 3×3 64→64 @ 32×32, batch 64: {ref['conv'] / 1e9:,.1f} GFLOP/s; matmul 2048²: "
             f"{ref['matmul'] / 1e9:,.1f} GFLOP/s)\n")
-        out(tabulate(frows, headers=["prior", "batch", "MFLOP per image-pass", "achieved GFLOP/s", "of conv rate",
-                                     "of matmul rate", "pass / bound", "conv kernels alone / bound"],
+        out(tabulate(frows, headers=["prior", "batch", "MFLOP per image-pass", "achieved GFLOP/s", "of matmul rate",
+                                     "pass / bound", "conv kernels alone / bound"],
                      tablefmt="github", disable_numparse=True))
-        out("(pass / bound: a pass's time over its FLOPs at the conv rate; conv kernels alone: the time the same pass "
+        out("(pass / bound: a pass's time over its FLOPs at the conv rate, the reciprocal of the share of that rate it "
+            "reaches; conv kernels alone: the time the same pass "
             "spends inside its convolutions (torch.profiler), over the same bound — what remains if everything else "
             "in the pass were free, at oneDNN's speed on these layer shapes)")
         if with_compile:

@@ -13,7 +13,7 @@ DESCRIPTION = """Measure, on this machine, in one run, and print markdown tables
   - peak RSS of each grid's process and of this one;
   - where the time goes: each timed grid's FLOP bound (planned image-passes x conv + matmul FLOPs per image-pass of
     their prior / this machine's 3x3-convolution rate on every usable core, or on the GPU) and wall time / bound.
-    The full grid is not timed by default (30 minutes or more): --grids full times it.
+    The full grid is not timed by default (about 30 minutes on 2 cores): --grids full times it.
 Timing waits for the GPU's queued work (torch.cuda.synchronize) before every clock read; TF32 is off on CUDA.
 Targets (2-core CPU): speed-up >= 10x at 16x16, smoke <= 60 s, default <= 12 min, peak RSS <= 4 GB, every timed
 grid within 2.5x of its FLOP bound.
