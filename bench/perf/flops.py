@@ -21,15 +21,26 @@ def _rate(step, n_images: int, min_time: float, min_reps: int = 2, device="cpu")
             return n_images * reps / dt
 
 
+def _pass_input(model, batch: int) -> torch.Tensor:
+    """``batch`` fixed images in (0, 1) on the model's device, to count or profile one prior pass on."""
+    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
+    return x.to(next(model.parameters()).device)
+
+
+def _prior_pass(model, x) -> torch.Tensor:
+    """One prior pass: log_prob at ``x`` and its gradient w.r.t. ``x`` (returned)."""
+    xr = x.detach().requires_grad_(True)
+    return torch.autograd.grad(model.log_prob(xr).sum(), xr)[0]
+
+
 def flops_per_image(model, batch: int = 64) -> float:
     """FLOPs of one prior pass (forward + backward of log_prob w.r.t. x) per image, as
     ``torch.utils.flop_counter.FlopCounterMode`` counts them (matmuls and convolutions; elementwise ops are free)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
-    x = x.to(next(model.parameters()).device).requires_grad_(True)
+    x = _pass_input(model, batch)
     with FlopCounterMode(display=False) as fc:
-        torch.autograd.grad(model.log_prob(x).sum(), x)
+        _prior_pass(model, x)
     return fc.get_total_flops() / batch
 
 
@@ -44,16 +55,11 @@ def conv_kernel_seconds(model, batch: int, reps: int = 3) -> float:
     cost if everything but its convolutions were free, at the speed oneDNN reaches on *these* shapes."""
     from torch.profiler import ProfilerActivity, profile
 
-    x = torch.rand((batch, *model.image_shape), generator=torch.Generator().manual_seed(0)).clamp(0.02, 0.98)
-
-    def step():
-        xr = x.detach().requires_grad_(True)
-        torch.autograd.grad(model.log_prob(xr).sum(), xr)
-
-    step()
+    x = _pass_input(model, batch)
+    _prior_pass(model, x)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(reps):
-            step()
+            _prior_pass(model, x)
     us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in CONV_KERNELS)
     return us / 1e6 / reps / batch
 

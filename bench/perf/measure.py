@@ -43,8 +43,8 @@ from bench.core.device import clock
 from bench.core.errors import UserError
 from bench.core.schema import Status
 from bench.perf.allocator import retain_freed_memory
-from bench.perf.flops import (_rate, conv_kernel_seconds, flops_per_image, grid_flops, machine_conv_rate,
-                              reference_rates)
+from bench.perf.flops import (_prior_pass, _rate, conv_kernel_seconds, flops_per_image, grid_flops,
+                              machine_conv_rate, reference_rates)
 
 TARGET_RATIO = 10.0
 TARGET_WALL_S = {"smoke": 60.0, "default": 12 * 60.0}
@@ -60,19 +60,14 @@ def prior_pass_rates(model, batches, device, min_time: float = 1.0, loop_images:
     shape = tuple(model.image_shape)
     out = {}
 
-    def fwd_bwd(x):
-        x = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(model.log_prob(x).sum(), x)
-        return g
-
     for b in batches:
         x = torch.rand((b, *shape), generator=gen).clamp(0.02, 0.98).to(device)
-        out[f"batch {b}"] = _rate(lambda: fwd_bwd(x), b, min_time, device=device)
+        out[f"batch {b}"] = _rate(lambda: _prior_pass(model, x), b, min_time, device=device)
     xs = torch.rand((loop_images, *shape), generator=gen).clamp(0.02, 0.98).to(device)
 
     def loop():
         for i in range(loop_images):
-            fwd_bwd(xs[i:i + 1])
+            _prior_pass(model, xs[i:i + 1])
 
     out["loop"] = _rate(loop, loop_images, min_time, min_reps=1, device=device)
     return out

@@ -16,8 +16,7 @@
 - The harness (:mod:`bench.run.scoring`) scores ``x_hat`` with :func:`bench.core.metrics.score` and its own model,
   and builds the anytime trace from the points the solver marked on its prior (``trace_point``): losses this
   process computed at the evaluated iterates, or iterates it scores with uncharged passes; pass counts are the
-  oracle's. ``info_*`` columns are what
-  the solver reported about itself (e.g. AIPO's ``lam_reached``).
+  oracle's. ``info_*`` columns are what the solver reported about itself (e.g. AIPO's ``lam_reached``).
 - Failures are isolated (:class:`bench.core.schema.Status`): an exception gives rows with status ``error`` and a one-line
   ``error``; asking for a pass past the budget gives ``overspend`` (even if the solver caught the error); a row
   whose ``x_hat`` is not finite gives ``nan``; an ``x_hat`` that is not a real floating-point tensor (complex,
